@@ -1,0 +1,1 @@
+"""check_... functions for each lesson's exercises; each returns a widgets.feedback.Feedback."""
