@@ -250,6 +250,9 @@ class GPT(nn.Module):
             tmp_path = Path(tmp.name)
         try:
             save_file(tensors, str(tmp_path), metadata=meta)
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp_path.chmod(0o666 & ~umask)  # NamedTemporaryFile is private (0600); undo that
             os.replace(tmp_path, path)
         finally:
             tmp_path.unlink(missing_ok=True)

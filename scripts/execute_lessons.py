@@ -14,7 +14,8 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def execute(path: Path) -> float:
+def execute(path: Path, out: Path | None = None) -> float:
+    """Run the notebook at path, write it with its outputs to out (default: in place)."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
@@ -27,7 +28,7 @@ def execute(path: Path) -> float:
     client.execute()
     elapsed = time.perf_counter() - t0
     nb.metadata.pop("widgets", None)
-    nbformat.write(nb, path)
+    nbformat.write(nb, out or path)
     return elapsed
 
 

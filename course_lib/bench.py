@@ -1,0 +1,228 @@
+"""Benchmark course_lib against what a learner would use instead; every figure is a ratio.
+
+python -m course_lib.bench            all figures (CPU: a few minutes)
+python -m course_lib.bench --quick    smaller sizes, for a smoke run
+On a GPU it adds tokens/s and model FLOPs utilisation at GPT-2-small shape in bf16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from course_lib.device import autocast, default_device
+from course_lib.model import GPT
+from course_lib.sampling import generate
+from course_lib.tokenization import BPETokenizer, naive_train_bpe
+
+# Dense bf16 peak FLOP/s of GPUs we know, for MFU (from the vendors' data sheets).
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+SHAPES = {
+    # A CPU-sized model: big enough that framework overhead is not the whole story.
+    "small": dict(n_layer=6, n_head=6, n_embd=384, n_positions=512, vocab_size=8192),
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50304),
+}
+
+
+def hf_and_ours(shape: str, device: torch.device, seed: int = 0):
+    """A randomly initialised transformers GPT-2 and our GPT holding the same weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(**SHAPES[shape], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        bos_token_id=0, eos_token_id=0)
+    hf = GPT2LMHeadModel(config).to(device)
+    ours = GPT.from_hf_gpt2(hf).to(device)
+    return hf, ours
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _best_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Fastest of `repeats` timed runs after one warm-up: the least noisy estimate."""
+    fn()
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def training_step_fn(model, forward: Callable, batch: tuple, device: torch.device):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+
+    def step():
+        with autocast(device):
+            loss = forward(*batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bench_training(shape: str, batch_size: int, seq_len: int, steps: int,
+                   device: torch.device) -> dict:
+    """Training tokens/s (forward, backward, AdamW): ours against transformers' GPT-2."""
+    hf, ours = hf_and_ours(shape, device)
+    hf.train()
+    ours.train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, SHAPES[shape]["vocab_size"], (batch_size, seq_len + 1), generator=g)
+    x = x.to(device)
+    inputs, targets = x[:, :-1], x[:, 1:]
+    ours_step = training_step_fn(ours, lambda a, b: ours(a, b)[1], (inputs, targets), device)
+    # transformers shifts labels itself: give it the same window and the same targets.
+    hf_step = training_step_fn(hf, lambda a: hf(a, labels=a).loss, (x,), device)
+    tokens = batch_size * seq_len
+
+    def run(step):
+        return lambda: [step() for _ in range(steps)]
+
+    ours_s = _best_time(run(ours_step), device, 2)
+    hf_s = _best_time(run(hf_step), device, 2)
+    return {"ours_tok_s": tokens * steps / ours_s, "hf_tok_s": tokens * steps / hf_s}
+
+
+@torch.no_grad()
+def bench_generation(shape: str, prompt_len: int, new_tokens: int, device: torch.device) -> dict:
+    """Greedy generation tokens/s with the KV cache: ours against transformers' generate."""
+    hf, ours = hf_and_ours(shape, device)
+    hf.eval()
+    ours.eval()
+    g = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, SHAPES[shape]["vocab_size"], (1, prompt_len), generator=g)
+    prompt = prompt.to(device)
+    out = {}
+
+    def ours_run():
+        out["ours"] = generate(ours, prompt, new_tokens, temperature=0)
+
+    def hf_run():
+        out["hf"] = hf.generate(prompt, attention_mask=torch.ones_like(prompt),
+                                max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                do_sample=False, pad_token_id=0)
+
+    ours_s = _best_time(ours_run, device, 2)
+    hf_s = _best_time(hf_run, device, 2)
+    same = torch.equal(out["ours"], out["hf"])
+    return {"ours_tok_s": new_tokens / ours_s, "hf_tok_s": new_tokens / hf_s,
+            "same_tokens": same}
+
+
+@torch.no_grad()
+def bench_cache(shape: str, prompt_len: int, new_tokens: int, device: torch.device) -> dict:
+    """Generation with the KV cache against without it, on our own model."""
+    _, ours = hf_and_ours(shape, device)
+    ours.eval()
+    g = torch.Generator().manual_seed(2)
+    prompt = torch.randint(0, SHAPES[shape]["vocab_size"], (1, prompt_len), generator=g)
+    prompt = prompt.to(device)
+    out = {}
+
+    def cached():
+        out["cached"] = generate(ours, prompt, new_tokens, temperature=0, use_cache=True)
+
+    def plain():
+        out["plain"] = generate(ours, prompt, new_tokens, temperature=0, use_cache=False)
+
+    cached_s = _best_time(cached, device, 1)
+    plain_s = _best_time(plain, device, 1)
+    return {"cached_tok_s": new_tokens / cached_s, "uncached_tok_s": new_tokens / plain_s,
+            "same_tokens": torch.equal(out["cached"], out["plain"])}
+
+
+def bench_bpe(n_bytes: int, vocab_size: int) -> dict:
+    """BPE training time: incremental pair counts against recounting every merge."""
+    from course_lib.data import load_corpus
+
+    text = load_corpus("train").encode("utf-8")[:n_bytes].decode("utf-8", errors="ignore")
+    t0 = time.perf_counter()
+    fast = BPETokenizer.train(text, vocab_size)
+    fast_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    naive = naive_train_bpe(text, vocab_size)
+    naive_s = time.perf_counter() - t0
+    return {"mb": len(text.encode()) / 1e6, "ours_s": fast_s, "naive_s": naive_s,
+            "same_merges": fast.merges == naive}
+
+
+def gpu_mfu(batch_size: int, steps: int, device: torch.device) -> dict:
+    """Our training throughput and MFU at GPT-2-small shape in bf16 (nanoGPT's FLOP count)."""
+    _, ours = hf_and_ours("gpt2", device)
+    ours.train()
+    T = SHAPES["gpt2"]["n_positions"]
+    x = torch.randint(0, SHAPES["gpt2"]["vocab_size"], (batch_size, T + 1), device=device)
+    step = training_step_fn(ours, lambda a, b: ours(a, b)[1], (x[:, :-1], x[:, 1:]), device)
+    seconds = _best_time(lambda: [step() for _ in range(steps)], device, 2)
+    tok_s = batch_size * T * steps / seconds
+    n = ours.num_parameters() - ours.transformer.wpe.weight.numel()
+    c = ours.config
+    flops_per_token = 6 * n + 12 * c.n_layer * c.n_embd * T
+    name = torch.cuda.get_device_name(device)
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+    return {"device": name, "tok_s": tok_s,
+            "mfu": None if peak is None else flops_per_token * tok_s / peak}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer steps")
+    parser.add_argument("--device", help="cpu or cuda (default: best available)")
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["training", "generation", "cache", "bpe", "mfu"])
+    args = parser.parse_args(argv)
+    device = torch.device(args.device) if args.device else default_device()
+    gpu = device.type == "cuda"
+    q = args.quick
+    shape = "gpt2" if gpu else "small"
+    print(f"device: {torch.cuda.get_device_name(device) if gpu else 'cpu'}, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, model shape {shape} "
+          f"{SHAPES[shape]}")
+
+    def row(figure: str, ours: str, ref: str, ratio: float, target: float, extra: str = ""):
+        verdict = "meets" if ratio >= target else "below"
+        print(f"{figure:<34} {ours:>18} {ref:>26}  {ratio:5.2f}x  (target >= {target}x, "
+              f"{verdict}){extra}")
+
+    print(f"{'figure':<34} {'course_lib':>18} {'reference':>26}  ratio")
+    if "training" not in args.skip:
+        r = bench_training(shape, 4 if q else 8, 128 if q else 256, 2 if q else 4, device)
+        row("training tokens/s", f"{r['ours_tok_s']:,.0f}",
+            f"HF GPT2LMHeadModel {r['hf_tok_s']:,.0f}", r["ours_tok_s"] / r["hf_tok_s"], 1.2)
+    if "generation" not in args.skip:
+        r = bench_generation(shape, 16, 64 if q else 256, device)
+        row("cached generation tokens/s", f"{r['ours_tok_s']:,.1f}",
+            f"HF generate {r['hf_tok_s']:,.1f}", r["ours_tok_s"] / r["hf_tok_s"], 1.5,
+            f", same greedy tokens: {r['same_tokens']}")
+    if "cache" not in args.skip:
+        r = bench_cache(shape, 16, 64 if q else 256, device)
+        row(f"cached vs uncached, {64 if q else 256} new tokens", f"{r['cached_tok_s']:,.1f}",
+            f"uncached {r['uncached_tok_s']:,.1f}", r["cached_tok_s"] / r["uncached_tok_s"], 5,
+            f", identical tokens: {r['same_tokens']}")
+    if "bpe" not in args.skip:
+        n_bytes, vocab = (200_000, 1024) if q else (1_000_000, 2048)
+        r = bench_bpe(n_bytes, vocab)
+        row(f"BPE train {r['mb']:.2f} MB -> {vocab} (s)", f"{r['ours_s']:.2f}",
+            f"recount every merge {r['naive_s']:.1f}", r["naive_s"] / r["ours_s"], 10,
+            f", same merges: {r['same_merges']}")
+    if gpu and "mfu" not in args.skip:
+        r = gpu_mfu(8 if q else 16, 5 if q else 10, device)
+        mfu = "unknown peak" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+        print(f"GPT-2-small bf16 training on {r['device']}: {r['tok_s']:,.0f} tokens/s, "
+              f"MFU {mfu}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Does each lesson fit Binder (1 CPU, 2 GB)? Run each on one core; report time and peak memory.
+
+Usage: python scripts/measure_lessons.py [lessons/NN_name.ipynb ...]   (default: all lessons)
+Each lesson runs in a fresh process pinned to CPU 0 (taskset -c 0) with torch limited to one
+thread; peak memory is the kernel's maximum resident set size. Limits: 60 s and 1.5 GB.
+Exits non-zero if a lesson is over either limit.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LIMIT_S, LIMIT_MB = 60.0, 1536.0
+
+CHILD = """
+import json, resource, sys
+sys.path.insert(0, {scripts!r})
+from execute_lessons import execute
+seconds = execute(__import__("pathlib").Path({src!r}), __import__("pathlib").Path({dst!r}))
+# The kernel was a child of this process and has been reaped: its peak RSS is counted here.
+peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({{"seconds": seconds, "peak_mb": peak_kb / 1024}}))
+"""
+
+
+def measure(path: Path) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        dst = Path(tmp) / path.name
+        code = CHILD.format(scripts=str(ROOT / "scripts"), src=str(path), dst=str(dst))
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code],
+                             capture_output=True, text=True, env=env, cwd=path.parent)
+        if out.returncode:
+            raise RuntimeError(f"{path.name} failed:\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    paths = [Path(p).resolve() for p in sys.argv[1:]] or sorted(
+        (ROOT / "lessons").glob("[0-9]*.ipynb"))
+    print(f"{'lesson':<32} {'seconds':>8} {'peak MB':>8}  within Binder (1 CPU, "
+          f"{LIMIT_S:.0f} s, {LIMIT_MB:.0f} MB)?")
+    ok = True
+    for p in paths:
+        r = measure(p)
+        fits = r["seconds"] < LIMIT_S and r["peak_mb"] < LIMIT_MB
+        ok &= fits
+        print(f"{p.name:<32} {r['seconds']:8.1f} {r['peak_mb']:8.0f}  {'yes' if fits else 'NO'}",
+              flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
