@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -63,16 +65,27 @@ def lab_url(tmp_path_factory):
     port = _free_port()
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
                JUPYTER_CONFIG_DIR=str(tmp / "config"), HF_HUB_OFFLINE="1")
+    # Serve a copy: JupyterLab saves notebooks after running them, and the committed lessons
+    # must stay exactly as they are.
+    root = tmp / "course"
+    shutil.copytree(ROOT / "lessons", root / "lessons")
     settings = tmp / "settings"
     # No news or update checks: they would reach for the network and pop up toasts.
     (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings") \
         .write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # Keep every cell in the page, so the test can see all of them.
+    (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings") \
+        .write_text(json.dumps({"windowingMode": "none"}))
+    (settings / "@jupyterlab" / "docmanager-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings") \
+        .write_text(json.dumps({"autosave": False}))
     log = open(tmp / "lab.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
          "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
-         "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={ROOT}",
+         "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={root}",
          f"--LabApp.user_settings_dir={settings}",
          f"--LabApp.workspaces_dir={tmp / 'workspaces'}"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -137,25 +150,36 @@ def _set_slider(page, label: str, value: str) -> None:
     page.keyboard.press("Enter")
 
 
-def _run_all(page, url: str, lesson: str) -> None:
+def _run_all(page, url: str, lesson: str) -> int:
+    """Open a lesson, clear it, run every cell; return how many cells did not run."""
     page.goto(f"{url}/lab/tree/lessons/{lesson}?reset", wait_until="domcontentloaded")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
     # Wait until the kernel is ready before running everything.
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
                            timeout=120_000)
-    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-    page.locator("li[data-command='notebook:run-all-cells']").click()
-    n_code = page.locator(".jp-CodeCell").count()
-    # Every code cell shows an execution count, none is pending ([*]) and the kernel is idle.
+    # Clear the committed outputs first, so a finished cell is one that ran in this browser.
+    _menu(page, "Edit", "Clear Outputs of All Cells")
+    _menu(page, "Run", "Run All Cells")
+    prompts = "Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))"
+    # The run has started once some cell is queued or numbered ...
+    page.wait_for_function(f"() => {prompts}.some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))",
+                           timeout=60_000, polling=200)
+    # ... and is over when nothing is queued and the kernel is idle. After an error the
+    # remaining cells go back to [ ], which the caller reports.
     page.wait_for_function(
-        """n => {
-            const prompts = Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'));
-            const done = prompts.filter(p => /\\[\\d+\\]/.test(p.textContent)).length;
+        f"""() => {{
             const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
-            return done === n && status && status.dataset.status === 'idle';
-        }""",
-        arg=n_code, timeout=CELL_TIMEOUT_S * 1000, polling=500,
+            return !{prompts}.some(p => p.textContent.includes('*'))
+                && status && status.dataset.status === 'idle';
+        }}""",
+        timeout=CELL_TIMEOUT_S * 1000, polling=500,
     )
+    return page.evaluate(f"() => {prompts}.filter(p => !/\\[\\d+\\]/.test(p.textContent)).length")
+
+
+def _menu(page, menu: str, item: str) -> None:
+    page.locator(".lm-MenuBar-item", has_text=menu).first.click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$")).click()
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
@@ -163,9 +187,12 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        _run_all(page, lab_url, lesson)
-        errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
-        assert errors.count() == 0, f"{lesson}: a cell failed:\n{errors.first.inner_text()}"
+        not_run = _run_all(page, lab_url, lesson)
+        # JupyterLab renders errors as stderr; a traceback marks a real one.
+        stderr = page.locator("[data-mime-type='application/vnd.jupyter.stderr']")
+        tracebacks = [t for t in stderr.all_inner_texts() if re.search(r"Traceback|\w+Error\b", t)]
+        assert not tracebacks, f"{lesson}: a cell failed:\n{tracebacks[0][-2000:]}"
+        assert not_run == 0, f"{lesson}: {not_run} cells did not run"
         widgets = page.locator(".jp-OutputArea-output .jupyter-widgets")
         assert widgets.count() > 0, f"{lesson}: no widget rendered"
         broken = page.get_by_text("Error displaying widget")
