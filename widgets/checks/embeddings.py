@@ -1,0 +1,136 @@
+"""Checks for lesson 2's exercises: the embedding table's size, search by meaning, a query."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from course_lib.embeddings import SemanticIndex, load_sentence_model
+from widgets.feedback import Feedback, right, wrong
+
+__all__ = [
+    "LINES",
+    "PIZZA",
+    "QUERY",
+    "WINES",
+    "check_closest_line",
+    "check_pizza_query",
+    "check_table_size",
+]
+
+# Exercise 2: which line is closest in meaning to QUERY? It shares no word with any line.
+LINES = [
+    "Now is the winter of our discontent",
+    "If music be the food of love, play on",
+    "All the world's a stage",
+    "Parting is such sweet sorrow",
+    "Double, double toil and trouble",
+]
+QUERY = "I am very sad"
+
+# Exercise 3: the wine list of the lesson; a query must bring PIZZA to the top without its words.
+WINES = [
+    "A bold red that goes well with steak",
+    "A sweet dessert pick for chocolate cake",
+    "A sparkling bottle for birthday parties",
+    "A crisp white that is good with fish",
+    "A light red for pizza night",
+]
+PIZZA = WINES[4]
+BANNED = ("light", "red", "pizza", "night")
+
+
+@functools.cache
+def _table_shape() -> tuple[int, int]:
+    from course_lib.pretrained import load_pretrained
+
+    model, _ = load_pretrained()
+    vocab_size, n_embd = model.transformer.wte.weight.shape
+    return vocab_size, n_embd
+
+
+@functools.cache
+def _index(texts: tuple[str, ...]) -> SemanticIndex:
+    return SemanticIndex(list(texts), load_sentence_model())
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_table_size(answer: int | None) -> Feedback:
+    """Exercise 1: how many numbers the shipped model's token embedding table holds."""
+    if answer is None:
+        return wrong("Replace None with a whole number: the count of numbers in the table.")
+    if not _is_int(answer):
+        return wrong(f"Give a whole number (an int), not {type(answer).__name__} {answer!r}.")
+    vocab_size, n_embd = _table_shape()
+    expected = vocab_size * n_embd
+    if answer == expected:
+        return right(
+            f"{vocab_size} rows (one per token) times {n_embd} numbers per row = {expected:,}. "
+            "The same matrix is reused as the output layer (weight tying), so it is counted once."
+        )
+    if answer == 2 * expected:
+        return wrong(
+            "That counts the table twice. The output layer lm_head shares this very matrix "
+            "(weight tying), so there is only one table."
+        )
+    if answer == vocab_size + n_embd:
+        return wrong("The table is a matrix: multiply rows by columns rather than adding them.")
+    if answer in (vocab_size, n_embd):
+        return wrong("That is only one side of the table. How many rows, and how long is each?")
+    return wrong(
+        f"Not {answer:,}. The table has one row per token in the vocabulary, and each row is one "
+        "token's vector: look at model.transformer.wte.weight.shape."
+    )
+
+
+def check_closest_line(answer: str | int | None) -> Feedback:
+    """Exercise 2: the line of LINES that all-MiniLM-L6-v2 puts closest to QUERY."""
+    if answer is None:
+        return wrong("Replace None with the line you think is closest (the text, or its index).")
+    if _is_int(answer):
+        if not 0 <= answer < len(LINES):
+            return wrong(f"An index must be between 0 and {len(LINES) - 1}.")
+        answer = LINES[answer]
+    if not isinstance(answer, str):
+        return wrong(f"Give the line as a str (or its index), not {type(answer).__name__}.")
+    if answer.strip() not in LINES:
+        return wrong("That is not one of the lines: copy one of LINES exactly, or give its index.")
+    (best, score), (_, second) = _index(tuple(LINES)).search(QUERY, 2)
+    if answer.strip() == best:
+        return right(
+            f"{best!r} has cosine {score:.3f} with {QUERY!r}, against {second:.3f} for the "
+            "runner-up, without sharing a single word with it: the match is by meaning."
+        )
+    return wrong(
+        "The model puts another line closer. Which line is about the feeling, even though "
+        "none of them says 'sad'? Check with SemanticIndex(LINES).search(QUERY)."
+    )
+
+
+def check_pizza_query(query: str | None) -> Feedback:
+    """Exercise 3: a query that ranks PIZZA first among WINES without any of BANNED's words."""
+    if query is None:
+        return wrong("Replace None with your query, a str.")
+    if not isinstance(query, str):
+        return wrong(f"The query must be a str, not {type(query).__name__}.")
+    if not query.strip():
+        return wrong("The query is empty: type some words.")
+    used = sorted(set(re.findall(r"[a-z]+", query.lower())) & set(BANNED))
+    if used:
+        return wrong(f"Your query uses {used}: find other words with the same meaning.")
+    results = _index(tuple(WINES)).search(query, len(WINES))
+    top, score = results[0]
+    pizza_score = dict(results)[PIZZA]
+    if top == PIZZA:
+        return right(
+            f"{PIZZA!r} ranks first with cosine {score:.3f}, and your query shares none of its "
+            "words: that is search by meaning."
+        )
+    rank = [text for text, _ in results].index(PIZZA) + 1
+    return wrong(
+        f"Your query lands closest to {top!r} (cosine {score:.3f}); the pizza wine is number "
+        f"{rank} ({pizza_score:.3f}). Describe the food or the occasion in other words."
+    )

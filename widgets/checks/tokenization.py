@@ -1,0 +1,162 @@
+"""Checks for lesson 1's exercises: digit groups, the first BPE merge, the leading space."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from itertools import pairwise
+
+import regex
+
+from course_lib.tokenization import (
+    GPT4_SPLIT_PATTERN,
+    BPETokenizer,
+    get_encoding,
+    naive_train_bpe,
+)
+from widgets.feedback import Feedback, right, wrong
+
+__all__ = [
+    "NUMBER",
+    "TINY_CORPUS",
+    "check_first_merge",
+    "check_number_tokens",
+    "check_space_word",
+]
+
+# Exercise 1: how many cl100k_base tokens is this number?
+NUMBER = "31415926535"
+# Exercise 2: the corpus whose first merge the learner finds. The obvious guess ("l", "o")
+# is not the answer, which is the point.
+TINY_CORPUS = "low lower lowest newer newest"
+
+
+@functools.cache
+def _shipped_tokenizer() -> BPETokenizer:
+    from course_lib.pretrained import TOKENIZER_FILE
+
+    return BPETokenizer.load(TOKENIZER_FILE)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_number_tokens(answer: int | None) -> Feedback:
+    """Exercise 1: the number of cl100k_base tokens in NUMBER."""
+    if answer is None:
+        return wrong("Replace None with your prediction, a whole number such as 5.")
+    if not _is_int(answer):
+        return wrong(f"Give a whole number (an int), not {type(answer).__name__} {answer!r}.")
+    enc = get_encoding("cl100k_base")
+    ids = enc.encode(NUMBER)
+    if answer == len(ids):
+        pieces = [enc.decode([i]) for i in ids]
+        return right(
+            f"{NUMBER} is {len(ids)} tokens: {pieces}. The pre-split regex cuts runs of digits "
+            "into groups of at most 3 (\\p{N}{1,3}), and each group is a single token."
+        )
+    if answer == len(NUMBER):
+        return wrong(
+            "That is one token per digit. Look at the pre-split pattern: how long can a run of "
+            "digits (\\p{N}) be before it is cut?"
+        )
+    if answer == 1:
+        return wrong(
+            "A number this long is not one token: the pre-split regex cuts it before BPE ever "
+            "sees it. How long may a group of digits be in GPT4_SPLIT_PATTERN?"
+        )
+    return wrong(
+        f"Not {answer}. The pattern cuts the {len(NUMBER)} digits into groups of at most 3, "
+        "and cl100k_base has a token for every group of 1 to 3 digits. How many groups, "
+        "counting from the left?"
+    )
+
+
+def _pair_counts(text: str) -> Counter[tuple[bytes, bytes]]:
+    counts: Counter[tuple[bytes, bytes]] = Counter()
+    for chunk in regex.findall(GPT4_SPLIT_PATTERN, text):
+        data = chunk.encode("utf-8")
+        for a, b in pairwise(data):
+            counts[bytes([a]), bytes([b])] += 1
+    return counts
+
+
+def _as_byte_pair(answer: object) -> tuple[bytes, bytes] | None:
+    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+        return None
+    out = []
+    for part in answer:
+        if isinstance(part, str):
+            part = part.encode("utf-8")
+        elif _is_int(part) and 0 <= part < 256:
+            part = bytes([part])
+        if not isinstance(part, bytes) or len(part) != 1:
+            return None
+        out.append(part)
+    return out[0], out[1]
+
+
+def check_first_merge(answer: tuple[str, str] | None) -> Feedback:
+    """Exercise 2: the first pair BPE merges when trained on TINY_CORPUS, e.g. ("l", "o")."""
+    if answer is None:
+        return wrong('Replace None with a pair of two characters, like ("l", "o").')
+    pair = _as_byte_pair(answer)
+    if pair is None:
+        return wrong(
+            'Give the pair as a tuple of two single characters, like ("l", "o") '
+            "(byte values such as (108, 111) work too)."
+        )
+    first = naive_train_bpe(TINY_CORPUS, 258)[0]
+    best = (bytes([first[0]]), bytes([first[1]]))
+    counts = _pair_counts(TINY_CORPUS)
+    shown = (pair[0].decode("latin-1"), pair[1].decode("latin-1"))
+    best_shown = (best[0].decode(), best[1].decode())
+    if pair == best:
+        return right(
+            f"{best_shown} occurs {counts[best]} times, more than any other pair: in lower, "
+            "lowest, newer and newest. Counting beats intuition: 'lo' is only in 3 words."
+        )
+    if counts[pair] == 0:
+        return wrong(
+            f"{shown} never occurs in {TINY_CORPUS!r} (the regex splits the text into words "
+            "first, each with its leading space, so no pair spans two words)."
+        )
+    return wrong(
+        f"{shown} occurs {counts[pair]} times, but another pair occurs {counts[best]} times. "
+        "Count every adjacent pair in every word."
+    )
+
+
+def check_space_word(answer: str | None) -> Feedback:
+    """Exercise 3: a word that is one token with a leading space but several tokens without."""
+    if answer is None:
+        return wrong("Replace None with a word (a str), without a leading space.")
+    if not isinstance(answer, str):
+        return wrong(f"Give a word as a str, not {type(answer).__name__}.")
+    word = answer
+    if not word.strip():
+        return wrong("The word is empty: type some letters.")
+    if word != word.strip():
+        return wrong(f"Give the word without spaces around it ({word.strip()!r}); the check adds "
+                     "the leading space itself.")
+    tok = _shipped_tokenizer()
+    with_space = tok.pieces(" " + word)
+    without = tok.pieces(word)
+    shown_with = [t for _, t in with_space]
+    shown_without = [t for _, t in without]
+    if len(with_space) == 1 and len(without) > 1:
+        return right(
+            f"' {word}' is one token (id {with_space[0][0]}) but {word!r} is "
+            f"{len(without)}: {shown_without}. Mid-sentence words come after a space, so BPE "
+            "learned the spaced form as a whole; the bare form is rarer."
+        )
+    if len(with_space) > 1:
+        return wrong(
+            f"' {word}' is {len(with_space)} tokens ({shown_with}), not one. Try a common "
+            "word from the plays."
+        )
+    return wrong(
+        f"{word!r} is also a single token ({shown_without}), so the space does not matter "
+        "for it. Try another word."
+    )
