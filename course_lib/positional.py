@@ -72,3 +72,98 @@ def apply_rope(x: torch.Tensor, offset: int = 0, base: float = 10000.0) -> torch
     out[..., 0::2] = x_even * cos - x_odd * sin
     out[..., 1::2] = x_even * sin + x_odd * cos
     return out
+
+
+# ----- comparing encodings: similarity between positions -----------------------------------
+
+
+def cosine_similarity_matrix(table: torch.Tensor) -> torch.Tensor:
+    """(n, n) cosine similarity between every pair of rows of an (n, d) position table."""
+    if table.dim() != 2:
+        raise ValueError(f"table must have shape (n_positions, d), got {tuple(table.shape)}")
+    unit = table.float() / table.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return unit @ unit.T
+
+
+def rope_table(x: torch.Tensor, n_positions: int, base: float = 10000.0) -> torch.Tensor:
+    """The vector x (d,) rotated by RoPE to each position 0..n_positions-1: shape (n_positions, d).
+
+    A stand-in "position table" for RoPE, which has none of its own: it rotates q and k instead.
+    """
+    _check_positive("n_positions", n_positions)
+    if x.dim() != 1:
+        raise ValueError(f"x must be one vector of shape (d,), got {tuple(x.shape)}")
+    return apply_rope(x.expand(n_positions, -1), base=base)
+
+
+def rope_score_matrix(
+    q: torch.Tensor, k: torch.Tensor, n_positions: int, base: float = 10000.0
+) -> torch.Tensor:
+    """S[m, n] = RoPE(q at position m) . RoPE(k at position n): the raw attention score grid."""
+    if q.shape != k.shape:
+        raise ValueError(
+            f"q and k must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}"
+        )
+    return rope_table(q, n_positions, base) @ rope_table(k, n_positions, base).T
+
+
+def diagonal_spread(matrix: torch.Tensor) -> float:
+    """Largest max - min along any diagonal of a square matrix: 0 iff M[m, n] depends on m - n."""
+    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"matrix must be square, got shape {tuple(matrix.shape)}")
+    n = matrix.shape[0]
+    spread = 0.0
+    for offset in range(-(n - 1), n):
+        diag = torch.diagonal(matrix, offset)
+        spread = max(spread, (diag.max() - diag.min()).item())
+    return spread
+
+
+def similarity_by_offset(sim: torch.Tensor, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row `position` of a similarity matrix, against offset = other position - position."""
+    n = sim.shape[0]
+    if not isinstance(position, int) or not 0 <= position < n:
+        raise ValueError(f"position must be an int in [0, {n - 1}], got {position!r}")
+    return torch.arange(n) - position, sim[position]
+
+
+def position_similarities(
+    n_positions: int, d_model: int, learned: torch.Tensor | None = None, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Cosine similarity between positions for each kind of encoding: {kind: (n, n)}.
+
+    "sinusoidal" uses sinusoidal(n_positions, d_model); "rotary" rotates one seeded random vector
+    of size d_model to every position; "learned" (only if a table is given) uses its rows.
+    """
+    _check_positive("n_positions", n_positions)
+    x = torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
+    out = {
+        "sinusoidal": cosine_similarity_matrix(sinusoidal(n_positions, d_model)),
+        "rotary": cosine_similarity_matrix(rope_table(x, n_positions)),
+    }
+    if learned is not None:
+        if learned.dim() != 2 or learned.shape[0] < n_positions:
+            raise ValueError(
+                f"learned must be an (n, d) table with n >= n_positions={n_positions}, "
+                f"got shape {tuple(learned.shape)}"
+            )
+        out["learned"] = cosine_similarity_matrix(learned[:n_positions].detach())
+    return out
+
+
+def rope_pair_rotation(
+    position: int, pair: int, d_model: int, base: float = 10000.0
+) -> tuple[float, float]:
+    """(angle in radians, wavelength in positions) by which RoPE turns pair `pair` at `position`.
+
+    The angle is position * base^(-2 pair / d_model): the same frequency as the sinusoidal
+    encoding's dimensions 2 pair and 2 pair + 1.
+    """
+    if not 0 <= pair < d_model // 2:
+        raise ValueError(
+            f"pair must be in [0, {d_model // 2 - 1}] for d_model={d_model}, got {pair}"
+        )
+    if position < 0:
+        raise ValueError(f"position must be >= 0, got {position}")
+    freq = base ** (-2 * pair / d_model)
+    return position * freq, 2 * math.pi / freq

@@ -1,0 +1,55 @@
+import math
+
+import torch
+
+from course_lib.positional import apply_rope, sinusoidal
+from widgets.checks.positional import (
+    D_MODEL,
+    DIM,
+    POS,
+    QUERY_KEY,
+    ROPE_CANDIDATES,
+    check_rope_same_score,
+    check_sinusoid_value,
+    check_unchanged_rows,
+)
+
+
+def test_check_sinusoid_value():
+    answer = sinusoidal(POS + 1, D_MODEL)[POS, DIM].item()
+    assert check_sinusoid_value(answer)
+    assert check_sinusoid_value(torch.tensor(answer))
+    assert not check_sinusoid_value(None)
+    assert "None" in check_sinusoid_value(None).message
+    assert "sin" in check_sinusoid_value(math.sin(1.0)).message
+    assert "exponent" in check_sinusoid_value(math.cos(POS / 10000 ** (DIM / D_MODEL))).message
+    assert "radians" in check_sinusoid_value(math.cos(math.radians(1.0))).message
+    assert not check_sinusoid_value(0.3)
+    assert not check_sinusoid_value("0.54x")
+
+
+def test_check_rope_same_score_agrees_with_apply_rope():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 32), torch.randn(1, 1, 32)
+
+    def score(m: int, n: int) -> float:
+        return (apply_rope(q, offset=m)[0, 0] @ apply_rope(k, offset=n)[0, 0]).item()
+
+    target = score(*QUERY_KEY)
+    same = [p for p in ROPE_CANDIDATES if abs(score(*p) - target) < 1e-4]
+    assert check_rope_same_score(same)
+    assert check_rope_same_score(tuple(reversed(same)))
+    assert not check_rope_same_score(None)
+    assert "sign" in check_rope_same_score(same + [(4, 9)]).message
+    assert "missed" in check_rope_same_score(same[:1]).message
+    assert not check_rope_same_score(same + [(9, 9)])
+    assert not check_rope_same_score(5)
+
+
+def test_check_unchanged_rows():
+    assert check_unchanged_rows([2, 3])
+    assert check_unchanged_rows({3, 2})
+    assert not check_unchanged_rows(None)
+    assert "position 0" in check_unchanged_rows([0, 1, 2, 3]).message
+    assert not check_unchanged_rows([3])
+    assert not check_unchanged_rows("23x")

@@ -1,0 +1,121 @@
+"""Exercise checks for lesson 3, positional encoding."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from widgets.feedback import Feedback, right, wrong
+
+# Exercise 1 asks for PE[POS, DIM] of the sinusoidal table with d_model = D_MODEL.
+POS, DIM, D_MODEL = 10, 5, 16
+# Exercise 2: which (query position, key position) pairs give the same RoPE score as QUERY_KEY?
+QUERY_KEY = (9, 4)
+ROPE_CANDIDATES = [(5, 0), (4, 9), (10, 4), (20, 15), (13, 8), (9, 9)]
+# Exercise 3: "A B C D" against "B A C D", causal attention, no positions.
+SENTENCE_1, SENTENCE_2 = ["A", "B", "C", "D"], ["B", "A", "C", "D"]
+
+_NONE = "Replace None with your answer, then run the cell again."
+
+
+def _number(answer: object) -> float | None:
+    try:
+        value = float(answer)  # also takes a 0-d tensor or numpy scalar
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _items(answer: object) -> list | None:
+    if isinstance(answer, (str, bytes)) or not isinstance(answer, Iterable):
+        return None
+    return list(answer)
+
+
+def check_sinusoid_value(answer: float | None) -> Feedback:
+    """Exercise 1: the value of the sinusoidal encoding at position POS, dimension DIM."""
+    if answer is None:
+        return wrong(_NONE)
+    value = _number(answer)
+    if value is None:
+        return wrong(f"Give one number (a float), got {type(answer).__name__}.")
+    i = DIM // 2
+    angle = POS / 10000 ** (2 * i / D_MODEL)
+    if abs(value - math.cos(angle)) < 1e-3:
+        return right(
+            f"Dimension {DIM} is odd, so it is a cosine; its pair index is i = {DIM} // 2 = {i}, "
+            f"so the angle is {POS} / 10000^({2 * i}/{D_MODEL}) = {angle:g} radian and "
+            f"cos({angle:g}) = {math.cos(angle):.4f}."
+        )
+    if abs(value - math.sin(angle)) < 1e-3:
+        return wrong("Right angle, wrong function: even dimensions use sin, odd ones use cos.")
+    if abs(value - math.cos(math.radians(angle))) < 1e-4:
+        return wrong("The angle is in radians, not degrees (math.cos takes radians).")
+    for exponent in (DIM, 2 * DIM):
+        if abs(value - math.cos(POS / 10000 ** (exponent / D_MODEL))) < 1e-3:
+            return wrong(
+                f"Check the exponent: dimensions 2i and 2i+1 share the frequency "
+                f"10000^(-2i/d), with i = dimension // 2 (here i = {i}, so 2i = {2 * i})."
+            )
+    return wrong(
+        f"Not quite. Work out i = {DIM} // 2, the angle = {POS} / 10000^(2i/{D_MODEL}), "
+        f"then take sin if the dimension is even, cos if it is odd."
+    )
+
+
+def check_rope_same_score(answer: Iterable[tuple[int, int]] | None) -> Feedback:
+    """Exercise 2: the pairs of ROPE_CANDIDATES whose RoPE score equals that of QUERY_KEY."""
+    if answer is None:
+        return wrong(_NONE)
+    items = _items(answer)
+    try:
+        chosen = {(int(m), int(n)) for m, n in items}
+    except (TypeError, ValueError):
+        return wrong("Give a list of (query position, key position) pairs, e.g. [(1, 0), (2, 1)].")
+    offset = QUERY_KEY[0] - QUERY_KEY[1]
+    expected = {(m, n) for m, n in ROPE_CANDIDATES if m - n == offset}
+    if chosen == expected:
+        return right(
+            f"RoPE's score depends only on query position - key position, here {offset}; "
+            f"the absolute positions cancel because rotating both by the same extra angle "
+            f"leaves their dot product alone."
+        )
+    reversed_pairs = {(m, n) for m, n in chosen if n - m == offset}
+    if reversed_pairs:
+        return wrong(
+            f"{sorted(reversed_pairs)} have offset {-offset}, not {offset}: the sign matters. "
+            "q.k is not symmetric once q and k are different vectors."
+        )
+    missing = sorted(expected - chosen)
+    extra = sorted(chosen - expected)
+    return wrong(
+        f"Compare query position - key position for each pair with {QUERY_KEY}. "
+        + (f"You missed {len(missing)}. " if missing else "")
+        + (f"{extra} do not belong." if extra else "")
+    )
+
+
+def check_unchanged_rows(answer: Iterable[int] | None) -> Feedback:
+    """Exercise 3: output positions that are identical for SENTENCE_1 and SENTENCE_2."""
+    if answer is None:
+        return wrong(_NONE)
+    items = _items(answer)
+    try:
+        chosen = {int(i) for i in items}
+    except (TypeError, ValueError):
+        return wrong("Give a list of positions (integers from 0 to 3), e.g. [0, 1].")
+    if chosen == {2, 3}:
+        return right(
+            "Positions 2 and 3 see the same tokens ({A, B, C} and {A, B, C, D}) with the same "
+            "query token, and without positions attention treats what it sees as a bag. "
+            "Positions 0 and 1 have different query tokens (A against B), so they differ."
+        )
+    if {0, 1} & chosen:
+        return wrong(
+            "At position 0 the first sentence has query A and the second has query B: "
+            "different tokens ask different questions. Look at what each position can see."
+        )
+    return wrong(
+        "List every position whose query token and set of visible tokens (itself and "
+        "everything to its left) are the same in both sentences."
+    )
