@@ -182,3 +182,100 @@ def generate(
     if not new:
         return prompt
     return torch.cat([prompt, torch.stack(new, dim=1)], dim=1)
+
+
+# ----- helpers for lessons and views --------------------------------------------------------
+
+
+@torch.no_grad()
+def next_token_logits(model: GPT, idx) -> torch.Tensor:
+    """Raw logits (vocab,) for the token after idx (one sequence): one forward pass to cache."""
+    idx = _as_prompt(model, idx)
+    if idx.shape[0] != 1:
+        raise ValueError(f"idx must hold one sequence, got a batch of {idx.shape[0]}")
+    idx = idx[:, -model.config.block_size :]
+    was_training = model.training
+    model.eval()
+    logits, _ = model(idx)
+    model.train(was_training)
+    return logits[0, -1].float().cpu()
+
+
+def describe_filtering(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    n: int = 20,
+) -> dict:
+    """What temperature, top-k and top-p do to one next-token distribution (logits of shape (V,)).
+
+    Returns, for the n most likely tokens (in order of their probability at temperature 1):
+    ids, before (probabilities at temperature 1, no filter), scaled (after temperature only),
+    cumulative (running sum of the distribution top-p cuts, i.e. after temperature and top-k),
+    after (the distribution sampled from); and over the whole vocabulary: kept (tokens with
+    non-zero probability after filtering), entropy_before and entropy_after in bits.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 1:
+        raise ValueError("logits must be a 1-D tensor: one score per vocabulary entry")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    logits = logits.float()
+    before = torch.softmax(logits, -1)
+    scaled_logits = apply_temperature(logits, temperature)
+    scaled = torch.softmax(scaled_logits, -1)
+    pre_p = top_k_filter(scaled_logits, top_k) if top_k is not None else scaled_logits
+    after = torch.softmax(filter_logits(logits, temperature, top_k, top_p), -1)
+    n = min(n, logits.numel())
+    # Stable sort so that ties keep a fixed order, the same order the bars are drawn in.
+    order = torch.sort(logits, descending=True, stable=True).indices[:n]
+    cumulative = torch.softmax(pre_p, -1)[order].cumsum(0)
+    return {
+        "ids": order.tolist(),
+        "before": before[order].tolist(),
+        "scaled": scaled[order].tolist(),
+        "cumulative": cumulative.tolist(),
+        "after": after[order].tolist(),
+        "kept": int((after > 0).sum()),
+        "entropy_before": float(entropy_bits(before)),
+        "entropy_after": float(entropy_bits(after)),
+    }
+
+
+def repeated_ngram_fraction(ids, n: int = 4) -> float:
+    """Fraction of the n-grams in ids that already occurred earlier in ids (0: no repeats)."""
+    if isinstance(ids, torch.Tensor):
+        ids = ids.reshape(-1).tolist()
+    ids = list(ids)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    if not grams:
+        raise ValueError(f"need at least n={n} tokens to count n-grams, got {len(ids)}")
+    seen: set[tuple] = set()
+    repeats = 0
+    for g in grams:
+        repeats += g in seen
+        seen.add(g)
+    return repeats / len(grams)
+
+
+def generate_text(
+    model: GPT,
+    tokenizer,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+) -> str:
+    """The text the model writes after prompt (the prompt itself is not included)."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    if not prompt:
+        raise ValueError("prompt is empty: give at least one character to start from")
+    prompt_ids = tokenizer.encode(prompt)
+    out = generate(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache)
+    return tokenizer.decode(out[0, len(prompt_ids) :].tolist())

@@ -1,0 +1,59 @@
+"""Lesson 6's exercise checks: a right answer, the common wrong ones, and None."""
+
+import math
+
+import torch
+
+from widgets.checks.training import (
+    ADAM_BETAS,
+    ADAM_GRAD,
+    ADAM_LR,
+    SHIFT_BLOCK,
+    SHIFT_IDS,
+    SHIFT_START,
+    check_first_adam_step,
+    check_initial_loss,
+    check_shift,
+)
+
+
+def test_check_shift():
+    s, b = SHIFT_START, SHIFT_BLOCK
+    x, y = SHIFT_IDS[s : s + b], SHIFT_IDS[s + 1 : s + b + 1]
+    assert check_shift((x, y))
+    assert check_shift([torch.tensor(x), torch.tensor(y)])  # tensors are fine too
+    assert not check_shift(None) and "None" in check_shift(None).message
+    assert "swapped" in check_shift((y, x)).message
+    assert "x is right" in check_shift((x, SHIFT_IDS[s : s + b])).message
+    assert "y is right" in check_shift((SHIFT_IDS[:b], y)).message
+    assert not check_shift((x[:-1], y[:-1]))
+    assert not check_shift("x, y")
+    assert not check_shift((["a"] * b, y))
+
+
+def test_check_initial_loss():
+    assert check_initial_loss(math.log(50257))
+    assert check_initial_loss(10.82)
+    assert not check_initial_loss(None)
+    assert "log2" in check_initial_loss(math.log2(50257)).message
+    assert "perplexity" in check_initial_loss(50257).message
+    assert "2048" in check_initial_loss(math.log(2048)).message
+    assert not check_initial_loss(1.0)
+    assert not check_initial_loss("10.8")
+
+
+def test_check_first_adam_step_agrees_with_torch():
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.AdamW([w], lr=ADAM_LR, betas=ADAM_BETAS, weight_decay=0.0)
+    w.grad = torch.tensor([ADAM_GRAD])
+    opt.step()
+    step = w.item()  # negative: against the gradient
+    assert check_first_adam_step(step)
+    assert check_first_adam_step(-step)  # the size is what is asked
+    assert check_first_adam_step(ADAM_LR)
+    assert not check_first_adam_step(None)
+    assert "SGD" in check_first_adam_step(ADAM_LR * ADAM_GRAD).message
+    no_correction = ADAM_LR * (1 - ADAM_BETAS[0]) / math.sqrt(1 - ADAM_BETAS[1])
+    assert "bias correction" in check_first_adam_step(no_correction).message
+    assert not check_first_adam_step(0.5)
+    assert not check_first_adam_step(True)

@@ -1,0 +1,79 @@
+"""TrainingView: a run trains, plots both losses, reports at 0, N/2 and N; controls matter."""
+
+import html
+import math
+
+import pytest
+import torch
+
+from course_lib.model import GPTConfig
+from course_lib.tokenization import CharTokenizer
+from widgets.training_view import TrainingView
+
+TEXT = "to be or not to be, that is the question.\nwhether 'tis nobler in the mind.\n" * 40
+
+
+@pytest.fixture
+def view():
+    tok = CharTokenizer.from_text(TEXT)
+    ids = tok.encode(TEXT)
+    config = GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=32)
+    return TrainingView(tok, ids, config, eval_text=TEXT[:300], prompt="to ", learning_rate=1e-2,
+                        steps=40, batch_size=8, sample_tokens=10, device="cpu")
+
+
+def test_run_trains_and_shows_losses_and_samples(view):
+    assert view.model is None and list(view.figure.data[0].y) == []
+    history = view.run()
+    assert history is view.history and len(history["train_loss"]) == 40
+    assert list(view.figure.data[0].y) == history["train_loss"]
+    assert list(view.figure.data[0].x) == list(range(1, 41))
+    # Held-out loss at 0, every tenth of the run, and at the end; it falls from about ln(V).
+    assert view.val_steps == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40]
+    assert list(view.figure.data[1].y) == view.val_losses
+    assert view.val_losses[0] == pytest.approx(math.log(view.tokenizer.vocab_size), abs=0.3)
+    assert view.val_losses[-1] < view.val_losses[0] - 0.5
+    assert [r["step"] for r in view.reports] == [0, 20, 40]
+    assert view.reports[-1]["bits_per_char"] < view.reports[0]["bits_per_char"]
+    for r in view.reports:
+        assert len(r["sample"]) == 10 and html.escape(r["sample"]) in view.samples.value
+    assert view.progress.value == 40 and "done" in view.status.value
+    assert not view.start.disabled and not view.model.training
+
+
+def test_runs_are_repeatable_and_the_controls_change_them(view):
+    first = view.run()["train_loss"]
+    assert view.run()["train_loss"] == first  # same seed, same controls: same run
+    view.learning_rate.value = 1e-3
+    slow = view.run()["train_loss"]
+    assert slow[0] == first[0]  # the same fresh model and the same first batch
+    assert slow[-1] > first[-1]  # a 10x smaller learning rate learns less in 40 steps
+    view.steps.value = 60
+    assert len(view.run()["step"]) == 60
+    assert view.progress.max == 60 and [r["step"] for r in view.reports] == [0, 30, 60]
+    assert tuple(view.figure.layout.xaxis.range) == (0, 60)
+
+
+def test_the_button_runs_training(view):
+    view.start.click()
+    assert view.history is not None and len(view.history["step"]) == 40
+
+
+def test_an_empty_prompt_gets_a_message_not_a_traceback(view):
+    view.prompt.value = ""
+    assert view.run() is None
+    assert "prompt" in view.status.value and view.model is None
+
+
+def test_mismatched_vocabulary_is_refused():
+    tok = CharTokenizer.from_text("abc")
+    with pytest.raises(ValueError, match="vocab_size"):
+        TrainingView(tok, [0, 1, 2], GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1,
+                                                 n_embd=8), eval_text="abcabc")
+
+
+def test_trains_without_touching_the_global_seed_logic(view):
+    torch.manual_seed(123)
+    a = view.run()["train_loss"]
+    torch.manual_seed(999)
+    assert view.run()["train_loss"] == a

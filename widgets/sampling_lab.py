@@ -1,0 +1,195 @@
+"""The sampling lab: temperature, top-k and top-p over a real next-token distribution, then text."""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+
+from course_lib.sampling import describe_filtering, next_token_logits, stream_generate
+
+
+def token_label(piece: str) -> str:
+    """A token's text made visible on an axis: a leading space as '␣', newlines as '↵'."""
+    return piece.replace("\n", "↵").replace(" ", "␣") or "∅"
+
+
+class SamplingLab(widgets.VBox):
+    """Type a prompt; see the model's next-token distribution before and after the filters.
+
+    A new prompt costs one forward pass (its logits are cached); the temperature, top-k and top-p
+    sliders only re-filter those logits. Grey bars: the model's probabilities at temperature 1.
+    Coloured bars: the distribution that is actually sampled from. Line: the cumulative
+    probability that top-p cuts (dotted at p). `top_k` 0 and `top_p` 1.0 mean "off".
+    Generate streams text with the chosen settings into `output`.
+    Shown data: `summary` (course_lib.sampling.describe_filtering's dict), `labels`, `figure`,
+    `stats` (entropy and tokens kept), `message` (what is wrong with the input, if anything)
+    and `generated` (the text written by the last Generate).
+    """
+
+    def __init__(self, model, tokenizer, prompt: str = "ROMEO:\nO, she doth teach the",
+                 n_shown: int = 20, max_new_tokens: int = 80):
+        self.model, self.tokenizer, self.n_shown = model, tokenizer, n_shown
+        wide = {"description_width": "initial"}
+        self.prompt = widgets.Textarea(value=prompt, description="prompt",
+                                       continuous_update=False,
+                                       layout=widgets.Layout(width="600px", height="70px"))
+        self.temperature = widgets.FloatSlider(value=1.0, min=0.0, max=2.5, step=0.05,
+                                               description="temperature", style=wide)
+        self.top_k = widgets.IntSlider(value=0, min=0, max=100, description="top-k (0 = off)",
+                                       style=wide)
+        self.top_p = widgets.FloatSlider(value=1.0, min=0.01, max=1.0, step=0.01,
+                                         description="top-p (1 = off)", style=wide)
+        self.max_new_tokens = widgets.IntSlider(value=max_new_tokens, min=1, max=300,
+                                                description="new tokens", style=wide)
+        self.seed = widgets.Text(value="0", description="seed (blank = random)", style=wide,
+                                 layout=widgets.Layout(width="230px"))
+        self.generate_button = widgets.Button(description="Generate", button_style="primary",
+                                              icon="play")
+        self.message = widgets.HTML()
+        self.stats = widgets.HTML()
+        self.output = widgets.HTML()
+        self.figure = go.FigureWidget(
+            data=[
+                go.Bar(x=[], y=[], name="model (temperature 1)", marker_color="#c7c7c7"),
+                go.Bar(x=[], y=[], name="sampled from", marker_color="#1f77b4"),
+                go.Scatter(x=[], y=[], name="cumulative (what top-p cuts)", mode="lines+markers",
+                           line=dict(color="#ff7f0e")),
+            ],
+            layout=go.Layout(
+                height=380, width=760, barmode="group", margin=dict(l=60, r=20, t=40, b=80),
+                xaxis=dict(title="next token, most likely first", tickangle=-50,
+                           tickmode="array"),
+                yaxis=dict(title="probability", range=[0, 1.02]),
+                legend=dict(orientation="h", y=1.12),
+            ),
+        )
+        self.summary: dict | None = None
+        self.labels: list[str] = []
+        self.generated = ""
+        self._logits = None
+
+        self.prompt.observe(self._on_prompt, names="value")
+        for control in (self.temperature, self.top_k, self.top_p):
+            control.observe(self._show, names="value")
+        self.generate_button.on_click(lambda _: self.generate())
+        self._on_prompt()
+        super().__init__([
+            self.prompt,
+            widgets.HBox([self.temperature, self.top_k, self.top_p]),
+            self.message,
+            self.stats,
+            self.figure,
+            widgets.HBox([self.max_new_tokens, self.seed, self.generate_button]),
+            self.output,
+        ])
+
+    # The settings as course_lib.sampling takes them.
+    def settings(self) -> dict:
+        """temperature, top_k and top_p as generate() takes them (None where a filter is off)."""
+        return {
+            "temperature": self.temperature.value,
+            "top_k": self.top_k.value or None,
+            "top_p": self.top_p.value if self.top_p.value < 1.0 else None,
+        }
+
+    def _encode_prompt(self) -> list[int] | None:
+        text = self.prompt.value
+        if not text:
+            self.message.value = _warn("Type a prompt first: the model needs at least one token "
+                                       "to predict the next from.")
+            return None
+        return self.tokenizer.encode(text)
+
+    def _on_prompt(self, change=None) -> None:
+        ids = self._encode_prompt()
+        if ids is None:
+            return
+        note = ""
+        block = self.model.config.block_size
+        if len(ids) > block:
+            note = (f"The prompt is {len(ids)} tokens; the model sees only its last {block} "
+                    "(its block size).")
+        self._logits = next_token_logits(self.model, ids)  # the one forward pass
+        self.message.value = _note(note) if note else ""
+        self._show()
+
+    def _show(self, change=None) -> None:
+        if self._logits is None:
+            return
+        s = self.settings()
+        self.summary = describe_filtering(self._logits, s["temperature"], s["top_k"], s["top_p"],
+                                          n=self.n_shown)
+        d = self.summary
+        self.labels = [token_label(self.tokenizer.decode([i])) for i in d["ids"]]
+        x = list(range(len(d["ids"])))
+        with self.figure.batch_update():
+            self.figure.data[0].x, self.figure.data[0].y = x, d["before"]
+            self.figure.data[1].x, self.figure.data[1].y = x, d["after"]
+            self.figure.data[2].x, self.figure.data[2].y = x, d["cumulative"]
+            # Ticks by position, so two tokens that print alike still get two bars.
+            self.figure.layout.xaxis.tickvals = x
+            self.figure.layout.xaxis.ticktext = self.labels
+            self.figure.layout.shapes = (
+                [dict(type="line", xref="paper", x0=0, x1=1, y0=s["top_p"], y1=s["top_p"],
+                      line=dict(dash="dot", color="#ff7f0e"))]
+                if s["top_p"] is not None else []
+            )
+        vocab = self._logits.numel()
+        self.stats.value = (
+            f"entropy <b>{d['entropy_before']:.2f}</b> bits at temperature 1 &rarr; "
+            f"<b>{d['entropy_after']:.2f}</b> bits after your settings; "
+            f"<b>{d['kept']}</b> of {vocab} tokens can still be sampled "
+            f"(top one: {html.escape(repr(self.tokenizer.decode([d['ids'][0]])))}, "
+            f"p = {d['after'][0]:.3f})"
+        )
+
+    def _parse_seed(self) -> int | None:
+        text = self.seed.value.strip()
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"the seed must be a whole number or blank, got {text!r}") from None
+
+    def generate(self) -> str | None:
+        """Stream max_new_tokens tokens after the prompt into `output`; returns the new text."""
+        ids = self._encode_prompt()
+        if ids is None:
+            return None
+        try:
+            seed = self._parse_seed()
+        except ValueError as e:
+            self.message.value = _warn(str(e))
+            return None
+        self.message.value = ""
+        self.generate_button.disabled = True
+        prompt_html = html.escape(self.prompt.value)
+        new: list[int] = []
+        try:
+            stream = stream_generate(self.model, ids, self.max_new_tokens.value, seed=seed,
+                                     **self.settings())
+            for token in stream:
+                new.append(int(token[0]))
+                # Decode the whole continuation each time: a character split across two byte
+                # tokens then shows as soon as its second half arrives.
+                self.generated = self.tokenizer.decode(new)
+                self.output.value = _pre(prompt_html + "<b>" + html.escape(self.generated)
+                                         + "</b>")
+        finally:
+            self.generate_button.disabled = False
+        return self.generated
+
+
+def _pre(inner: str) -> str:
+    return f"<pre style='white-space:pre-wrap;font-size:13px'>{inner}</pre>"
+
+
+def _warn(text: str) -> str:
+    return f'<span style="color:#b3261e">{html.escape(text)}</span>'
+
+
+def _note(text: str) -> str:
+    return f'<span style="color:#555">{html.escape(text)}</span>'
