@@ -306,6 +306,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-chars", type=int, default=None,
                         help="evaluate bits/char on the first N characters of the val plays")
     parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--init-from", help="start from this saved model (.safetensors) "
+                        "instead of random weights; its shape must match the configuration")
+    parser.add_argument("--learning-rate", type=float, help="override the peak learning rate")
+    parser.add_argument("--min-lr", type=float, help="override the final learning rate")
+    parser.add_argument("--warmup-steps", type=int, help="override the warmup steps")
     args = parser.parse_args(argv)
 
     preset = CONFIGS[args.config]
@@ -328,9 +333,18 @@ def main(argv: list[str] | None = None) -> None:
           f"val {len(val_ids):,} tokens")
 
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **preset["model"]))
+    if args.init_from:
+        start = GPT.load(args.init_from)
+        if start.config != model.config:
+            raise ValueError(f"--init-from model has config {start.config}, but --config "
+                             f"{args.config} needs {model.config}")
+        model = start
     print(f"model: {model.num_parameters():,} parameters")
     overrides = {k: v for k, v in (("max_steps", args.max_steps),
-                                   ("batch_size", args.batch_size)) if v}
+                                   ("batch_size", args.batch_size),
+                                   ("learning_rate", args.learning_rate),
+                                   ("min_lr", args.min_lr),
+                                   ("warmup_steps", args.warmup_steps)) if v is not None}
     config = TrainConfig(**{**preset["train"], **overrides}, device=args.device,
                          compile=args.compile, seed=args.seed, resume=args.resume,
                          checkpoint_path=str(out / "checkpoint.pt"),
