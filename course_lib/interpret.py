@@ -86,12 +86,15 @@ def token_pieces(tokenizer, ids) -> list[bytes]:
     return [tokenizer.decode([i]).encode("utf-8") for i in ids]
 
 
+def visible_piece(piece: str) -> str:
+    """A token's text made visible on a plot axis: a space as '·', a newline as '↵', empty '∅'."""
+    return piece.replace(" ", "·").replace("\n", "↵") or "∅"
+
+
 def token_labels(tokenizer, ids) -> list[str]:
-    """Each token's text made visible for plot axes: a space shows as '·', a newline as '↵'."""
-    return [
-        p.decode("utf-8", errors="replace").replace(" ", "·").replace("\n", "↵")
-        for p in token_pieces(tokenizer, ids)
-    ]
+    """Each token's text made visible for plot axes (see visible_piece)."""
+    return [visible_piece(p.decode("utf-8", errors="replace"))
+            for p in token_pieces(tokenizer, ids)]
 
 
 def _speaker_lines(text: bytes) -> list[tuple[int, int]]:

@@ -46,3 +46,10 @@ def test_top_tokens():
     probs = torch.tensor([0.1, 0.6, 0.3])
     rows = top_tokens(probs, Digits(), k=2)
     assert [(p, round(v, 3)) for p, v in rows] == [("1", 0.6), ("2", 0.3)]
+
+
+def test_visible_piece_shows_spaces_newlines_and_empty_tokens():
+    from course_lib.interpret import visible_piece
+
+    assert visible_piece(" king\n") == "·king↵"
+    assert visible_piece("") == "∅"

@@ -5,7 +5,7 @@ import pytest
 
 from course_lib.interpret import attention_maps
 from course_lib.tokenization import CharTokenizer
-from widgets.attention_view import AttentionView, token_label
+from widgets.attention_view import AttentionView
 
 
 @pytest.fixture
@@ -67,10 +67,6 @@ def test_text_the_tokenizer_rejects_gets_a_message(view):
     assert "cannot be tokenized" in view.message.value
     assert view.tokens == list("the·cat·sat")
 
-
-def test_token_label():
-    assert token_label(" king\n") == "·king↵"
-    assert token_label("") == "∅"
 
 
 def test_shipped_model_and_its_tokenizer():

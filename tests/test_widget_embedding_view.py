@@ -18,7 +18,7 @@ from course_lib.embeddings import (  # noqa: E402
 from course_lib.model import GPT, GPTConfig  # noqa: E402
 from course_lib.pretrained import TOKENIZER_FILE  # noqa: E402
 from course_lib.tokenization import BPETokenizer  # noqa: E402
-from widgets.embedding_view import EmbeddingView, token_label  # noqa: E402
+from widgets.embedding_view import EmbeddingView  # noqa: E402
 
 SENTENCES = [
     "The king is strong",
@@ -159,9 +159,6 @@ def test_tokens_only_and_bad_arguments(gpt, tokenizer, sentence_model):
     with pytest.raises(ValueError, match="single tokens"):
         EmbeddingView(gpt=gpt, tokenizer=tokenizer, words=["Hippolyta", " king"])
 
-
-def test_token_label():
-    assert token_label(" king\n") == "\u00b7king\u21b5"
 
 
 def test_nearest_ranks_by_cosine_and_excludes():

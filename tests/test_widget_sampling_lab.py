@@ -5,10 +5,11 @@ import html
 import pytest
 import torch
 
+from course_lib.interpret import visible_piece
 from course_lib.model import GPT, GPTConfig
 from course_lib.sampling import generate_text, next_token_probs
 from course_lib.tokenization import CharTokenizer
-from widgets.sampling_lab import SamplingLab, token_label
+from widgets.sampling_lab import SamplingLab
 
 CHARS = [chr(32 + i) for i in range(95)] + ["\n", "\t"]  # 97 tokens
 
@@ -40,7 +41,7 @@ def test_shows_the_models_real_distribution(lab):
     assert list(lab.figure.data[1].y) == pytest.approx(list(lab.figure.data[0].y))
     assert lab.summary["kept"] == 97 and "97</b> of 97" in lab.stats.value
     assert list(lab.figure.layout.xaxis.ticktext) == lab.labels
-    assert lab.labels == [token_label(lab.tokenizer.decode([i])) for i in lab.summary["ids"]]
+    assert lab.labels == [visible_piece(lab.tokenizer.decode([i])) for i in lab.summary["ids"]]
     cumulative = list(lab.figure.data[2].y)
     assert cumulative == sorted(cumulative) and cumulative[0] == pytest.approx(top.values[0])
 
@@ -127,6 +128,3 @@ def test_bad_input_gets_a_message_not_a_traceback(lab):
     assert "last 32" in lab.message.value and lab.summary is not shown
     assert len(lab.generate()) == 12
 
-
-def test_token_label():
-    assert token_label(" the\n") == "␣the↵" and token_label("") == "∅"

@@ -8,12 +8,7 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
-from course_lib.interpret import attention_maps
-
-
-def token_label(piece: str) -> str:
-    """A token's text made visible on an axis: a space as '·', a newline as '↵' (as in lesson 5)."""
-    return piece.replace("\n", "↵").replace(" ", "·") or "∅"
+from course_lib.interpret import attention_maps, visible_piece
 
 
 class AttentionView(widgets.VBox):
@@ -71,7 +66,7 @@ class AttentionView(widgets.VBox):
                     "so the labels stay readable.")
             ids = ids[-self.max_tokens:]
         self._maps = attention_maps(self.model, ids).numpy()  # the one forward pass
-        self.tokens = [token_label(self.tokenizer.decode([i])) for i in ids]
+        self.tokens = [visible_piece(self.tokenizer.decode([i])) for i in ids]
         self.message.value = _warn(note) if note else ""
         self._show()
 

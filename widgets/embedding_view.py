@@ -11,8 +11,9 @@ import plotly.graph_objects as go
 import torch
 
 from course_lib.embeddings import embed, load_sentence_model, nearest, pca
+from course_lib.interpret import visible_piece
 
-__all__ = ["DEFAULT_SENTENCES", "DEFAULT_WORDS", "EmbeddingView", "token_label"]
+__all__ = ["DEFAULT_SENTENCES", "DEFAULT_WORDS", "EmbeddingView"]
 
 DEFAULT_SENTENCES = [
     "The king is strong",
@@ -44,11 +45,6 @@ DEFAULT_WORDS = [
 
 _SELECTED, _NEIGHBOUR, _OTHER = "#d62728", "#ff7f0e", "#1f77b4"
 _LABEL_CHARS = 28
-
-
-def token_label(text: str) -> str:
-    """A token's text with its leading space and newlines made visible, e.g. "·king"."""
-    return text.replace(" ", "\u00b7").replace("\n", "\u21b5")
 
 
 def _short(label: str) -> str:
@@ -180,7 +176,7 @@ class EmbeddingView(widgets.VBox):
         data = (self._tokenizer.token_bytes(token_id) if hasattr(self._tokenizer, "token_bytes")
                 else self._tokenizer.decode([token_id]).encode("utf-8"))
         try:
-            return token_label(data.decode("utf-8"))
+            return visible_piece(data.decode("utf-8"))
         except UnicodeDecodeError:  # part of a multi-byte character: show its bytes
             return "<" + " ".join(f"{b:02X}" for b in data) + ">"
 

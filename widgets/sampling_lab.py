@@ -7,12 +7,8 @@ import html
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
+from course_lib.interpret import visible_piece
 from course_lib.sampling import describe_filtering, next_token_logits, stream_generate
-
-
-def token_label(piece: str) -> str:
-    """A token's text made visible on an axis: a leading space as '␣', newlines as '↵'."""
-    return piece.replace("\n", "↵").replace(" ", "␣") or "∅"
 
 
 class SamplingLab(widgets.VBox):
@@ -122,7 +118,7 @@ class SamplingLab(widgets.VBox):
         self.summary = describe_filtering(self._logits, s["temperature"], s["top_k"], s["top_p"],
                                           n=self.n_shown)
         d = self.summary
-        self.labels = [token_label(self.tokenizer.decode([i])) for i in d["ids"]]
+        self.labels = [visible_piece(self.tokenizer.decode([i])) for i in d["ids"]]
         x = list(range(len(d["ids"])))
         with self.figure.batch_update():
             self.figure.data[0].x, self.figure.data[0].y = x, d["before"]
