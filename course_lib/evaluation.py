@@ -20,6 +20,13 @@ def _as_ids(ids) -> torch.Tensor:
     return ids
 
 
+def _check_text(text) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not text:
+        raise ValueError("text is empty: give some text to evaluate")
+
+
 @torch.no_grad()
 def token_nll(model: GPT, ids, batch_size: int = 16) -> torch.Tensor:
     """Negative log-likelihood in nats of every token after the first, given the ones before.
@@ -65,10 +72,7 @@ def bits_per_char(model: GPT, tokenizer, text: str) -> float:
     The first token is given as context; the characters it covers are not counted, so the
     figure compares fairly across tokenizers.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if not text:
-        raise ValueError("text is empty: give some text to evaluate")
+    _check_text(text)
     ids = tokenizer.encode(text)
     if len(ids) < 2:
         raise ValueError(f"text must encode to at least 2 tokens, got {len(ids)}: {text!r}")
@@ -78,13 +82,34 @@ def bits_per_char(model: GPT, tokenizer, text: str) -> float:
 
 def surprisal(model: GPT, tokenizer, text: str) -> list[tuple[str, float | None]]:
     """Each token's text with its surprisal in bits (-log2 p); the first token has none."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if not text:
-        raise ValueError("text is empty: give some text to evaluate")
+    _check_text(text)
     ids = tokenizer.encode(text)
     pieces = [tokenizer.decode([i]) for i in ids]
     if len(ids) < 2:
         return [(pieces[0], None)]
     bits = (token_nll(model, ids) / math.log(2)).tolist()
     return [(pieces[0], None)] + list(zip(pieces[1:], bits, strict=True))
+
+
+def score_text(model: GPT, tokenizer, text: str) -> dict[str, float | int]:
+    """Every figure of this module for one text, from one pass over it.
+
+    tokens and chars count what is scored: every token after the first, and the characters
+    those tokens cover, so bits_per_char equals bits_per_char(model, tokenizer, text).
+    """
+    _check_text(text)
+    ids = tokenizer.encode(text)
+    if len(ids) < 2:
+        raise ValueError(f"text must encode to at least 2 tokens, got {len(ids)}: {text!r}")
+    nll = token_nll(model, ids)
+    total_nats = nll.sum().item()
+    n_chars = len(text) - len(tokenizer.decode(ids[:1]))
+    return {
+        "tokens": len(ids) - 1,
+        "chars": n_chars,
+        "total_bits": total_nats / math.log(2),
+        "cross_entropy": total_nats / len(nll),
+        "perplexity": math.exp(total_nats / len(nll)),
+        "bits_per_token": total_nats / math.log(2) / len(nll),
+        "bits_per_char": total_nats / math.log(2) / n_chars,
+    }

@@ -103,3 +103,87 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
     return trainable, total
+
+
+# ----- counting, memory, saving, and a text to fine-tune on ----------------------------------
+
+
+def lora_target_layers(
+    model: nn.Module, targets: Iterable[str] = ("c_attn",)
+) -> dict[str, nn.Linear]:
+    """The nn.Linear layers that add_lora(model, targets=targets) wraps, by full name.
+
+    Layers already wrapped in a LoRALinear count by their base layer, so the answer is the same
+    before and after add_lora.
+    """
+    targets = tuple(targets)
+    if not targets or not all(isinstance(t, str) and t for t in targets):
+        raise ValueError(f"targets must be non-empty layer names like ('c_attn',), got {targets}")
+    found: dict[str, nn.Linear] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            if name.endswith(targets):
+                found[name] = module.base
+        elif isinstance(module, nn.Linear) and name.endswith(targets):
+            if not name.endswith(".base"):  # the inside of a LoRALinear, counted above
+                found[name] = module
+    return found
+
+
+def lora_parameter_count(
+    model: nn.Module, rank: int, targets: Iterable[str] = ("c_attn",)
+) -> int:
+    """Trainable parameters add_lora(model, rank, targets=targets) would add: rank * (in + out)
+    per wrapped layer. Nothing is built or changed."""
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise ValueError(f"rank must be a positive int, got {rank!r}")
+    layers = lora_target_layers(model, targets)
+    if not layers:
+        raise ValueError(f"no nn.Linear layer in the model matches targets={tuple(targets)}")
+    return sum(rank * (layer.in_features + layer.out_features) for layer in layers.values())
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held in an optimizer's state (AdamW: two moments per trained parameter)."""
+    return sum(
+        v.numel() * v.element_size()
+        for state in optimizer.state.values()
+        for v in state.values()
+        if isinstance(v, torch.Tensor) and v.dim() > 0  # skip AdamW's scalar step counters
+    )
+
+
+def gradient_bytes(model: nn.Module) -> int:
+    """Bytes held in the .grad tensors of the model's parameters (tied weights once)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or p.grad is None:
+            continue
+        seen.add(id(p))
+        total += p.grad.numel() * p.grad.element_size()
+    return total
+
+
+def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Copy adapter weights (from lora_state_dict) into a model that add_lora has prepared
+    with the same rank and targets; mismatches are a ValueError, not a silent partial load."""
+    own = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    if not own:
+        raise ValueError(
+            "model has no LoRA layers: call add_lora(model, rank, alpha, targets) first"
+        )
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"adapter does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]} "
+            "(were add_lora's targets the same?)"
+        )
+    for k, v in state.items():
+        if v.shape != own[k].shape:
+            raise ValueError(
+                f"adapter tensor {k} has shape {tuple(v.shape)} but the model's is "
+                f"{tuple(own[k].shape)} (was add_lora's rank the same?)"
+            )
+    model.load_state_dict(state, strict=False)
+    return model

@@ -1,0 +1,49 @@
+import torch
+
+from course_lib.lora import lora_parameter_count
+from course_lib.pretrained import load_pretrained
+from widgets.checks.fine_tuning import check_break_even_rank, check_lora_count, check_merge
+
+
+def test_lora_count_on_the_shipped_model():
+    model = load_pretrained()[0]
+    d, n = model.config.n_embd, model.config.n_layer
+    right = n * 8 * ((d + 3 * d) + (d + 4 * d))
+    assert check_lora_count(right) and check_lora_count(torch.tensor(right))
+    assert not check_lora_count(None) and "None" in check_lora_count(None).message
+    assert not check_lora_count("lots")
+    assert "one kind" in check_lora_count(n * 8 * (d + 3 * d)).message
+    assert "one block" in check_lora_count(right // n).message
+    assert "full weight" in check_lora_count(n * (3 * d * d + 4 * d * d)).message
+    assert not check_lora_count(right + 1)
+
+
+def test_lora_count_on_any_model(small_model):
+    right = lora_parameter_count(small_model, 8, ("attn.c_attn", "mlp.c_fc"))
+    assert check_lora_count(right, small_model)
+    assert not check_lora_count(right + 8, small_model)
+
+
+def test_merge():
+    assert check_merge(lambda W, A, B, alpha, rank: W + (alpha / rank) * B @ A)
+    assert "None" in check_merge(None).message
+    assert "function" in check_merge(3).message
+    assert "returns None" in check_merge(lambda W, A, B, alpha, rank: None).message
+    assert "scaling" in check_merge(lambda W, A, B, alpha, rank: W + B @ A).message
+    upside_down = check_merge(lambda W, A, B, alpha, rank: W + rank / alpha * B @ A)
+    assert "upside down" in upside_down.message
+    assert "dW alone" in check_merge(lambda W, A, B, alpha, rank: alpha / rank * B @ A).message
+    assert "unchanged" in check_merge(lambda W, A, B, alpha, rank: W).message
+    raised = check_merge(lambda W, A, B, alpha, rank: W + A @ B)
+    assert not raised and "raised" in raised.message and "B @ A" in raised.message
+    assert "shape" in check_merge(lambda W, A, B, alpha, rank: W.T).message
+
+
+def test_break_even_rank(small_model):
+    assert check_break_even_rank(144) and check_break_even_rank(144.0)  # 192 x 576 / 768
+    assert not check_break_even_rank(None) and not check_break_even_rank("144")
+    assert "square" in check_break_even_rank(96).message
+    assert "more than" in check_break_even_rank(192).message
+    assert not check_break_even_rank(100)
+    # small_model: c_attn is 32 -> 96, so 32 * 96 / 128 = 24
+    assert check_break_even_rank(24, small_model) and not check_break_even_rank(144, small_model)

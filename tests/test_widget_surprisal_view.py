@@ -1,0 +1,89 @@
+import math
+import string
+
+import pytest
+
+from course_lib.evaluation import bits_per_char, surprisal
+from widgets.surprisal_view import SurprisalView, surprisal_colour
+
+ALPHABET = string.printable[:97]
+
+
+class Chars:
+    vocab_size = len(ALPHABET)
+
+    def encode(self, text):
+        bad = [c for c in text if c not in ALPHABET]
+        if bad:
+            raise ValueError(f"character {bad[0]!r} is not in the vocabulary")
+        return [ALPHABET.index(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(ALPHABET[i] for i in ids)
+
+
+def test_typing_text_recolours_it(small_model):
+    tok = Chars()
+    view = SurprisalView(small_model, tok, text="hello there")
+    assert [p for p, _ in view.rows] == list("hello there")
+    assert view.rows[0][1] is None
+    assert view.rows == surprisal(small_model, tok, "hello there")
+    assert view.bits_per_char == pytest.approx(bits_per_char(small_model, tok, "hello there"))
+    old_html = view.html.value
+    view.text.value = "a different text\nwith two lines"
+    assert "".join(p for p, _ in view.rows) == "a different text\nwith two lines"
+    assert view.html.value != old_html and "&#8629;" in view.html.value
+    assert view.message.value == ""
+    # each scored token is drawn in the colour of its surprisal
+    piece, bits = view.rows[3]
+    assert surprisal_colour(bits, view.max_bits) in view.html.value
+    assert f"{bits:.2f} bits" in view.html.value
+
+
+def test_choosing_another_model_rescores(small_model):
+    import copy
+
+    import torch
+
+    other = copy.deepcopy(small_model)
+    with torch.no_grad():
+        other.transformer.wte.weight.zero_()  # uniform: every token costs log2(vocab) bits
+    view = SurprisalView({"random": small_model, "uniform": other}, Chars(), text="abcabc")
+    first = [b for _, b in view.rows]
+    view.model_name.value = "uniform"
+    assert [b for _, b in view.rows] != first
+    assert all(b == pytest.approx(math.log2(97)) for _, b in view.rows[1:])
+
+
+def test_bad_input_is_a_message(small_model):
+    view = SurprisalView(small_model, Chars(), text="fine")
+    view.text.value = ""
+    assert "Type some text" in view.message.value and view.rows == []
+    view.text.value = "caf\u00e9"  # not in this tokenizer's vocabulary
+    assert "not in the vocabulary" in view.message.value and view.bits_per_char is None
+    view.text.value = "x"  # one token: nothing to predict
+    assert view.rows == [("x", None)] and "One token" in view.summary.value
+    view.text.value = "ab" * 2000
+    assert "first 2000 characters" in view.message.value and len(view.rows) == 2000
+
+
+def test_colour_scale(small_model):
+    assert surprisal_colour(0, 16) == "#ffffcc"
+    assert surprisal_colour(16, 16) == surprisal_colour(40, 16) == "#800026"
+    assert surprisal_colour(-3, 16) == "#ffffcc"
+    with pytest.raises(ValueError, match="max_bits"):
+        SurprisalView(small_model, Chars(), max_bits=0)
+    with pytest.raises(TypeError, match="models"):
+        SurprisalView({}, Chars())
+
+
+def test_shipped_model_and_any_unicode():
+    from course_lib.pretrained import load_pretrained
+
+    model, tokenizer = load_pretrained()
+    text = "Caf\u00e9 \u2615 <b>na\u00efve</b> & 'quotes'"
+    view = SurprisalView({"shipped": model}, tokenizer, text=text)
+    assert view.message.value == "" and len(view.rows) == len(tokenizer.encode(text))
+    assert view.bits_per_char == pytest.approx(bits_per_char(model, tokenizer, text))
+    assert "<b>na" not in view.html.value  # the learner's text is escaped, not rendered
+    assert view.model_name.layout.display == "none"  # one model: no menu

@@ -1,0 +1,133 @@
+"""Checks for lesson 8's exercises: counting LoRA parameters, merging, the break-even rank."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import nn
+
+from course_lib.lora import LoRALinear, lora_parameter_count, lora_target_layers
+from widgets.feedback import Feedback, right, wrong
+
+COUNT_RANK = 8
+COUNT_TARGETS = ("attn.c_attn", "mlp.c_fc")
+BREAK_EVEN_TARGET = "attn.c_attn"
+
+
+@functools.cache
+def _shipped_model() -> nn.Module:
+    from course_lib.pretrained import load_pretrained
+
+    return load_pretrained()[0]
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_lora_count(answer: object, model: nn.Module | None = None) -> Feedback:
+    """Exercise 1: trainable parameters of rank-8 LoRA on every attn.c_attn and mlp.c_fc."""
+    if answer is None:
+        return wrong("Replace None with your count, a whole number.")
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+        answer = answer.item()
+    if not _is_number(answer):
+        return wrong(f"The answer should be a whole number, got {type(answer).__name__}.")
+    model = model if model is not None else _shipped_model()
+    expected = lora_parameter_count(model, COUNT_RANK, COUNT_TARGETS)
+    if answer == expected:
+        return right(
+            f"{expected:,}: each wrapped layer adds A (r x in) and B (out x r), "
+            f"r (in + out) parameters, summed over both kinds of layer in every block."
+        )
+    per_kind = {t: lora_parameter_count(model, COUNT_RANK, (t,)) for t in COUNT_TARGETS}
+    n_blocks = len(lora_target_layers(model, (COUNT_TARGETS[0],)))
+    full = sum(m.weight.numel() for m in lora_target_layers(model, COUNT_TARGETS).values())
+    if answer in per_kind.values():
+        return wrong("That counts one kind of layer only: add both attn.c_attn and mlp.c_fc.")
+    if n_blocks > 1 and answer * n_blocks == expected:
+        return wrong(f"That is one block's worth: the model has {n_blocks} blocks.")
+    if answer == full:
+        return wrong("That is the size of the full weight matrices, what full fine-tuning of "
+                     "these layers trains. LoRA trains only A and B.")
+    if answer == expected // 2:
+        return wrong("Half the answer: did you count only A (or only B) in each layer?")
+    return wrong(
+        f"Not {answer:,}. Per layer it is r * (in_features + out_features); look up each "
+        "layer's shape (model.transformer.h[0].attn.c_attn) and sum over all wrapped layers."
+    )
+
+
+def check_merge(merge: object) -> Feedback:
+    """Exercise 2: merge(W, A, B, alpha, rank) must return W + (alpha / rank) * B @ A."""
+    if merge is None:
+        return wrong("Replace None with your function merge(W, A, B, alpha, rank).")
+    if not callable(merge):
+        return wrong(f"Give a function (def merge(W, A, B, alpha, rank): ...), not a "
+                     f"{type(merge).__name__}.")
+    g = torch.Generator().manual_seed(0)
+    base = nn.Linear(12, 10, bias=False)
+    rank, alpha = 3, 6.0
+    layer = LoRALinear(base, rank=rank, alpha=alpha)
+    with torch.no_grad():
+        base.weight.copy_(torch.randn(10, 12, generator=g))
+        layer.lora_A.copy_(torch.randn(rank, 12, generator=g))
+        layer.lora_B.copy_(torch.randn(10, rank, generator=g))  # nonzero, as after training
+    W, A, B = (t.detach().clone() for t in (base.weight, layer.lora_A, layer.lora_B))
+    try:
+        out = merge(W.clone(), A.clone(), B.clone(), alpha, rank)
+    except Exception as e:  # the learner's code: report whatever it raised
+        hint = " B @ A is (out x r) @ (r x in); A @ B does not fit." if "shape" in str(e) else ""
+        return wrong(f"Your function raised {type(e).__name__}: {e}.{hint}")
+    if out is None:
+        return wrong("Your merge returns None: replace the None in its body with the merged "
+                     "weight.")
+    if not isinstance(out, torch.Tensor):
+        return wrong(f"Return a tensor (the merged weight), not a {type(out).__name__}.")
+    if out.shape != W.shape:
+        return wrong(f"The merged weight must have W's shape {tuple(W.shape)}, "
+                     f"got {tuple(out.shape)}.")
+    expected = layer.merged().weight.detach()
+    close = functools.partial(torch.allclose, atol=1e-5)
+    if close(out, expected):
+        x = torch.randn(4, 12, generator=g)
+        same = torch.allclose(x @ out.T, layer(x).detach(), atol=1e-5)
+        return right("W + (alpha / rank) B A: a plain layer with that weight computes exactly "
+                     f"what the LoRA layer does (checked on inputs: {same}).")
+    if close(out, W + B @ A):
+        return wrong("Close: you left out the scaling. LoRA multiplies B A by alpha / rank.")
+    if close(out, W + (rank / alpha) * B @ A):
+        return wrong("The scale is upside down: it is alpha / rank, not rank / alpha.")
+    if close(out, (alpha / rank) * B @ A):
+        return wrong("That is the update dW alone: the merged weight is W + dW.")
+    if close(out, W):
+        return wrong("That is W unchanged: add the update (alpha / rank) * B @ A.")
+    return wrong("Not the merged weight. It is W + (alpha / rank) * (B @ A).")
+
+
+def check_break_even_rank(answer: object, model: nn.Module | None = None) -> Feedback:
+    """Exercise 3: the rank at which LoRA on attn.c_attn trains as many parameters as W."""
+    if answer is None:
+        return wrong("Replace None with the rank (a number).")
+    if not _is_number(answer):
+        return wrong(f"The answer should be a number, got {type(answer).__name__}.")
+    model = model if model is not None else _shipped_model()
+    layer = next(iter(lora_target_layers(model, (BREAK_EVEN_TARGET,)).values()))
+    d_in, d_out = layer.in_features, layer.out_features
+    expected = d_in * d_out / (d_in + d_out)
+    if abs(answer - expected) < 0.5:
+        return right(
+            f"r (in + out) = in x out gives r = in x out / (in + out) = {d_in} x {d_out} / "
+            f"{d_in + d_out} = {expected:g}. LoRA saves parameters only for ranks well below it."
+        )
+    if abs(answer - min(d_in, d_out) / 2) < 0.5:
+        return wrong("That is the break-even of a square layer; c_attn is not square "
+                     f"({d_in} in, {d_out} out).")
+    if answer in (d_in, d_out, min(d_in, d_out)):
+        return wrong(f"At rank {answer}, LoRA trains r (in + out) = {answer * (d_in + d_out):,}, "
+                     f"more than W's {d_in * d_out:,}. Solve r (in + out) = in x out.")
+    return wrong(f"Not {answer}. Solve r (in + out) = in x out for c_attn "
+                 "(the view shows where the two lines cross).")
+
