@@ -147,6 +147,8 @@ class GPT(nn.Module):
                 f"sequence length {offset + idx.shape[1]} exceeds block_size "
                 f"{self.config.block_size}; crop the context to the last block_size tokens"
             )
+        if torch.compiler.is_compiling():
+            return  # reading values out of the tensor would break the compiled graph
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= self.config.vocab_size:
             bad = lo if lo < 0 else hi
