@@ -1,6 +1,6 @@
 """Copy a training run (python -m course_lib.train --out RUN) into course_lib/assets.
 
-Usage: python scripts/export_shipped.py runs/shipped [--from-checkpoint]
+Usage: python scripts/export_shipped.py RUN [--from-checkpoint] [--previous-steps N] [--command C]
 --from-checkpoint exports the latest checkpoint.pt of a run still in progress.
 """
 
@@ -20,6 +20,8 @@ from course_lib.tokenization import BPETokenizer
 parser = argparse.ArgumentParser()
 parser.add_argument("run")
 parser.add_argument("--from-checkpoint", action="store_true")
+parser.add_argument("--previous-steps", type=int, default=0,
+                    help="steps of the run that RUN was started from (--init-from)")
 parser.add_argument("--command", default="python -m course_lib.train --config shipped "
                     "--out runs/shipped")
 args = parser.parse_args()
@@ -42,7 +44,7 @@ shutil.copy(run / "tokenizer.json", TOKENIZER_FILE)
 bpc = bits_per_char(model, tokenizer, load_corpus("val"))
 card = {
     "command": args.command,
-    "steps": steps,
+    "steps": args.previous_steps + steps,
     "parameters": model.num_parameters(),
     "config": json.loads(MODEL_FILE.with_suffix(".json").read_text()),
     "tokenizer_vocab_size": tokenizer.vocab_size,
