@@ -100,15 +100,18 @@ def bench_training(shape: str, batch_size: int, seq_len: int, steps: int,
     return result
 
 
+def _random_prompt(shape: str, length: int, seed: int, device: torch.device) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, SHAPES[shape]["vocab_size"], (1, length), generator=g).to(device)
+
+
 @torch.no_grad()
 def bench_generation(shape: str, prompt_len: int, new_tokens: int, device: torch.device) -> dict:
     """Greedy generation tokens/s with the KV cache: ours against transformers' generate."""
     hf, ours = hf_and_ours(shape, device)
     hf.eval()
     ours.eval()
-    g = torch.Generator().manual_seed(1)
-    prompt = torch.randint(0, SHAPES[shape]["vocab_size"], (1, prompt_len), generator=g)
-    prompt = prompt.to(device)
+    prompt = _random_prompt(shape, prompt_len, 1, device)
     out = {}
 
     def ours_run():
@@ -131,9 +134,7 @@ def bench_cache(shape: str, prompt_len: int, new_tokens: int, device: torch.devi
     """Generation with the KV cache against without it, on our own model."""
     _, ours = hf_and_ours(shape, device)
     ours.eval()
-    g = torch.Generator().manual_seed(2)
-    prompt = torch.randint(0, SHAPES[shape]["vocab_size"], (1, prompt_len), generator=g)
-    prompt = prompt.to(device)
+    prompt = _random_prompt(shape, prompt_len, 2, device)
     out = {}
 
     def cached():

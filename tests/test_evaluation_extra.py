@@ -2,18 +2,9 @@ import math
 
 import pytest
 import torch
+from test_evaluation import Chars  # the same independent character tokenizer
 
 from course_lib.evaluation import bits_per_char, perplexity, score_text, token_nll
-
-
-class Chars:
-    alphabet = "abcdefghijklmnopqrstuvwxyz ."
-
-    def encode(self, text):
-        return [self.alphabet.index(c) for c in text]
-
-    def decode(self, ids):
-        return "".join(self.alphabet[i] for i in ids)
 
 
 class Pairs(Chars):
