@@ -24,18 +24,28 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
-    """bf16 where the hardware runs it fast (CUDA with bf16 support), otherwise None (fp32)."""
+def autocast_dtype(device: torch.device | str, bf16: bool | None = None) -> torch.dtype | None:
+    """The dtype autocast runs matrix products in: bfloat16, or None for plain fp32.
+
+    bf16=None picks bf16 where it is fast and usual (a CUDA GPU that supports it); True asks
+    for bf16 on any device (on a CPU it pays off only with AMX or AVX512-BF16); False keeps
+    fp32 everywhere.
+    """
     device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
+    if bf16 is None:
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if bf16 else None
 
 
-def autocast(device: torch.device | str) -> contextlib.AbstractContextManager:
-    """An autocast context: bf16 on a GPU, a no-op on the CPU so CPU results stay exact."""
+def autocast(
+    device: torch.device | str, bf16: bool | None = None
+) -> contextlib.AbstractContextManager:
+    """An autocast context for autocast_dtype(device, bf16); a no-op when that is fp32.
+
+    By default the CPU stays in fp32, so CPU results are exact and repeat across machines.
+    """
     device = torch.device(device)
-    dtype = autocast_dtype(device)
+    dtype = autocast_dtype(device, bf16)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

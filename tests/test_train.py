@@ -111,3 +111,22 @@ def test_cli_help_and_tiny_run(tmp_path):
     assert summary["steps"] == 6 and summary["val_bits_per_char"] > 0
     model = GPT.load(out / "model.safetensors")
     assert model.config.n_layer == 1
+
+
+def test_bf16_autocast_on_the_cpu_is_opt_in():
+    from course_lib.device import autocast_dtype
+
+    assert autocast_dtype("cpu") is None  # CPU results stay exact unless asked
+    assert autocast_dtype("cpu", bf16=True) is torch.bfloat16
+    assert autocast_dtype("cuda", bf16=False) is None
+    ids = torch.arange(17).repeat(2)
+    model = tiny_model()
+    history = train(model, ids, None, config(max_steps=80, batch_size=4, eval_interval=0,
+                                             learning_rate=1e-2, bf16=True))
+    assert history["train_loss"][-1] < 0.5  # learns in bf16 too
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights fp32
+
+
+def test_optimizer_is_fused_adamw_on_the_cpu():
+    opt = make_optimizer(tiny_model(), config(), torch.device("cpu"))
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
