@@ -38,25 +38,54 @@ def scaled_dot_product(
     return weights @ v, weights
 
 
-class KVCache:
-    """Keys and values of every layer seen so far, so each new token costs one position of work."""
+def _filled(buffer: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    return None if buffer is None else buffer[:, :, :n]
 
-    def __init__(self, n_layer: int):
-        self.keys: list[torch.Tensor | None] = [None] * n_layer
-        self.values: list[torch.Tensor | None] = [None] * n_layer
+
+class KVCache:
+    """Keys and values of every layer seen so far, so each new token costs one position of work.
+
+    Room for max_len positions is allocated at the first update; each new token is written
+    into it, rather than copying the whole cache with torch.cat at every step.
+    """
+
+    def __init__(self, n_layer: int, max_len: int):
+        if not isinstance(max_len, int) or max_len < 1:
+            raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+        self.max_len = max_len
+        self._keys: list[torch.Tensor | None] = [None] * n_layer
+        self._values: list[torch.Tensor | None] = [None] * n_layer
+        self._lengths = [0] * n_layer
 
     @property
     def length(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].shape[-2]
+        return self._lengths[0]
+
+    @property
+    def keys(self) -> list[torch.Tensor | None]:
+        """Each layer's cached keys, (batch, heads, positions, head size), or None."""
+        return [_filled(k, n) for k, n in zip(self._keys, self._lengths, strict=True)]
+
+    @property
+    def values(self) -> list[torch.Tensor | None]:
+        return [_filled(v, n) for v, n in zip(self._values, self._lengths, strict=True)]
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=-2)
-            v = torch.cat([self.values[layer], v], dim=-2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        """Append k and v (batch, heads, new positions, head size); return all cached so far."""
+        start = self._lengths[layer]
+        end = start + k.shape[-2]
+        if end > self.max_len:
+            raise ValueError(f"the KV cache holds at most {self.max_len} positions, got {end}")
+        if self._keys[layer] is None:
+            B, H, _, D = k.shape
+            self._keys[layer] = k.new_empty(B, H, self.max_len, D)
+            self._values[layer] = v.new_empty(B, H, self.max_len, v.shape[-1])
+        self._keys[layer][:, :, start:end] = k
+        self._values[layer][:, :, start:end] = v
+        self._lengths[layer] = end
+        return self._keys[layer][:, :, :end], self._values[layer][:, :, :end]
 
 
 class MultiHeadAttention(nn.Module):

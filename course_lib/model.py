@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from course_lib.attention import KVCache, MultiHeadAttention
@@ -52,6 +51,40 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"unknown GPTConfig fields: {sorted(unknown)}")
         return cls(**d)
+
+
+class _CrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy over the targets that are not -1, with the textbook gradient.
+
+    d loss / d logits = (softmax(logits) - one_hot(target)) / n. Same value and gradient as
+    F.cross_entropy(ignore_index=-1), but the backward pass turns the saved log-probabilities
+    into that gradient in place, instead of building a one-hot matrix and a separate
+    log-softmax gradient: on a CPU that halves the time of the loss, a few percent of a step.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, dim=-1)
+        keep = targets != -1
+        safe_targets = targets.clamp(min=0)
+        n = keep.sum()
+        picked = logp.gather(1, safe_targets[:, None])[:, 0]
+        ctx.save_for_backward(logp, safe_targets, keep, n)
+        return -(picked * keep).sum() / n
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        # A second backward through the same graph fails loudly: exp_ bumps logp's version.
+        logp, targets, keep, n = ctx.saved_tensors
+        g = logp.exp_()
+        g.scatter_add_(1, targets[:, None], torch.full_like(g[:, :1], -1.0))
+        g.mul_((grad / n) * keep[:, None])
+        return g, None
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (N, V) against targets (N,); targets equal to -1 are skipped."""
+    return _CrossEntropy.apply(logits, targets)
 
 
 class MLP(nn.Module):
@@ -131,7 +164,7 @@ class GPT(nn.Module):
         return self.transformer.wte.weight.device
 
     def new_cache(self) -> KVCache:
-        return KVCache(self.config.n_layer)
+        return KVCache(self.config.n_layer, self.config.block_size)
 
     def _check_idx(self, idx: torch.Tensor, offset: int) -> None:
         if not isinstance(idx, torch.Tensor):
@@ -190,9 +223,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
-            )
+            loss = cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         if return_attention:
             return logits, loss, attentions
         return logits, loss

@@ -152,10 +152,10 @@ def stream_generate(
                 # Past block_size the window slides and every position shifts, so the cache
                 # no longer applies: run on the last block_size tokens, as the plain path does.
                 logits, _ = model(idx[:, -block:])
-            logits = filter_logits(logits[:, -1].float(), temperature, top_k, top_p)
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1)
+            if temperature == 0:  # greedy: top-k and top-p always keep the top token
+                next_id = logits[:, -1].argmax(dim=-1)
             else:
+                logits = filter_logits(logits[:, -1].float(), temperature, top_k, top_p)
                 probs = torch.softmax(logits, dim=-1)
                 next_id = torch.multinomial(probs, 1, generator=generator)[:, 0]
             idx = torch.cat([idx, next_id[:, None]], dim=1)

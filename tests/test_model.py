@@ -44,6 +44,21 @@ def test_kv_cache_matches_full_forward(small_model):
     assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
 
 
+def test_kv_cache_writes_in_place_and_refuses_overflow(small_model):
+    idx = torch.randint(0, 97, (1, 5))
+    with torch.no_grad():
+        cache = small_model.new_cache()
+        small_model(idx, kv_cache=cache)
+        buffer = cache.keys[0].untyped_storage().data_ptr()
+        small_model(idx[:, :1], kv_cache=cache)
+    # A new token is written into the buffer allocated once, not into a fresh copy.
+    assert cache.keys[0].untyped_storage().data_ptr() == buffer
+    assert cache.keys[0].shape[-2] == cache.values[1].shape[-2] == 6
+    k = torch.zeros(1, 4, small_model.config.block_size, 8)
+    with pytest.raises(ValueError, match="at most"):
+        cache.update(0, k, k)
+
+
 def test_rope_model_with_cache():
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16,
@@ -134,3 +149,31 @@ def test_bad_input_gets_clear_errors(small_model):
         GPTConfig(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match="position"):
         GPTConfig(position="alibi")
+
+
+def test_cross_entropy_matches_torch_in_value_and_gradient():
+    from course_lib.model import cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(12, 30, dtype=torch.float64)
+    targets = torch.randint(0, 30, (12,))
+    targets[[2, 7]] = -1  # skipped, as padding is
+    ours = logits.clone().requires_grad_()
+    ref = logits.clone().requires_grad_()
+    loss = cross_entropy(ours, targets)
+    ref_loss = torch.nn.functional.cross_entropy(ref, targets, ignore_index=-1)
+    (loss * 3).backward()
+    (ref_loss * 3).backward()
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-12)
+    assert torch.allclose(ours.grad, ref.grad, atol=1e-12)
+    assert torch.equal(ours.grad[2], torch.zeros(30, dtype=torch.float64))
+
+
+def test_cross_entropy_refuses_a_second_backward_instead_of_a_wrong_gradient():
+    from course_lib.model import cross_entropy
+
+    logits = torch.randn(4, 10, requires_grad=True)
+    loss = cross_entropy(logits, torch.tensor([1, 2, 3, 4]))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()
