@@ -1,0 +1,40 @@
+"""The benchmark compares like with like: same weights, same targets, same tokens."""
+
+import torch
+
+from course_lib import bench
+
+CPU = torch.device("cpu")
+
+
+def test_course_shape_is_the_shipped_model():
+    from course_lib.pretrained import load_pretrained
+
+    model, _ = load_pretrained()
+    c = model.config
+    assert bench.SHAPES["course"] == dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                                          n_positions=c.block_size, vocab_size=c.vocab_size)
+
+
+def test_both_models_score_the_same_targets():
+    hf, ours = bench.hf_and_ours("course", CPU)
+    x = torch.randint(0, bench.SHAPES["course"]["vocab_size"], (2, 33))
+    inputs, targets = x[:, :-1], x[:, 1:].contiguous()
+    hf_loss = hf(inputs, labels=targets, shift_labels=targets).loss
+    _, loss = ours(inputs, targets)
+    assert abs(loss.item() - hf_loss.item()) < 1e-5
+
+
+def test_training_figures_are_positive():
+    r = bench.bench_training("course", 2, 16, 1, CPU, compile=False)
+    assert r["ours_tok_s"] > 0 and r["hf_tok_s"] > 0
+
+
+def test_generation_gives_transformers_greedy_tokens():
+    r = bench.bench_generation("course", 8, 12, CPU)
+    assert r["same_tokens"] is True
+
+
+def test_cached_and_uncached_generation_agree():
+    r = bench.bench_cache("course", 8, 12, CPU)
+    assert r["same_tokens"] is True and r["cached_tok_s"] > 0
