@@ -11,6 +11,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -213,20 +214,27 @@ def main(argv: list[str] | None = None) -> None:
                         help="skip the torch.compile training figure (compiling takes minutes)")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["training", "generation", "cache", "bpe", "mfu"])
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     args = parser.parse_args(argv)
     device = torch.device(args.device) if args.device else default_device()
     gpu = device.type == "cuda"
     q = args.quick
     big = "gpt2" if gpu else "small"
-    print(f"device: {torch.cuda.get_device_name(device) if gpu else 'cpu'}, torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads")
-    for name in ("course", big):
-        print(f"shape {name}: {SHAPES[name]}")
+    report = {"device": torch.cuda.get_device_name(device) if gpu else "cpu",
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "shapes": {name: SHAPES[name] for name in ("course", big)}, "rows": [],
+              "gpu_training": None}
+    print(f"device: {report['device']}, torch {report['torch']}, {report['threads']} threads")
+    for name, shape in report["shapes"].items():
+        print(f"shape {name}: {shape}")
 
     def row(figure: str, ours: str, ref: str, ratio: float, target: float, extra: str = ""):
         verdict = "meets" if ratio >= target else "below"
         print(f"{figure:<40} {ours:>14} {ref:>26}  {ratio:5.2f}x  (target >= {target}x, "
               f"{verdict}){extra}")
+        report["rows"].append({"figure": figure, "course_lib": ours, "reference": ref,
+                               "ratio": round(ratio, 2), "target": target,
+                               "meets": ratio >= target, "note": extra.lstrip(", ")})
 
     print(f"{'figure':<40} {'course_lib':>14} {'reference':>26}  ratio")
     for name in ("course", big):
@@ -254,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
             f"uncached {r['uncached_tok_s']:,.1f}", r["cached_tok_s"] / r["uncached_tok_s"], 5,
             f", identical tokens: {r['same_tokens']}")
     if "bpe" not in args.skip:
-        n_bytes, vocab = (200_000, 1024) if q else (1_000_000, 2048)
+        n_bytes, vocab = (100_000, 512) if q else (1_000_000, 2048)
         r = bench_bpe(n_bytes, vocab)
         row(f"BPE train {r['mb']:.2f} MB -> {vocab} (s)", f"{r['ours_s']:.2f}",
             f"recount every merge {r['naive_s']:.1f}", r["naive_s"] / r["ours_s"], 10,
@@ -264,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
         mfu = "unknown peak" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
         print(f"GPT-2-small bf16 training on {r['device']}: {r['tok_s']:,.0f} tokens/s, "
               f"MFU {mfu}")
+        report["gpu_training"] = r
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -38,3 +38,16 @@ def test_generation_gives_transformers_greedy_tokens():
 def test_cached_and_uncached_generation_agree():
     r = bench.bench_cache("course", 8, 12, CPU)
     assert r["same_tokens"] is True and r["cached_tok_s"] > 0
+
+
+def test_command_line_writes_its_figures_as_json(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "bench.json"
+    bench.main(["--quick", "--skip", "training", "generation", "cache", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and set(report["shapes"]) == {"course", "small"}
+    (bpe,) = report["rows"]
+    assert bpe["figure"].startswith("BPE train") and "same merges: True" in bpe["note"]
+    assert bpe["ratio"] > 1 and bpe["meets"] == (bpe["ratio"] >= bpe["target"])
+    assert "BPE train" in capsys.readouterr().out
