@@ -26,8 +26,8 @@ def test_both_models_score_the_same_targets():
 
 
 def test_training_figures_are_positive():
-    r = bench.bench_training("course", 2, 16, 1, CPU, compile=False)
-    assert r["ours_tok_s"] > 0 and r["hf_tok_s"] > 0
+    r = bench.bench_training("course", 2, 16, 1, CPU, compile=False, cpu_bf16=True)
+    assert r["ours_tok_s"] > 0 and r["hf_tok_s"] > 0 and r["bf16_tok_s"] > 0
 
 
 def test_generation_gives_transformers_greedy_tokens():
