@@ -24,7 +24,6 @@ from course_lib.tokenization import BPETokenizer, naive_train_bpe
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
 
-
 def _course_shape() -> dict:
     """The shape of the model the course ships and trains (course_lib/assets)."""
     from course_lib.pretrained import MODEL_FILE
