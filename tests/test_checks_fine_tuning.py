@@ -40,10 +40,14 @@ def test_merge():
 
 
 def test_break_even_rank(small_model):
-    assert check_break_even_rank(144) and check_break_even_rank(144.0)  # 192 x 576 / 768
-    assert not check_break_even_rank(None) and not check_break_even_rank("144")
-    assert "square" in check_break_even_rank(96).message
-    assert "more than" in check_break_even_rank(192).message
-    assert not check_break_even_rank(100)
+    from course_lib.pretrained import load_pretrained
+
+    C = load_pretrained()[0].config.n_embd  # the shipped c_attn: C in, 3C out
+    rank = C * 3 * C // (4 * C)  # in x out / (in + out), 144 for C = 192
+    assert check_break_even_rank(rank) and check_break_even_rank(float(rank))
+    assert not check_break_even_rank(None) and not check_break_even_rank(str(rank))
+    assert "square" in check_break_even_rank(C // 2).message
+    assert "more than" in check_break_even_rank(C).message
+    assert not check_break_even_rank(rank - 10)
     # small_model: c_attn is 32 -> 96, so 32 * 96 / 128 = 24
     assert check_break_even_rank(24, small_model) and not check_break_even_rank(144, small_model)
