@@ -66,9 +66,10 @@ def lab_url(tmp_path_factory):
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
                JUPYTER_CONFIG_DIR=str(tmp / "config"), HF_HUB_OFFLINE="1")
     # Serve a copy: JupyterLab saves notebooks after running them, and the committed lessons
-    # must stay exactly as they are.
+    # must stay exactly as they are. docs/ beside them holds the benchmark figures lesson 6 reads.
     root = tmp / "course"
     shutil.copytree(ROOT / "lessons", root / "lessons")
+    shutil.copytree(ROOT / "docs", root / "docs")
     settings = tmp / "settings"
     # No news or update checks: they would reach for the network and pop up toasts.
     (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
