@@ -326,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--learning-rate", type=float, help="override the peak learning rate")
     parser.add_argument("--min-lr", type=float, help="override the final learning rate")
     parser.add_argument("--warmup-steps", type=int, help="override the warmup steps")
+    parser.add_argument("--dropout", type=float, help="override the model's dropout")
     args = parser.parse_args(argv)
 
     preset = CONFIGS[args.config]
@@ -347,7 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"train {len(train_ids):,} tokens ({len(train_text) / len(train_ids):.2f} chars/token), "
           f"val {len(val_ids):,} tokens")
 
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **preset["model"]))
+    shape = preset["model"] | ({} if args.dropout is None else {"dropout": args.dropout})
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **shape))
     if args.init_from:
         start = GPT.load(args.init_from)
         if start.config != model.config:

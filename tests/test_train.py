@@ -105,12 +105,12 @@ def test_cli_help_and_tiny_run(tmp_path):
     assert "--config" in help_text and "shipped" in help_text
     out = tmp_path / "run"
     subprocess.run([sys.executable, "-m", "course_lib.train", "--config", "tiny", "--out",
-                    str(out), "--max-steps", "6", "--device", "cpu"],
+                    str(out), "--max-steps", "6", "--device", "cpu", "--dropout", "0.2"],
                    capture_output=True, text=True, check=True)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["val_bits_per_char"] > 0
     model = GPT.load(out / "model.safetensors")
-    assert model.config.n_layer == 1
+    assert model.config.n_layer == 1 and model.config.dropout == 0.2
 
 
 def test_bf16_autocast_on_the_cpu_is_opt_in():
