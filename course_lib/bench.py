@@ -19,6 +19,7 @@ from course_lib.device import autocast, default_device
 from course_lib.model import GPT
 from course_lib.sampling import generate
 from course_lib.tokenization import BPETokenizer, naive_train_bpe
+from course_lib.train import fused_adamw
 
 # Dense bf16 peak FLOP/s of GPUs we know, for MFU (from the vendors' data sheets).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -81,7 +82,7 @@ def _best_times(fns: dict[str, Callable[[], object]], device: torch.device,
 def training_step_fn(model, forward: Callable, batch: tuple, device: torch.device,
                      bf16: bool | None = None):
     # Fused AdamW for both models: transformers' Trainer default, and what course_lib.train uses.
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type in ("cuda", "cpu"))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused_adamw(device))
 
     def step():
         with autocast(device, bf16):

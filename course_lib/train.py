@@ -66,6 +66,14 @@ def lr_at(step: int, config: TrainConfig) -> float:
     )
 
 
+def fused_adamw(device: torch.device) -> bool:
+    """Whether torch has the fused AdamW kernel (one pass over all parameters) for device.
+
+    It is also what transformers' Trainer uses by default.
+    """
+    return device.type in ("cuda", "cpu")
+
+
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device):
     """AdamW; weight decay only on matrices of linear layers, not norms, biases or embeddings."""
     embeddings = {
@@ -85,9 +93,7 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
         groups,
         lr=config.learning_rate,
         betas=(config.beta1, config.beta2),
-        # The fused kernel (one pass over all parameters) is also what transformers' Trainer
-        # uses by default; torch has it for CUDA and the CPU.
-        fused=device.type in ("cuda", "cpu"),
+        fused=fused_adamw(device),
     )
 
 
