@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -51,6 +53,22 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"unknown GPTConfig fields: {sorted(unknown)}")
         return cls(**d)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module, no_grad: bool = True) -> Iterator[nn.Module]:
+    """Run model in eval mode (and without gradients), then restore the caller's mode.
+
+    Every helper that reads a model without training it uses this, so a model in training mode
+    is never left in eval mode (dropout silently off) by a call that only looked at it.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad() if no_grad else contextlib.nullcontext():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 class _CrossEntropy(torch.autograd.Function):

@@ -1,7 +1,7 @@
 """Every lesson, run in a real JupyterLab in Debian's Chromium, driven by Playwright.
 
 Checks that every cell runs without an error, that the widgets render, and that moving the
-sampling lab's temperature (lesson 7) and the head explorer's head (lesson 5) changes what is
+sampling lab's temperature (lesson 8) and the head explorer's head (lesson 5) changes what is
 drawn. A screenshot of each lesson is saved to test-artifacts/browser/ for inspection.
 Skipped, with the reason, where Chromium or Playwright is missing; COURSE_REQUIRE_BROWSER=1
 (set by .ci/run) turns that skip into a failure.
@@ -66,7 +66,7 @@ def lab_url(tmp_path_factory):
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
                JUPYTER_CONFIG_DIR=str(tmp / "config"), HF_HUB_OFFLINE="1")
     # Serve a copy: JupyterLab saves notebooks after running them, and the committed lessons
-    # must stay exactly as they are. docs/ beside them holds the benchmark figures lesson 6 reads.
+    # must stay exactly as they are. docs/ beside them holds the benchmark figures lesson 7 reads.
     root = tmp / "course"
     shutil.copytree(ROOT / "lessons", root / "lessons")
     shutil.copytree(ROOT / "docs", root / "docs")
@@ -199,9 +199,9 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
         broken = page.get_by_text("Error displaying widget")
         assert broken.count() == 0, f"{lesson}: a widget failed to render"
 
-        if lesson.startswith("07"):
+        if lesson.startswith("08"):
             before = _plot_data(page)
-            assert before, "lesson 7 shows no plotly graph"
+            assert before, "lesson 8 shows no plotly graph"
             _set_slider(page, "temperature", "0.1")
             assert _wait_for_plots_to_change(page, before), \
                 "moving the temperature slider did not change the distribution shown"

@@ -1,4 +1,4 @@
-"""The helpers sampling.py offers lessons 7 and 6: logits, filtering summaries, repeats, text."""
+"""The helpers sampling.py offers lessons 8 and 7: logits, filtering summaries, repeats, text."""
 
 import pytest
 import torch

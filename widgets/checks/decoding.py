@@ -1,4 +1,4 @@
-"""Checks for lesson 7 (decoding): temperature 0, the size of a top-p set, why caching is exact."""
+"""Checks for lesson 8 (decoding): temperature 0, the size of a top-p set, why caching is exact."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checks for lesson 9's exercises: perplexity and bits per character by hand, and a text that
+"""Checks for lesson 10's exercises: perplexity and bits per character by hand, and a text that
 scores better than Shakespeare."""
 
 from __future__ import annotations

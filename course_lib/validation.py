@@ -1,0 +1,160 @@
+"""Checks for arguments a learner passes in: one place that turns bad input into a clear error.
+
+Every public function of course_lib validates what it is given with these helpers, so a wrong
+argument gets a ValueError or TypeError naming the parameter and what is allowed, before
+anything deep inside torch can fail with a message about strides or dtypes.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+
+import torch
+
+_INT_TYPES = (int, numbers.Integral)
+
+
+def _is_int_like(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not value.dtype.is_floating_point and value.dtype != torch.bool
+    return isinstance(value, _INT_TYPES)
+
+
+def check_int(
+    name: str, value, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """value as a Python int, if it is an integer (int, numpy or 0-d torch) in [minimum, maximum]."""
+    if not _is_int_like(value):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r:.60}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {_range_text(minimum, maximum)}, got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    min_inclusive: bool = True,
+    max_inclusive: bool = True,
+) -> float:
+    """value as a finite Python float in the given range (ints and numpy/torch scalars accepted)."""
+    if isinstance(value, bool) or not (
+        isinstance(value, numbers.Real)
+        or (isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype != torch.bool)
+    ):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r:.60}")
+    try:
+        value = float(value)
+    except OverflowError as e:
+        raise ValueError(f"{name} is too large to be a float: {value!r:.60}") from e
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    too_low = minimum is not None and (value < minimum or (not min_inclusive and value == minimum))
+    too_high = maximum is not None and (value > maximum or (not max_inclusive and value == maximum))
+    if too_low or too_high:
+        rng = _range_text(minimum, maximum, min_inclusive, max_inclusive)
+        raise ValueError(f"{name} must be {rng}, got {value}")
+    return value
+
+
+def check_choice(name: str, value, choices: Iterable):
+    """value itself, if it is one of choices."""
+    choices = tuple(choices)
+    try:
+        ok = value in choices
+    except TypeError:  # unhashable or uncomparable
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r:.60}")
+    return value
+
+
+def check_str(name: str, value, *, allow_empty: bool = False) -> str:
+    """value, if it is a str (and not empty, unless allowed)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if not allow_empty and not value:
+        raise ValueError(f"{name} is empty: give at least one character")
+    return value
+
+
+def check_seed(name: str, value) -> int | None:
+    """None, or an int that torch.Generator.manual_seed accepts ([0, 2**64))."""
+    if value is None:
+        return None
+    return check_int(name, value, minimum=0, maximum=2**64 - 1)
+
+
+def check_token_ids(name: str, ids, vocab_size: int | None = None) -> torch.Tensor:
+    """Token ids as a (batch, time) int64 tensor: from a tensor, numpy array, list or nested list.
+
+    Floats, booleans, ragged lists, empty input and ids outside [0, vocab_size) get a clear
+    error; a 1-D input becomes a batch of one.
+    """
+    if isinstance(ids, torch.Tensor):
+        tensor = ids
+    else:
+        if isinstance(ids, (str, bytes)):
+            raise TypeError(f"{name} must be token ids (ints), got {type(ids).__name__}: "
+                            "encode text with the tokenizer first")
+        try:
+            tensor = torch.as_tensor(ids)
+        except (ValueError, TypeError, RuntimeError, OverflowError) as e:
+            raise TypeError(
+                f"{name} must be a list of ints, a nested list of equal-length rows, a numpy "
+                f"array or a tensor of token ids; could not read it as one ({e})"
+            ) from None
+    if tensor.dtype == torch.bool or tensor.dtype.is_floating_point or tensor.dtype.is_complex:
+        raise TypeError(f"{name} must hold integer token ids, got dtype {tensor.dtype}")
+    if tensor.dim() == 1:
+        tensor = tensor[None, :]
+    if tensor.dim() != 2:
+        raise ValueError(f"{name} must have shape (time,) or (batch, time), got {tuple(tensor.shape)}")
+    if tensor.numel() == 0:
+        raise ValueError(f"{name} is empty: give at least one token id (an empty prompt?)")
+    tensor = tensor.long()
+    if vocab_size is not None:
+        lo, hi = int(tensor.min()), int(tensor.max())
+        if lo < 0 or hi >= vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"token id {bad} in {name} is outside the vocabulary [0, {vocab_size})")
+    return tensor
+
+
+def check_device(name: str, device) -> torch.device:
+    """A torch.device that exists on this machine (a clear error for 'cuda' without a GPU)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"{name} {device!r} is not a device name (try 'cpu' or 'cuda')") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} is {device!r} but this machine has no CUDA GPU; use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} is {device!r} but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{name} is {device!r} but Apple's MPS is not available here")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'mps', got {device!r}")
+    return dev
+
+
+def _range_text(minimum, maximum, min_inclusive: bool = True, max_inclusive: bool = True) -> str:
+    if minimum is not None and maximum is not None:
+        lo = "[" if min_inclusive else "("
+        hi = "]" if max_inclusive else ")"
+        return f"in {lo}{minimum}, {maximum}{hi}"
+    if minimum is not None:
+        return f">= {minimum}" if min_inclusive else f"> {minimum}"
+    return f"<= {maximum}" if max_inclusive else f"< {maximum}"
