@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import html
+import itertools
+import math
+import numbers
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -28,8 +36,161 @@ class Feedback:
 
 
 def right(message: str) -> Feedback:
-    return Feedback(True, message)
+    return Feedback(True, _safe(message))
 
 
 def wrong(message: str) -> Feedback:
-    return Feedback(False, message)
+    return Feedback(False, _safe(message))
+
+
+# ----- shared by every check: no answer yet, reading an answer, running a learner's code -------
+
+NO_ANSWER = "Replace None with your answer, then run the cell again."
+
+# Beyond these an answer is not a plausible count or list for any exercise, and reading it
+# further (a 5,000-digit int, an endless generator, a megabyte of text) could hang a notebook.
+MAX_INT = 2**63 - 1
+MAX_ITEMS = 10_000
+
+
+def _safe(message: str) -> str:
+    # A lone surrogate from the learner's input would make the notebook fail to show the message.
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A short, printable description of any value, for a message (never raises)."""
+    try:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            text = f"an int of about {int(value.bit_length() * 0.30103) + 1} digits"
+        elif isinstance(value, (str, bytes)) and len(value) > limit:
+            text = ascii(value[:limit]) + f"... ({len(value):,} long)"
+        else:
+            text = ascii(value)
+    except Exception:  # a learner's object whose repr raises
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def exercise(no_answer: str = NO_ANSWER):
+    """Decorator for a check_...(answer, ...): None gets `no_answer`, and whatever else happens
+    while checking, the learner gets a Feedback back, never a traceback."""
+
+    def wrap(check):
+        @functools.wraps(check)
+        def checked(answer=None, *args, **kwargs) -> Feedback:
+            if answer is None:
+                return wrong(no_answer)
+            try:
+                return check(answer, *args, **kwargs)
+            except Exception as e:  # a last resort: each check reads its answer carefully first
+                return wrong(f"This check could not read your answer {shown(answer)} "
+                             f"({type(e).__name__}). Look at the form the exercise asks for.")
+
+        return checked
+
+    return wrap
+
+
+def _scalar(answer: object) -> object:
+    """A 1-element tensor or array as its Python number; anything else unchanged."""
+    if isinstance(answer, (torch.Tensor, np.ndarray, np.generic)):
+        size = answer.numel() if isinstance(answer, torch.Tensor) else answer.size
+        if size == 1 and answer.dtype not in (torch.bool, np.bool_) and not (
+            isinstance(answer, torch.Tensor) and answer.is_complex()
+        ):
+            return answer.item()
+    return answer
+
+
+def as_number(answer: object) -> float | None:
+    """answer as a finite float (int, float, numpy or torch scalar), else None; not a str."""
+    answer = _scalar(answer)
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+        return None
+    try:
+        value = float(answer)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def as_int(answer: object) -> int | None:
+    """answer as an int if it is an integer (Python, numpy or torch) of sensible size, else None.
+
+    A float such as 5.0 is not taken: a count is an int, and saying so teaches the difference.
+    """
+    answer = _scalar(answer)
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
+        return None
+    value = int(answer)
+    return value if abs(value) <= MAX_INT else None
+
+
+def as_list(answer: object) -> list | None:
+    """The items of a list, tuple, set, tensor, array or other finite iterable; not of a str."""
+    if isinstance(answer, (torch.Tensor, np.ndarray)):
+        if answer.ndim == 0 or (answer.numel() if isinstance(answer, torch.Tensor)
+                                else answer.size) > MAX_ITEMS:
+            return None
+        return answer.tolist()
+    if isinstance(answer, (str, bytes, dict)) or not isinstance(answer, Iterable):
+        return None
+    try:
+        items = list(itertools.islice(answer, MAX_ITEMS + 1))
+    except Exception:  # an iterator that raises
+        return None
+    return items if len(items) <= MAX_ITEMS else None
+
+
+def as_numbers(answer: object) -> list[float] | None:
+    """A list of finite floats, else None."""
+    items = as_list(answer)
+    values = None if items is None else [as_number(x) for x in items]
+    return None if values is None or None in values else values
+
+
+def as_ints(answer: object) -> list[int] | None:
+    """A list of whole numbers, else None."""
+    items = as_list(answer)
+    values = None if items is None else [as_int(x) for x in items]
+    return None if values is None or None in values else values
+
+
+def as_int_pairs(answer: object) -> set[tuple[int, int]] | None:
+    """A set of (int, int) pairs, else None."""
+    items = as_list(answer)
+    if items is None:
+        return None
+    pairs = [as_ints(item) for item in items]
+    if any(p is None or len(p) != 2 for p in pairs):
+        return None
+    return {(p[0], p[1]) for p in pairs}
+
+
+def as_text(answer: object, max_chars: int = 10_000) -> str | None:
+    """answer if it is a str that UTF-8 can encode (no lone surrogates) of at most max_chars."""
+    if not isinstance(answer, str) or len(answer) > max_chars:
+        return None
+    try:
+        answer.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return answer
+
+
+def call_learner(function: Callable, *args) -> tuple[object, Feedback | None]:
+    """Run a learner's function: (its result, None), or (None, a Feedback saying what it raised)."""
+    if not callable(function):
+        return None, wrong(f"Give a function (def ...), not {shown(function)}.")
+    try:
+        return function(*args), None
+    except Exception as e:  # the learner's code: report whatever it raised
+        return None, wrong(f"Your function raised {type(e).__name__}: {_message_of(e)}")
+
+
+def _message_of(error: BaseException) -> str:
+    try:
+        return str(error)[:300]
+    except Exception:  # an exception whose __str__ itself raises
+        return type(error).__name__

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from course_lib.sampling import next_token_logits, top_p_filter
-from widgets.feedback import Feedback, right, wrong
+from widgets.checks import shipped
+from widgets.feedback import Feedback, as_int, as_text, exercise, right, shown, wrong
 
 GREEDY_PROMPT = "KING RICHARD III:\nNow is the winter of our"
 
@@ -26,21 +25,12 @@ CACHE_CHOICES = {
 CACHE_ANSWER = "b"
 
 
-@functools.cache
-def _shipped():
-    from course_lib.pretrained import load_pretrained
-
-    return load_pretrained()
-
-
+@exercise("Replace None with a string: the text of the token that comes next.")
 def check_greedy_token(my_answer, model=None, tokenizer=None) -> Feedback:
     """my_answer: the text of the token temperature 0 picks after GREEDY_PROMPT."""
-    if my_answer is None:
-        return wrong("Replace None with a string: the text of the token that comes next.")
-    if not isinstance(my_answer, str):
-        return wrong(f"Give the token's text as a string, not {type(my_answer).__name__}.")
-    if model is None or tokenizer is None:
-        model, tokenizer = _shipped()
+    if as_text(my_answer, 100) is None:
+        return wrong(f"Give the token's text as a short string, not {shown(my_answer)}.")
+    model, tokenizer = shipped(model, tokenizer)
     logits = next_token_logits(model, tokenizer.encode(GREEDY_PROMPT))
     probs = torch.softmax(logits, -1)
     top = int(probs.argmax())
@@ -61,12 +51,13 @@ def check_greedy_token(my_answer, model=None, tokenizer=None) -> Feedback:
                  "the most likely token: that is all temperature 0 does.")
 
 
+@exercise("Replace None with a whole number: how many tokens survive.")
 def check_top_p_count(my_answer) -> Feedback:
     """my_answer: how many tokens of TOP_P_PROBS top-p with p = TOP_P keeps."""
+    given = my_answer
+    my_answer = as_int(my_answer)
     if my_answer is None:
-        return wrong("Replace None with a whole number: how many tokens survive.")
-    if isinstance(my_answer, bool) or not isinstance(my_answer, int):
-        return wrong(f"Give a whole number, not {type(my_answer).__name__}.")
+        return wrong(f"Give a whole number, not {shown(given)}.")
     probs = torch.tensor(TOP_P_PROBS)
     want = int(torch.isfinite(top_p_filter(probs.log(), TOP_P)).sum())
     running = [round(float(c), 2) for c in probs.cumsum(0)]
@@ -85,11 +76,10 @@ def check_top_p_count(my_answer) -> Feedback:
                  f"token where the total reaches {TOP_P}.")
 
 
+@exercise("Replace None with a letter: 'a', 'b', 'c' or 'd'.")
 def check_cache_reason(my_answer) -> Feedback:
     """my_answer: the letter of the reason cached generation gives identical tokens."""
-    if my_answer is None:
-        return wrong("Replace None with a letter: 'a', 'b', 'c' or 'd'.")
-    letter = str(my_answer).strip().lower().strip("()")
+    letter = my_answer.strip().lower().strip("()") if isinstance(my_answer, str) else None
     if letter not in CACHE_CHOICES:
         return wrong(f"Choose one of {sorted(CACHE_CHOICES)}.")
     if letter == CACHE_ANSWER:

@@ -6,7 +6,8 @@ import functools
 import re
 
 from course_lib.embeddings import SemanticIndex, load_sentence_model
-from widgets.feedback import Feedback, right, wrong
+from widgets.checks import shipped
+from widgets.feedback import Feedback, as_int, as_text, exercise, right, shown, wrong
 
 __all__ = [
     "LINES",
@@ -38,14 +39,11 @@ WINES = [
 ]
 PIZZA = WINES[4]
 BANNED = ("light", "red", "pizza", "night")
+MAX_QUERY_CHARS = 1000  # the model reads 256 tokens at most anyway
 
 
-@functools.cache
 def _table_shape() -> tuple[int, int]:
-    from course_lib.pretrained import load_pretrained
-
-    model, _ = load_pretrained()
-    vocab_size, n_embd = model.transformer.wte.weight.shape
+    vocab_size, n_embd = shipped()[0].transformer.wte.weight.shape
     return vocab_size, n_embd
 
 
@@ -54,16 +52,12 @@ def _index(texts: tuple[str, ...]) -> SemanticIndex:
     return SemanticIndex(list(texts), load_sentence_model())
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
+@exercise("Replace None with a whole number: the count of numbers in the table.")
 def check_table_size(answer: int | None) -> Feedback:
     """Exercise 1: how many numbers the shipped model's token embedding table holds."""
+    given, answer = answer, as_int(answer)
     if answer is None:
-        return wrong("Replace None with a whole number: the count of numbers in the table.")
-    if not _is_int(answer):
-        return wrong(f"Give a whole number (an int), not {type(answer).__name__} {answer!r}.")
+        return wrong(f"Give a whole number (an int), not {shown(given)}.")
     vocab_size, n_embd = _table_shape()
     expected = vocab_size * n_embd
     if answer == expected:
@@ -86,16 +80,15 @@ def check_table_size(answer: int | None) -> Feedback:
     )
 
 
+@exercise("Replace None with the line you think is closest (the text, or its index).")
 def check_closest_line(answer: str | int | None) -> Feedback:
     """Exercise 2: the line of LINES that all-MiniLM-L6-v2 puts closest to QUERY."""
-    if answer is None:
-        return wrong("Replace None with the line you think is closest (the text, or its index).")
-    if _is_int(answer):
-        if not 0 <= answer < len(LINES):
+    if not isinstance(answer, str) and as_int(answer) is not None:
+        if not 0 <= as_int(answer) < len(LINES):
             return wrong(f"An index must be between 0 and {len(LINES) - 1}.")
-        answer = LINES[answer]
+        answer = LINES[as_int(answer)]
     if not isinstance(answer, str):
-        return wrong(f"Give the line as a str (or its index), not {type(answer).__name__}.")
+        return wrong(f"Give the line as a str (or its index), not {shown(answer)}.")
     if answer.strip() not in LINES:
         return wrong("That is not one of the lines: copy one of LINES exactly, or give its index.")
     (best, score), (_, second) = _index(tuple(LINES)).search(QUERY, 2)
@@ -110,12 +103,12 @@ def check_closest_line(answer: str | int | None) -> Feedback:
     )
 
 
+@exercise("Replace None with your query, a str.")
 def check_pizza_query(query: str | None) -> Feedback:
     """Exercise 3: a query that ranks PIZZA first among WINES without any of BANNED's words."""
-    if query is None:
-        return wrong("Replace None with your query, a str.")
-    if not isinstance(query, str):
-        return wrong(f"The query must be a str, not {type(query).__name__}.")
+    if as_text(query, MAX_QUERY_CHARS) is None:
+        return wrong(f"The query must be a str of at most {MAX_QUERY_CHARS} characters, "
+                     f"not {shown(query)}.")
     if not query.strip():
         return wrong("The query is empty: type some words.")
     used = sorted(set(re.findall(r"[a-z]+", query.lower())) & set(BANNED))

@@ -8,18 +8,13 @@ import math
 
 from course_lib.data import load_corpus
 from course_lib.evaluation import bits_per_char, perplexity, surprisal
-from widgets.feedback import Feedback, right, wrong
+from widgets.checks import shipped
+from widgets.feedback import Feedback, as_number, as_text, exercise, right, shown, wrong
 
 SENTENCE = "Fair is foul, and foul is fair: hover through the fog and filthy air."
 MIN_FOOL_CHARS = 200
 HELD_OUT_CHARS = 20_000  # the slice of the held-out plays the lesson scores
-
-
-@functools.cache
-def _shipped():
-    from course_lib.pretrained import load_pretrained
-
-    return load_pretrained()
+MAX_FOOL_CHARS = 20_000  # longer texts would take long to score and prove nothing more
 
 
 @functools.cache
@@ -27,33 +22,17 @@ def _held_out_bits_per_char(model, tokenizer) -> float:
     return bits_per_char(model, tokenizer, load_corpus("val")[:HELD_OUT_CHARS])
 
 
-def _number(answer: object) -> float | None:
-    """answer as a float if it is a plain finite number (or a 1-element tensor), else None."""
-    if hasattr(answer, "item") and getattr(answer, "numel", lambda: 0)() == 1:
-        answer = answer.item()
-    if isinstance(answer, (int, float)) and not isinstance(answer, bool) and math.isfinite(answer):
-        return float(answer)
-    return None
-
-
 def _near(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-6)
 
 
-def _model_and_tokenizer(model, tokenizer):
-    if model is None or tokenizer is None:
-        return _shipped()
-    return model, tokenizer
-
-
+@exercise("Replace None with the perplexity you computed (a number).")
 def check_perplexity(answer: object, model=None, tokenizer=None) -> Feedback:
     """Exercise 1: the per-token perplexity of SENTENCE, from its surprisals."""
-    if answer is None:
-        return wrong("Replace None with the perplexity you computed (a number).")
-    x = _number(answer)
+    x = as_number(answer)
     if x is None:
-        return wrong(f"The answer should be a number, got {type(answer).__name__}.")
-    model, tokenizer = _model_and_tokenizer(model, tokenizer)
+        return wrong(f"The answer should be a finite number, got {shown(answer)}.")
+    model, tokenizer = shipped(model, tokenizer)
     bits = [b for _, b in surprisal(model, tokenizer, SENTENCE) if b is not None]
     mean_bits = sum(bits) / len(bits)
     expected = perplexity(model, tokenizer.encode(SENTENCE))
@@ -72,14 +51,13 @@ def check_perplexity(answer: object, model=None, tokenizer=None) -> Feedback:
                  "the rest, and raise 2 to that.")
 
 
+@exercise("Replace None with the bits per character you computed (a number).")
 def check_bits_per_char(answer: object, model=None, tokenizer=None) -> Feedback:
     """Exercise 2: the bits per character of SENTENCE, from its surprisals."""
-    if answer is None:
-        return wrong("Replace None with the bits per character you computed (a number).")
-    x = _number(answer)
+    x = as_number(answer)
     if x is None:
-        return wrong(f"The answer should be a number, got {type(answer).__name__}.")
-    model, tokenizer = _model_and_tokenizer(model, tokenizer)
+        return wrong(f"The answer should be a finite number, got {shown(answer)}.")
+    model, tokenizer = shipped(model, tokenizer)
     rows = surprisal(model, tokenizer, SENTENCE)
     bits = [b for _, b in rows if b is not None]
     expected = bits_per_char(model, tokenizer, SENTENCE)
@@ -98,15 +76,15 @@ def check_bits_per_char(answer: object, model=None, tokenizer=None) -> Feedback:
                  "characters those tokens cover.")
 
 
+@exercise("Replace None with your text (a string).")
 def check_low_perplexity_text(text: object, model=None, tokenizer=None) -> Feedback:
     """Exercise 3: a text of 200+ characters scoring fewer bits/char than the held-out plays."""
-    if text is None:
-        return wrong("Replace None with your text (a string).")
-    if not isinstance(text, str):
-        return wrong(f"The answer should be a string of text, got {type(text).__name__}.")
+    if as_text(text, MAX_FOOL_CHARS) is None:
+        return wrong(f"The answer should be a string of text of at most {MAX_FOOL_CHARS:,} "
+                     f"characters, got {shown(text)}.")
     if len(text) < MIN_FOOL_CHARS:
         return wrong(f"Make it at least {MIN_FOOL_CHARS} characters long; it has {len(text)}.")
-    model, tokenizer = _model_and_tokenizer(model, tokenizer)
+    model, tokenizer = shipped(model, tokenizer)
     target = _held_out_bits_per_char(model, tokenizer)
     plays = load_corpus("all")
     pieces = [text[i : i + 50] for i in range(0, len(text) - 49, 50)]

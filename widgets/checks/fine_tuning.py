@@ -3,39 +3,36 @@
 from __future__ import annotations
 
 import functools
-import math
 
+import numpy as np
 import torch
 from torch import nn
 
 from course_lib.lora import LoRALinear, lora_parameter_count, lora_target_layers
-from widgets.feedback import Feedback, right, wrong
+from widgets.checks import shipped
+from widgets.feedback import (
+    Feedback,
+    as_int,
+    as_number,
+    call_learner,
+    exercise,
+    right,
+    shown,
+    wrong,
+)
 
 COUNT_RANK = 8
 COUNT_TARGETS = ("attn.c_attn", "mlp.c_fc")
 BREAK_EVEN_TARGET = "attn.c_attn"
 
 
-@functools.cache
-def _shipped_model() -> nn.Module:
-    from course_lib.pretrained import load_pretrained
-
-    return load_pretrained()[0]
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
+@exercise("Replace None with your count, a whole number.")
 def check_lora_count(answer: object, model: nn.Module | None = None) -> Feedback:
     """Exercise 1: trainable parameters of rank-8 LoRA on every attn.c_attn and mlp.c_fc."""
+    given, answer = answer, as_int(answer)
     if answer is None:
-        return wrong("Replace None with your count, a whole number.")
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        answer = answer.item()
-    if not _is_number(answer):
-        return wrong(f"The answer should be a whole number, got {type(answer).__name__}.")
-    model = model if model is not None else _shipped_model()
+        return wrong(f"The answer should be a whole number, got {shown(given)}.")
+    model = model if model is not None else shipped()[0]
     expected = lora_parameter_count(model, COUNT_RANK, COUNT_TARGETS)
     if answer == expected:
         return right(
@@ -60,13 +57,9 @@ def check_lora_count(answer: object, model: nn.Module | None = None) -> Feedback
     )
 
 
+@exercise("Replace None with your function merge(W, A, B, alpha, rank).")
 def check_merge(merge: object) -> Feedback:
     """Exercise 2: merge(W, A, B, alpha, rank) must return W + (alpha / rank) * B @ A."""
-    if merge is None:
-        return wrong("Replace None with your function merge(W, A, B, alpha, rank).")
-    if not callable(merge):
-        return wrong(f"Give a function (def merge(W, A, B, alpha, rank): ...), not a "
-                     f"{type(merge).__name__}.")
     g = torch.Generator().manual_seed(0)
     base = nn.Linear(12, 10, bias=False)
     rank, alpha = 3, 6.0
@@ -76,19 +69,21 @@ def check_merge(merge: object) -> Feedback:
         layer.lora_A.copy_(torch.randn(rank, 12, generator=g))
         layer.lora_B.copy_(torch.randn(10, rank, generator=g))  # nonzero, as after training
     W, A, B = (t.detach().clone() for t in (base.weight, layer.lora_A, layer.lora_B))
-    try:
-        out = merge(W.clone(), A.clone(), B.clone(), alpha, rank)
-    except Exception as e:  # the learner's code: report whatever it raised
-        hint = " B @ A is (out x r) @ (r x in); A @ B does not fit." if "shape" in str(e) else ""
-        return wrong(f"Your function raised {type(e).__name__}: {e}.{hint}")
+    out, failed = call_learner(merge, W.clone(), A.clone(), B.clone(), alpha, rank)
+    if failed is not None:  # a wrong Feedback is falsy
+        fit = " B @ A is (out x r) @ (r x in); A @ B does not fit."
+        return wrong(failed.message + (fit if "shape" in failed.message else ""))
     if out is None:
         return wrong("Your merge returns None: replace the None in its body with the merged "
                      "weight.")
-    if not isinstance(out, torch.Tensor):
-        return wrong(f"Return a tensor (the merged weight), not a {type(out).__name__}.")
+    if isinstance(out, np.ndarray) and out.dtype.kind == "f":
+        out = torch.from_numpy(out)
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        return wrong(f"Return a float tensor (the merged weight), not {shown(out)}.")
     if out.shape != W.shape:
         return wrong(f"The merged weight must have W's shape {tuple(W.shape)}, "
                      f"got {tuple(out.shape)}.")
+    out = out.detach().to("cpu", W.dtype)  # float64 or a GPU tensor is fine too
     expected = layer.merged().weight.detach()
     close = functools.partial(torch.allclose, atol=1e-5)
     if close(out, expected):
@@ -107,13 +102,13 @@ def check_merge(merge: object) -> Feedback:
     return wrong("Not the merged weight. It is W + (alpha / rank) * (B @ A).")
 
 
+@exercise("Replace None with the rank (a number).")
 def check_break_even_rank(answer: object, model: nn.Module | None = None) -> Feedback:
     """Exercise 3: the rank at which LoRA on attn.c_attn trains as many parameters as W."""
+    given, answer = answer, as_number(answer)
     if answer is None:
-        return wrong("Replace None with the rank (a number).")
-    if not _is_number(answer):
-        return wrong(f"The answer should be a number, got {type(answer).__name__}.")
-    model = model if model is not None else _shipped_model()
+        return wrong(f"The answer should be a finite number, got {shown(given)}.")
+    model = model if model is not None else shipped()[0]
     layer = next(iter(lora_target_layers(model, (BREAK_EVEN_TARGET,)).values()))
     d_in, d_out = layer.in_features, layer.out_features
     expected = d_in * d_out / (d_in + d_out)
@@ -126,8 +121,9 @@ def check_break_even_rank(answer: object, model: nn.Module | None = None) -> Fee
         return wrong("That is the break-even of a square layer; c_attn is not square "
                      f"({d_in} in, {d_out} out).")
     if answer in (d_in, d_out, min(d_in, d_out)):
-        return wrong(f"At rank {answer}, LoRA trains r (in + out) = {answer * (d_in + d_out):,}, "
+        return wrong(f"At rank {answer:g}, LoRA trains r (in + out) = "
+                     f"{int(answer) * (d_in + d_out):,}, "
                      f"more than W's {d_in * d_out:,}. Solve r (in + out) = in x out.")
-    return wrong(f"Not {answer}. Solve r (in + out) = in x out for c_attn "
+    return wrong(f"Not {answer:g}. Solve r (in + out) = in x out for c_attn "
                  "(the view shows where the two lines cross).")
 

@@ -3,36 +3,30 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import math
 
 import torch
 
 from course_lib.attention import MultiHeadAttention
 from course_lib.interpret import HEAD_PATTERNS, head_pattern_scores, text_windows
-from widgets.feedback import Feedback, right, wrong
-
-_NONE = "Replace None with your answer, then run the cell again."
+from widgets.feedback import Feedback, as_int, as_ints, exercise, right, shown, wrong
 
 
 def _as_shape(answer) -> tuple[int, ...] | None:
-    if isinstance(answer, torch.Tensor):
+    if not isinstance(answer, (tuple, list, torch.Size)):
         return None  # a tensor's shape, not the tensor, is the answer
-    if isinstance(answer, (tuple, list, torch.Size)) and all(
-        isinstance(d, int) and not isinstance(d, bool) for d in answer
-    ):
-        return tuple(answer)
-    return None
+    shape = as_ints(answer)
+    return None if shape is None or len(shape) > 8 else tuple(shape)
 
 
+@exercise()
 def check_split_shape(
     answer, batch: int = 2, T: int = 10, n_embd: int = 192, n_head: int = 6
 ) -> Feedback:
     """The shape of q (batch, T, n_embd) after splitting it into n_head heads for attention."""
-    if answer is None:
-        return wrong(_NONE)
     shape = _as_shape(answer)
     if shape is None:
-        return wrong(f"Give the shape as a tuple of ints, like (1, 2, 3); got {answer!r}.")
+        return wrong(f"Give the shape as a tuple of ints, like (1, 2, 3); got {shown(answer)}.")
     d = n_embd // n_head
     if shape == (batch, n_head, T, d):
         return right(
@@ -54,23 +48,16 @@ def check_split_shape(
     if len(shape) != 4:
         return wrong(f"After splitting there are 4 axes: batch, head, time, head size; your shape "
                      f"has {len(shape)}.")
-    return wrong(f"{shape} holds {_numel(shape)} numbers but q holds {batch * T * n_embd}, or "
-                 "the axes are in another order: splitting only regroups the numbers.")
+    return wrong(f"{shape} holds {math.prod(shape)} numbers but q holds {batch * T * n_embd}, "
+                 "or the axes are in another order: splitting only regroups the numbers.")
 
 
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
+@exercise()
 def check_attention_parameters(answer, n_embd: int = 768, n_head: int = 12) -> Feedback:
     """Parameters of one attention block (qkv and output projections, with biases)."""
+    given, answer = answer, as_int(answer)
     if answer is None:
-        return wrong(_NONE)
-    if isinstance(answer, bool) or not isinstance(answer, int):
-        return wrong(f"Give a whole number, like 1234; got {answer!r}.")
+        return wrong(f"Give a whole number, like 1234; got {shown(given)}.")
     block = MultiHeadAttention(n_embd, n_head, bias=True)
     expected = sum(p.numel() for p in block.parameters())  # counted, not trusted to a formula
     C = n_embd
@@ -115,12 +102,16 @@ def check_pattern_head(
     """
     if pattern not in HEAD_PATTERNS:
         raise ValueError(f"pattern must be one of {HEAD_PATTERNS}, got {pattern!r}")
-    if answer is None:
-        return wrong(_NONE)
+    return _check_head(answer, model, tokenizer, pattern, text, n_windows)
+
+
+@exercise()
+def _check_head(answer, model, tokenizer, pattern: str, text: str, n_windows: int) -> Feedback:
     n_layer, n_head = model.config.n_layer, model.config.n_head
     pair = _as_shape(answer)
     if pair is None or len(pair) != 2:
-        return wrong(f"Give (layer, head) as a tuple of two ints, like (0, 3); got {answer!r}.")
+        return wrong(f"Give (layer, head) as a tuple of two ints, like (0, 3); "
+                     f"got {shown(answer)}.")
     layer, head = pair
     if not (0 <= layer < n_layer and 0 <= head < n_head):
         return wrong(f"Layers are numbered 0 to {n_layer - 1} and heads 0 to {n_head - 1}; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from widgets.feedback import Feedback, right, wrong
+from widgets.feedback import Feedback, as_int_pairs, as_ints, as_number, exercise, right, wrong
 
 # Exercise 1 asks for PE[POS, DIM] of the sinusoidal table with d_model = D_MODEL.
 POS, DIM, D_MODEL = 10, 5, 16
@@ -15,28 +15,11 @@ ROPE_CANDIDATES = [(5, 0), (4, 9), (10, 4), (20, 15), (13, 8), (9, 9)]
 # Exercise 3: "A B C D" against "B A C D", causal attention, no positions.
 SENTENCE_1, SENTENCE_2 = ["A", "B", "C", "D"], ["B", "A", "C", "D"]
 
-_NONE = "Replace None with your answer, then run the cell again."
 
-
-def _number(answer: object) -> float | None:
-    try:
-        value = float(answer)  # also takes a 0-d tensor or numpy scalar
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _items(answer: object) -> list | None:
-    if isinstance(answer, (str, bytes)) or not isinstance(answer, Iterable):
-        return None
-    return list(answer)
-
-
+@exercise()
 def check_sinusoid_value(answer: float | None) -> Feedback:
     """Exercise 1: the value of the sinusoidal encoding at position POS, dimension DIM."""
-    if answer is None:
-        return wrong(_NONE)
-    value = _number(answer)
+    value = as_number(answer)
     if value is None:
         return wrong(f"Give one number (a float), got {type(answer).__name__}.")
     i = DIM // 2
@@ -63,14 +46,11 @@ def check_sinusoid_value(answer: float | None) -> Feedback:
     )
 
 
+@exercise()
 def check_rope_same_score(answer: Iterable[tuple[int, int]] | None) -> Feedback:
     """Exercise 2: the pairs of ROPE_CANDIDATES whose RoPE score equals that of QUERY_KEY."""
-    if answer is None:
-        return wrong(_NONE)
-    items = _items(answer)
-    try:
-        chosen = {(int(m), int(n)) for m, n in items}
-    except (TypeError, ValueError):
+    chosen = as_int_pairs(answer)
+    if chosen is None:
         return wrong("Give a list of (query position, key position) pairs, e.g. [(1, 0), (2, 1)].")
     offset = QUERY_KEY[0] - QUERY_KEY[1]
     expected = {(m, n) for m, n in ROPE_CANDIDATES if m - n == offset}
@@ -95,15 +75,13 @@ def check_rope_same_score(answer: Iterable[tuple[int, int]] | None) -> Feedback:
     )
 
 
+@exercise()
 def check_unchanged_rows(answer: Iterable[int] | None) -> Feedback:
     """Exercise 3: output positions that are identical for SENTENCE_1 and SENTENCE_2."""
-    if answer is None:
-        return wrong(_NONE)
-    items = _items(answer)
-    try:
-        chosen = {int(i) for i in items}
-    except (TypeError, ValueError):
+    chosen = as_ints(answer)
+    if chosen is None:
         return wrong("Give a list of positions (integers from 0 to 3), e.g. [0, 1].")
+    chosen = set(chosen)
     if chosen == {2, 3}:
         return right(
             "Positions 2 and 3 see the same tokens ({A, B, C} and {A, B, C, D}) with the same "

@@ -5,7 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from widgets.feedback import Feedback, right, wrong
+from widgets.feedback import (
+    Feedback,
+    as_int_pairs,
+    as_number,
+    as_numbers,
+    exercise,
+    right,
+    shown,
+    wrong,
+)
 
 # Exercise 1: softmax of these scores.
 SCORES = [2.0, 1.0, 0.0]
@@ -14,25 +23,11 @@ T = 4
 # Exercise 3: head size d of the dot products.
 D = 256
 
-_NONE = "Replace None with your answer, then run the cell again."
 
-
-def _floats(answer: object) -> list[float] | None:
-    if hasattr(answer, "tolist"):  # a tensor or numpy array
-        answer = answer.tolist()
-    if isinstance(answer, (str, bytes)) or not isinstance(answer, Iterable):
-        return None
-    try:
-        return [float(x) for x in answer]
-    except (TypeError, ValueError):
-        return None
-
-
+@exercise()
 def check_softmax(answer: Iterable[float] | None) -> Feedback:
     """Exercise 1: softmax(SCORES), three probabilities."""
-    if answer is None:
-        return wrong(_NONE)
-    values = _floats(answer)
+    values = as_numbers(answer)
     if values is None:
         return wrong("Give a list of three numbers, one probability per score.")
     if len(values) != len(SCORES):
@@ -56,13 +51,11 @@ def check_softmax(answer: Iterable[float] | None) -> Feedback:
     return wrong("Exponentiate each score, then divide each by the sum of the exponentials.")
 
 
+@exercise()
 def check_causal_mask(answer: Iterable[tuple[int, int]] | None) -> Feedback:
     """Exercise 2: every (query, key) pair whose weight the causal mask sets to 0, for T tokens."""
-    if answer is None:
-        return wrong(_NONE)
-    try:
-        chosen = {(int(q), int(k)) for q, k in answer}
-    except (TypeError, ValueError):
+    chosen = as_int_pairs(answer)
+    if chosen is None:
         return wrong("Give a list of (query, key) pairs of positions, e.g. [(0, 1), (0, 2)].")
     expected = {(q, k) for q in range(T) for k in range(T) if k > q}
     if chosen == expected:
@@ -83,14 +76,12 @@ def check_causal_mask(answer: Iterable[tuple[int, int]] | None) -> Feedback:
     )
 
 
+@exercise()
 def check_scale(answer: float | None) -> Feedback:
     """Exercise 3: the number to divide q.k by so the scores have standard deviation 1."""
-    if answer is None:
-        return wrong(_NONE)
-    try:
-        value = float(answer)
-    except (TypeError, ValueError):
-        return wrong(f"Give one number, got {type(answer).__name__}.")
+    value = as_number(answer)
+    if value is None:
+        return wrong(f"Give one finite number, got {shown(answer)}.")
     if abs(value - math.sqrt(D)) < 1e-6 * D:
         return right(
             f"q.k is a sum of {D} products, each with variance 1, so its variance is {D} and its "

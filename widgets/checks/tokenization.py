@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from itertools import pairwise
 
@@ -10,11 +9,11 @@ import regex
 
 from course_lib.tokenization import (
     GPT4_SPLIT_PATTERN,
-    BPETokenizer,
     get_encoding,
     naive_train_bpe,
 )
-from widgets.feedback import Feedback, right, wrong
+from widgets.checks import shipped
+from widgets.feedback import Feedback, as_int, as_list, as_text, exercise, right, shown, wrong
 
 __all__ = [
     "NUMBER",
@@ -29,25 +28,15 @@ NUMBER = "31415926535"
 # Exercise 2: the corpus whose first merge the learner finds. The obvious guess ("l", "o")
 # is not the answer, which is the point.
 TINY_CORPUS = "low lower lowest newer newest"
+MAX_WORD_CHARS = 100  # a word, not a text: no token is longer
 
 
-@functools.cache
-def _shipped_tokenizer() -> BPETokenizer:
-    from course_lib.pretrained import TOKENIZER_FILE
-
-    return BPETokenizer.load(TOKENIZER_FILE)
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
+@exercise("Replace None with your prediction, a whole number such as 5.")
 def check_number_tokens(answer: int | None) -> Feedback:
     """Exercise 1: the number of cl100k_base tokens in NUMBER."""
+    given, answer = answer, as_int(answer)
     if answer is None:
-        return wrong("Replace None with your prediction, a whole number such as 5.")
-    if not _is_int(answer):
-        return wrong(f"Give a whole number (an int), not {type(answer).__name__} {answer!r}.")
+        return wrong(f"Give a whole number (an int), not {shown(given)}.")
     enc = get_encoding("cl100k_base")
     ids = enc.encode(NUMBER)
     if answer == len(ids):
@@ -83,24 +72,24 @@ def _pair_counts(text: str) -> Counter[tuple[bytes, bytes]]:
 
 
 def _as_byte_pair(answer: object) -> tuple[bytes, bytes] | None:
-    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+    items = as_list(answer)
+    if items is None or len(items) != 2:
         return None
     out = []
-    for part in answer:
+    for part in items:
         if isinstance(part, str):
-            part = part.encode("utf-8")
-        elif _is_int(part) and 0 <= part < 256:
-            part = bytes([part])
+            part = (as_text(part, 4) or "").encode("utf-8")
+        elif as_int(part) is not None and 0 <= as_int(part) < 256:
+            part = bytes([as_int(part)])
         if not isinstance(part, bytes) or len(part) != 1:
             return None
         out.append(part)
     return out[0], out[1]
 
 
+@exercise('Replace None with a pair of two characters, like ("l", "o").')
 def check_first_merge(answer: tuple[str, str] | None) -> Feedback:
     """Exercise 2: the first pair BPE merges when trained on TINY_CORPUS, e.g. ("l", "o")."""
-    if answer is None:
-        return wrong('Replace None with a pair of two characters, like ("l", "o").')
     pair = _as_byte_pair(answer)
     if pair is None:
         return wrong(
@@ -128,19 +117,19 @@ def check_first_merge(answer: tuple[str, str] | None) -> Feedback:
     )
 
 
+@exercise("Replace None with a word (a str), without a leading space.")
 def check_space_word(answer: str | None) -> Feedback:
     """Exercise 3: a word that is one token with a leading space but several tokens without."""
-    if answer is None:
-        return wrong("Replace None with a word (a str), without a leading space.")
-    if not isinstance(answer, str):
-        return wrong(f"Give a word as a str, not {type(answer).__name__}.")
+    if as_text(answer, MAX_WORD_CHARS) is None:
+        return wrong(f"Give a word as a str of at most {MAX_WORD_CHARS} characters, "
+                     f"not {shown(answer)}.")
     word = answer
     if not word.strip():
         return wrong("The word is empty: type some letters.")
     if word != word.strip():
         return wrong(f"Give the word without spaces around it ({word.strip()!r}); the check adds "
                      "the leading space itself.")
-    tok = _shipped_tokenizer()
+    tok = shipped()[1]
     with_space = tok.pieces(" " + word)
     without = tok.pieces(word)
     shown_with = [t for _, t in with_space]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from widgets.feedback import Feedback, right, wrong
+from widgets.feedback import Feedback, as_ints, as_number, exercise, right, shown, wrong
 
 # The token ids of the first exercise, printed in the lesson.
 SHIFT_IDS: list[int] = [40, 7, 312, 9, 58, 1021, 11, 64, 5]
@@ -13,24 +13,12 @@ SHIFT_START, SHIFT_BLOCK = 2, 4
 GPT2_VOCAB = 50257
 
 
-def _as_int_list(value) -> list[int] | None:
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if not isinstance(value, (list, tuple)):
-        return None
-    try:
-        return [int(v) for v in value]
-    except (TypeError, ValueError):
-        return None
-
-
+@exercise("Replace None with a pair (x, y): two lists of token ids.")
 def check_shift(my_answer) -> Feedback:
     """my_answer = (x, y): the input and target windows of SHIFT_BLOCK tokens at SHIFT_START."""
-    if my_answer is None:
-        return wrong("Replace None with a pair (x, y): two lists of token ids.")
     if not isinstance(my_answer, (list, tuple)) or len(my_answer) != 2:
         return wrong("Give a pair (x, y): the input window and the target window.")
-    x, y = (_as_int_list(v) for v in my_answer)
+    x, y = (as_ints(v) for v in my_answer)
     if x is None or y is None:
         return wrong("x and y should each be a list of token ids (ints).")
     s, b = SHIFT_START, SHIFT_BLOCK
@@ -54,12 +42,12 @@ def check_shift(my_answer) -> Feedback:
                  "y the same window moved one token to the right.")
 
 
+@exercise("Replace None with a number: the loss you expect at step 0.")
 def check_initial_loss(my_answer) -> Feedback:
     """my_answer: the loss at step 0 of a model with GPT-2's vocabulary of 50,257 tokens."""
+    given, my_answer = my_answer, as_number(my_answer)
     if my_answer is None:
-        return wrong("Replace None with a number: the loss you expect at step 0.")
-    if isinstance(my_answer, bool) or not isinstance(my_answer, (int, float)):
-        return wrong(f"Give a number, not {type(my_answer).__name__}.")
+        return wrong(f"Give a finite number, not {shown(given)}.")
     want = math.log(GPT2_VOCAB)
     if abs(my_answer - want) < 0.05:
         return right(f"ln(50257) = {want:.3f}. A fresh model spreads its probability about "
@@ -81,12 +69,12 @@ def check_initial_loss(my_answer) -> Feedback:
 ADAM_LR, ADAM_GRAD, ADAM_BETAS = 0.01, 0.003, (0.9, 0.999)
 
 
+@exercise("Replace None with a number: the size of the first step.")
 def check_first_adam_step(my_answer) -> Feedback:
     """my_answer: how far AdamW's first step moves a weight with gradient ADAM_GRAD."""
+    given, my_answer = my_answer, as_number(my_answer)
     if my_answer is None:
-        return wrong("Replace None with a number: the size of the first step.")
-    if isinstance(my_answer, bool) or not isinstance(my_answer, (int, float)):
-        return wrong(f"Give a number, not {type(my_answer).__name__}.")
+        return wrong(f"Give a finite number, not {shown(given)}.")
     size = abs(my_answer)
     # m_hat = g and v_hat = g^2 after bias correction, so the step is lr * g / (|g| + eps).
     want = ADAM_LR * ADAM_GRAD / (ADAM_GRAD + 1e-8)

@@ -1,0 +1,270 @@
+"""Every exercise check answers any input whatsoever with a Feedback, and takes right answers
+given as numpy or torch scalars."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib.evaluation import bits_per_char, perplexity
+from course_lib.lora import lora_parameter_count
+from widgets.checks import (
+    decoding,
+    embeddings,
+    evaluation,
+    fine_tuning,
+    multi_head,
+    positional,
+    self_attention,
+    shipped,
+    tokenization,
+    training,
+)
+from widgets.feedback import Feedback
+
+
+def _check_pattern_head(answer):
+    model, tokenizer = shipped()
+    return multi_head.check_pattern_head(answer, model, tokenizer)
+
+
+CHECKS = {
+    f.__name__: f
+    for f in [
+        tokenization.check_number_tokens,
+        tokenization.check_first_merge,
+        tokenization.check_space_word,
+        embeddings.check_table_size,
+        embeddings.check_closest_line,
+        embeddings.check_pizza_query,
+        positional.check_sinusoid_value,
+        positional.check_rope_same_score,
+        positional.check_unchanged_rows,
+        self_attention.check_softmax,
+        self_attention.check_causal_mask,
+        self_attention.check_scale,
+        multi_head.check_split_shape,
+        multi_head.check_attention_parameters,
+        training.check_shift,
+        training.check_initial_loss,
+        training.check_first_adam_step,
+        decoding.check_greedy_token,
+        decoding.check_top_p_count,
+        decoding.check_cache_reason,
+        fine_tuning.check_lora_count,
+        fine_tuning.check_merge,
+        fine_tuning.check_break_even_rank,
+        evaluation.check_perplexity,
+        evaluation.check_bits_per_char,
+        evaluation.check_low_perplexity_text,
+    ]
+}
+CHECKS["check_pattern_head"] = _check_pattern_head
+
+
+class Hostile:
+    """An object whose every conversion raises."""
+
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+    __str__ = __float__ = __int__ = __index__ = __len__ = __repr__
+
+    def __iter__(self):
+        raise RuntimeError("no iteration")
+
+    def __eq__(self, other):
+        raise RuntimeError("no comparison")
+
+    __hash__ = None
+
+
+def _raises(*args):
+    raise ValueError("the learner's bug")
+
+
+def _recurses(*args):
+    return _recurses(*args)
+
+
+def _nested(depth):
+    value = [1]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+WEIRD = {
+    "True": True,
+    "huge int": 10**400,
+    "huge negative int": -(10**400),
+    "2**64": 2**64,
+    "inf": math.inf,
+    "-inf": -math.inf,
+    "nan": math.nan,
+    "complex": 1 + 2j,
+    "lone surrogate": "\ud800",
+    "surrogate pair halves": "a\udc00b",
+    "empty str": "",
+    "space": " ",
+    "megabyte str": "x" * 1_000_000,
+    "bytes": b"\xff\xfe",
+    "numpy nan": np.float32("nan"),
+    "numpy negative int": np.int64(-1),
+    "numpy bool": np.bool_(True),
+    "numpy 2-D": np.arange(4).reshape(2, 2),
+    "numpy object array": np.array([None, "a"], dtype=object),
+    "torch nan": torch.tensor(float("nan")),
+    "torch inf float64": torch.tensor(math.inf, dtype=torch.float64),
+    "torch float64 vector": torch.zeros(3, dtype=torch.float64),
+    "torch 3-D": torch.zeros(2, 2, 2),
+    "torch empty": torch.tensor([]),
+    "torch bool": torch.tensor(True),
+    "torch complex": torch.tensor(1 + 1j),
+    "torch int8 overflowed": torch.tensor([127, -128], dtype=torch.int8),
+    "empty list": [],
+    "list of empty": [[]],
+    "list of None": [None],
+    "list of nan": [math.nan] * 3,
+    "list of huge ints": [10**400, 10**400],
+    "pairs of huge ints": [(10**400, 1), (2, 10**400)],
+    "one-tuples": [(1,)],
+    "triples": [(1, 2, 3)],
+    "pair of surrogates": ("\ud800", "\udc00"),
+    "deeply nested": _nested(5000),
+    "dict": {"a": 1},
+    "set of str": {"a", "b"},
+    "endless iterator": itertools.count(),
+    "object": object(),
+    "hostile": Hostile(),
+    "Ellipsis": ...,
+    "type": int,
+    "function that raises": _raises,
+    "function that recurses": _recurses,
+    "function returning junk": lambda *a: "junk",
+    "function returning int tensor": lambda W, *a: W.long(),
+    "function returning nan": lambda W, *a: W * math.nan,
+    "function returning complex": lambda W, *a: W.to(torch.complex64),
+    "function returning wrong shape": lambda W, *a: W[:3],
+    "function returning float64 wrong": lambda W, *a: W.double() + 1,
+}
+
+
+@pytest.mark.parametrize("weird", WEIRD.values(), ids=WEIRD.keys())
+@pytest.mark.parametrize("check", CHECKS.values(), ids=CHECKS.keys())
+def test_any_input_gets_a_feedback(check, weird):
+    fb = check(weird)
+    assert isinstance(fb, Feedback)
+    assert not fb.ok
+    # Each check reads its answer itself; the decorator's last resort is not what answered.
+    assert "could not read your answer" not in fb.message
+    fb.message.encode("utf-8")  # a notebook can show it
+    assert fb._repr_html_() and repr(fb)
+
+
+def test_no_answer_yet():
+    for name, check in CHECKS.items():
+        fb = check(None)
+        assert not fb.ok and "None" in fb.message, name
+
+
+def test_the_last_resort_still_answers():
+    # A check that fails for a reason nobody foresaw still gives a Feedback, not a traceback.
+    from widgets.feedback import exercise
+
+    @exercise()
+    def check_broken(answer):
+        raise ZeroDivisionError
+
+    fb = check_broken(3)
+    assert not fb.ok and "could not read your answer 3" in fb.message
+
+
+def _scalars(value, integer):
+    dtypes = (np.int32, np.int64) if integer else (np.float32, np.float64)
+    tdtypes = (torch.int32, torch.int64) if integer else (torch.float32, torch.float64)
+    return [d(value) for d in dtypes] + [torch.tensor(value, dtype=d) for d in tdtypes] + [
+        np.array(value, dtype=dtypes[1]), torch.tensor([value], dtype=tdtypes[1])
+    ]
+
+
+def _right_answers():
+    model, tokenizer = shipped()
+    vocab, d = model.transformer.wte.weight.shape
+    sentence_ids = tokenizer.encode(evaluation.SENTENCE)
+    C = 768
+    cases = {
+        "check_table_size": (_scalars(vocab * d, True), embeddings.check_table_size),
+        "check_number_tokens": (_scalars(4, True), tokenization.check_number_tokens),
+        "check_top_p_count": (_scalars(5, True), decoding.check_top_p_count),
+        "check_attention_parameters": (
+            _scalars(4 * C * C + 4 * C, True), multi_head.check_attention_parameters),
+        "check_lora_count": (
+            _scalars(lora_parameter_count(model, 8, fine_tuning.COUNT_TARGETS), True),
+            fine_tuning.check_lora_count),
+        "check_break_even_rank": (_scalars(d * 3 * d / (4 * d), False),
+                                  fine_tuning.check_break_even_rank),
+        "check_sinusoid_value": (_scalars(math.cos(10 / 10000 ** (4 / 16)), False),
+                                 positional.check_sinusoid_value),
+        "check_scale": (_scalars(16.0, False), self_attention.check_scale),
+        "check_initial_loss": (_scalars(math.log(50257), False), training.check_initial_loss),
+        "check_first_adam_step": (_scalars(-0.01, False), training.check_first_adam_step),
+        "check_perplexity": (_scalars(perplexity(model, sentence_ids), False),
+                             evaluation.check_perplexity),
+        "check_bits_per_char": (
+            _scalars(bits_per_char(model, tokenizer, evaluation.SENTENCE), False),
+            evaluation.check_bits_per_char),
+        "check_softmax": ([np.array([0.665, 0.245, 0.090], dtype=np.float32),
+                           torch.softmax(torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64), 0)],
+                          self_attention.check_softmax),
+        "check_unchanged_rows": ([np.array([2, 3]), torch.tensor([3, 2]), (np.int64(2), 3)],
+                                 positional.check_unchanged_rows),
+        "check_causal_mask": ([torch.triu(torch.ones(4, 4), 1).nonzero(),
+                               torch.triu(torch.ones(4, 4), 1).nonzero().numpy()],
+                              self_attention.check_causal_mask),
+        "check_rope_same_score": ([torch.tensor([[5, 0], [20, 15], [13, 8]]),
+                                   [(np.int64(5), np.int64(0)), (20, 15), (13, 8)]],
+                                  positional.check_rope_same_score),
+        "check_shift": ([(np.array(training.SHIFT_IDS[2:6]),
+                          torch.tensor(training.SHIFT_IDS[3:7]))],
+                        training.check_shift),
+        "check_split_shape": ([(np.int64(2), np.int64(6), torch.tensor(10), 32),
+                               torch.Size([2, 6, 10, 32])], multi_head.check_split_shape),
+        "check_first_merge": ([(np.int64(ord("w")), np.uint8(ord("e"))),
+                               np.array(["w", "e"])], tokenization.check_first_merge),
+        "check_merge": ([lambda W, A, B, alpha, rank: (W.double() + alpha / rank * B.double()
+                                                        @ A.double()),
+                         lambda W, A, B, alpha, rank: (W + alpha / rank * B @ A).numpy()],
+                        fine_tuning.check_merge),
+    }
+    return cases
+
+
+RIGHT = [
+    "check_table_size", "check_number_tokens", "check_top_p_count", "check_attention_parameters",
+    "check_lora_count", "check_break_even_rank", "check_sinusoid_value", "check_scale",
+    "check_initial_loss", "check_first_adam_step", "check_perplexity", "check_bits_per_char",
+    "check_softmax", "check_unchanged_rows", "check_causal_mask", "check_rope_same_score",
+    "check_shift", "check_split_shape", "check_first_merge", "check_merge",
+]
+
+
+@pytest.fixture(scope="module")
+def right_answers():
+    return _right_answers()
+
+
+def test_the_right_answer_table_is_complete(right_answers):
+    assert sorted(right_answers) == sorted(RIGHT)
+
+
+@pytest.mark.parametrize("name", RIGHT)
+def test_right_answers_as_numpy_and_torch(name, right_answers):
+    answers, check = right_answers[name]
+    for answer in answers:
+        fb = check(answer)
+        assert fb.ok, (name, answer, fb.message)
+
+
