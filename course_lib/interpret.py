@@ -319,3 +319,165 @@ def tile_heads(maps: torch.Tensor, gap: int = 1) -> torch.Tensor:
         for head in range(H):
             grid[layer * step : layer * step + T, head * step : head * step + T] = maps[layer, head]
     return grid
+
+
+# ===== The whole model at once: every stage of one forward pass, and the logit lens =============
+# Lesson 6 and widgets/model_explorer.py use this section; it depends only on the public names
+# above (top_tokens, token_labels, visible_piece) and on course_lib.model and validation.
+
+from dataclasses import dataclass  # noqa: E402
+
+from torch import nn  # noqa: E402
+
+from course_lib.model import eval_mode  # noqa: E402
+from course_lib.validation import check_int, check_token_ids  # noqa: E402
+
+MODEL_STAGES: tuple[str, ...] = (
+    "tokens", "embeddings", "blocks", "final norm", "logits", "next token",
+)
+
+
+def _one_sequence(model: GPT, ids) -> torch.Tensor:
+    """ids as a (1, T) batch on the model's device, cropped to the last block_size tokens."""
+    if isinstance(ids, (list, tuple)) and not ids:  # torch reads [] as a float tensor
+        raise ValueError("ids is empty: give at least one token id (an empty prompt?)")
+    idx = check_token_ids("ids", ids, model.config.vocab_size)
+    if idx.shape[0] != 1:
+        raise ValueError(f"ids must be one sequence, got a batch of {idx.shape[0]}")
+    return idx[:, -model.config.block_size :].to(model.device)
+
+
+def _unembed(model: GPT, residual: torch.Tensor) -> torch.Tensor:
+    """Logits of residual-stream vectors (..., C), read out as the model reads its last layer."""
+    return model.lm_head(model.transformer.ln_f(residual)).float()
+
+
+def _run_with_stream(model: GPT, idx: torch.Tensor):
+    """One forward pass with attention weights, recording the residual stream and its writes.
+
+    Returns (logits (1, T, V), weights (list of (1, H, T, T)), stream (n_layer + 1, T, C),
+    attention outputs (n_layer, T, C), MLP outputs (n_layer, T, C)).
+    """
+    residual, attn_out, mlp_out = [], [], []
+
+    def first(output):
+        return output[0] if isinstance(output, tuple) else output
+
+    blocks = model.transformer.h
+    hooks = [blocks[0].register_forward_pre_hook(lambda m, args: residual.append(args[0][0]))]
+    for block in blocks:
+        hooks += [
+            block.register_forward_hook(lambda m, i, o: residual.append(first(o)[0])),
+            block.attn.register_forward_hook(lambda m, i, o: attn_out.append(first(o)[0])),
+            block.mlp.register_forward_hook(lambda m, i, o: mlp_out.append(first(o)[0])),
+        ]
+    try:
+        logits, _, weights = model(idx, return_attention=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    return logits, weights, torch.stack(residual), torch.stack(attn_out), torch.stack(mlp_out)
+
+
+def logit_lens(model: GPT, ids, position: int = -1) -> torch.Tensor:
+    """Next-token probabilities (n_layer + 1, vocab) read off the residual stream at `position`.
+
+    Row 0 decodes the embeddings, row i the stream after block i, each through the final norm
+    and the head: the last row is the model's own prediction.
+    """
+    idx = _one_sequence(model, ids)
+    T = idx.shape[1]
+    position = check_int("position", position, minimum=-T, maximum=T - 1)
+    with eval_mode(model):
+        stream = _run_with_stream(model, idx)[2]
+        return torch.softmax(_unembed(model, stream[:, position]), dim=-1).cpu()
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """A GPT's parameters by component: embeddings, positions, attention, mlp, norms, head.
+
+    A tied head is the embedding matrix itself, so it counts 0: each tensor is counted once.
+    """
+    counts = dict.fromkeys(("embeddings", "positions", "attention", "mlp", "norms", "head"), 0)
+    for name, p in model.named_parameters():  # a tensor shared by two modules is listed once
+        if name.endswith("wte.weight"):
+            part = "embeddings"
+        elif name.endswith("wpe.weight"):
+            part = "positions"
+        elif name.startswith("lm_head"):
+            part = "head"
+        elif ".attn." in name:
+            part = "attention"
+        elif ".mlp." in name:
+            part = "mlp"
+        elif "ln" in name or "norm" in name:
+            part = "norms"
+        else:
+            raise ValueError(f"parameter {name!r} belongs to no known component")
+        counts[part] += p.numel()
+    return counts
+
+
+@dataclass
+class ModelTrace:
+    """Everything one forward pass computes for a prompt, stage by stage (see model_trace)."""
+
+    ids: list[int]
+    labels: list[str]  # each token made visible (visible_piece)
+    token_embeddings: torch.Tensor  # (T, C): rows of the embedding matrix
+    position_embeddings: torch.Tensor | None  # (T, C); None when positions are rotary
+    residual: torch.Tensor  # (n_layer + 1, T, C): the embeddings, then after each block
+    attn_out: torch.Tensor  # (n_layer, T, C): what each block's attention adds to the stream
+    mlp_out: torch.Tensor  # (n_layer, T, C): what each block's MLP adds to the stream
+    attention: torch.Tensor  # (n_layer, n_head, T, T): every head's weights
+    final_norm: torch.Tensor  # (T, C): the last stream after the final norm
+    logits: torch.Tensor  # (T, vocab)
+    probs: torch.Tensor  # (vocab,): the next token, after the last position
+    lens: torch.Tensor  # (n_layer + 1, vocab): the logit lens at the last position
+    shapes: dict[str, tuple[int, ...]]  # stage (MODEL_STAGES) -> its tensor's shape
+    top: list[tuple[str, float]]  # the k likeliest next tokens, made visible
+    lens_top: list[list[tuple[str, float]]]  # the same for each row of lens
+
+
+def model_trace(model: GPT, tokenizer, ids, k: int = 5) -> ModelTrace:
+    """Every stage of `model` on one sequence `ids`: what the model explorer draws.
+
+    Costs one forward pass with attention weights, and the final norm and head applied to
+    n_layer + 1 more vectors for the logit lens.
+    """
+    k = check_int("k", k, minimum=1)
+    idx = _one_sequence(model, ids)
+    T = idx.shape[1]
+    with eval_mode(model):
+        logits, weights, stream, attn_out, mlp_out = _run_with_stream(model, idx)
+        wte = model.transformer.wte(idx)[0]
+        wpe = getattr(model.transformer, "wpe", None)
+        pos = None if wpe is None else wpe(torch.arange(T, device=idx.device))
+        final_norm = model.transformer.ln_f(stream[-1])
+        lens = torch.softmax(_unembed(model, stream[:, -1]), dim=-1).cpu()
+    logits = logits[0].float().cpu()
+    probs = torch.softmax(logits[-1], dim=-1)
+    C, V = stream.shape[-1], logits.shape[-1]
+
+    def top_of(p: torch.Tensor) -> list[tuple[str, float]]:
+        return [(visible_piece(text), prob) for text, prob in top_tokens(p, tokenizer, k)]
+
+    ids_list = idx[0].tolist()
+    return ModelTrace(
+        ids=ids_list,
+        labels=token_labels(tokenizer, ids_list),
+        token_embeddings=wte.float().cpu(),
+        position_embeddings=None if pos is None else pos.float().cpu(),
+        residual=stream.float().cpu(),
+        attn_out=attn_out.float().cpu(),
+        mlp_out=mlp_out.float().cpu(),
+        attention=torch.stack([w[0] for w in weights]).float().cpu(),
+        final_norm=final_norm.float().cpu(),
+        logits=logits,
+        probs=probs,
+        lens=lens,
+        shapes={"tokens": (T,), "embeddings": (T, C), "blocks": (T, C),
+                "final norm": (T, C), "logits": (T, V), "next token": (V,)},
+        top=top_of(probs),
+        lens_top=[top_of(row) for row in lens],
+    )
