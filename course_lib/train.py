@@ -3,27 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from course_lib.data import get_batch
 from course_lib.device import autocast, default_device
 from course_lib.model import GPT, GPTConfig
+from course_lib.validation import (
+    check_bool,
+    check_device,
+    check_float,
+    check_int,
+    check_token_ids,
+)
+
+# No run needs more steps or rows than this; a larger number is a typo, not a plan.
+_MAX_COUNT = 10**9
 
 
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
-    batch_size: int = 32
+    batch_size: int = 32  # rows per optimizer step, over all processes: the global batch
     block_size: int | None = None  # None: the model's block_size
+    # Rows one process runs through the model at once; None: batch_size / processes. Smaller
+    # means gradient accumulation (batch_size / (micro_batch_size * processes) passes a step).
+    micro_batch_size: int | None = None
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 100
@@ -43,16 +60,58 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "eval_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_interval", "checkpoint_interval"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
+        # Every field is checked here, so a bad value fails at once, named, and not mid-run.
+        def name(field: str) -> str:
+            return f"TrainConfig.{field}"
+
+        for field in ("max_steps", "batch_size", "eval_batches"):
+            setattr(self, field, check_int(name(field), getattr(self, field), minimum=1,
+                                           maximum=_MAX_COUNT))
+        for field in ("warmup_steps", "eval_interval", "checkpoint_interval"):
+            setattr(self, field, check_int(name(field), getattr(self, field), minimum=0,
+                                           maximum=_MAX_COUNT))
+        for field in ("block_size", "micro_batch_size"):
+            if getattr(self, field) is not None:
+                setattr(self, field, check_int(name(field), getattr(self, field), minimum=1,
+                                               maximum=_MAX_COUNT))
+        self.learning_rate = check_float(name("learning_rate"), self.learning_rate, minimum=0.0,
+                                         min_inclusive=False)
+        self.min_lr = check_float(name("min_lr"), self.min_lr, minimum=0.0,
+                                  maximum=self.learning_rate)
+        self.weight_decay = check_float(name("weight_decay"), self.weight_decay, minimum=0.0)
+        for field in ("beta1", "beta2"):  # Adam's moving averages need a factor below 1
+            setattr(self, field, check_float(name(field), getattr(self, field), minimum=0.0,
+                                             maximum=1.0, max_inclusive=False))
+        self.grad_clip = check_float(name("grad_clip"), self.grad_clip, minimum=0.0)
+        self.seed = check_int(name("seed"), self.seed, minimum=0, maximum=2**64 - 1)
+        if self.device is not None:
+            check_device(name("device"), self.device)
+        for field in ("compile", "resume", "progress"):
+            setattr(self, field, check_bool(name(field), getattr(self, field)))
+        self.bf16 = check_bool(name("bf16"), self.bf16, allow_none=True)
+        if self.checkpoint_path is not None:
+            if not isinstance(self.checkpoint_path, (str, os.PathLike)):
+                raise TypeError(f"TrainConfig.checkpoint_path must be a path (str), got "
+                                f"{type(self.checkpoint_path).__name__}")
+            self.checkpoint_path = os.fspath(self.checkpoint_path)
+            if not self.checkpoint_path:
+                raise ValueError("TrainConfig.checkpoint_path is empty: give a file path")
         if self.resume and not self.checkpoint_path:
             raise ValueError("TrainConfig.resume needs checkpoint_path")
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
+            raise ValueError(f"TrainConfig.batch_size ({self.batch_size}) must be a multiple of "
+                             f"micro_batch_size ({self.micro_batch_size})")
+
+    def accumulation_steps(self, world_size: int = 1) -> int:
+        """Forward/backward passes per optimizer step in each of world_size processes."""
+        micro = self.micro_batch_size or self.batch_size // world_size
+        if micro < 1 or self.batch_size % (micro * world_size):
+            raise ValueError(
+                f"TrainConfig.batch_size ({self.batch_size}) must be a multiple of "
+                f"micro_batch_size ({self.micro_batch_size or 'batch_size / processes'}) times "
+                f"the {world_size} processes, so every step sees the same global batch"
+            )
+        return self.batch_size // (micro * world_size)
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -102,7 +161,7 @@ def estimate_loss(model, ids, config: TrainConfig, block_size: int, device) -> f
     """Mean loss over eval_batches fixed batches (same seed every time, so evals compare)."""
     was_training = model.training
     model.eval()
-    g = torch.Generator().manual_seed(config.seed + 1)
+    g = torch.Generator().manual_seed((config.seed + 1) % 2**64)
     losses = []
     for _ in range(config.eval_batches):
         x, y = get_batch(ids, config.batch_size, block_size, g, device)
@@ -113,7 +172,67 @@ def estimate_loss(model, ids, config: TrainConfig, block_size: int, device) -> f
     return sum(losses) / len(losses)
 
 
+# ----- several processes (torchrun) -----------------------------------------------------------
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless a torch.distributed group is running."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def launched_by_torchrun() -> bool:
+    """Whether torchrun (or another launcher using its environment variables) started us."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def init_distributed(device: str | None = None) -> torch.device:
+    """Join torchrun's process group and return this process's device.
+
+    nccl on CUDA (one GPU per process, chosen by LOCAL_RANK), gloo on CPUs. Without torchrun
+    it starts nothing and returns the device that a single process would use.
+    """
+    dev = check_device("device", device) if device else default_device()
+    if not launched_by_torchrun() or world()[1] > 1:
+        return dev
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(dev)
+    elif dev.type == "mps":
+        raise ValueError("several processes on Apple's MPS are not supported; use --device cpu")
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=timedelta(minutes=10))
+    return dev
+
+
+def _micro_batches(ids: torch.Tensor, batch_size: int, block_size: int, generator, device,
+                   rank: int, world_size: int, accumulation: int):
+    """This rank's micro-batches of one step's global batch.
+
+    Every rank draws the same batch_size window starts from the same generator (so its state
+    is one number for the whole job, and a checkpoint resumes at any number of processes); rank
+    r then takes the rows of micro-batches r, r + world_size, ...  One process without
+    accumulation gets exactly data.get_batch's batch.
+    """
+    starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)
+    micro = batch_size // (world_size * accumulation)
+    offsets = torch.arange(block_size)
+    for a in range(accumulation):
+        first = (a * world_size + rank) * micro
+        rows = starts[first : first + micro, None] + offsets
+        yield (ids[rows].to(device, non_blocking=True),
+               ids[rows + 1].to(device, non_blocking=True))
+
+
+# ----- checkpoints ----------------------------------------------------------------------------
+
+
 def _save_checkpoint(path, model, optimizer, step, generator, history, config) -> None:
+    """Write the training state atomically: a unique temporary file, fsync, then rename.
+
+    A crash or a full disk leaves the previous checkpoint as it was and no temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -125,9 +244,85 @@ def _save_checkpoint(path, model, optimizer, step, generator, history, config) -
         "history": history,
         "train_config": asdict(config),
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+_CHECKPOINT_KEYS = ("model", "optimizer", "step", "generator", "rng", "history")
+
+
+def load_checkpoint(path, model: torch.nn.Module) -> dict:
+    """A training checkpoint's contents, checked against model; a ValueError names the file.
+
+    Garbage, a truncated file, a checkpoint of another shape of model, or one missing parts
+    all fail here, before anything is loaded into the model.
+    """
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises many kinds for a bad file: unpickling, zip, EOF
+        raise ValueError(f"training checkpoint {path} cannot be read (truncated or not a "
+                         f"checkpoint): {type(e).__name__}: {str(e)[:200]}") from None
+    lacking = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if lacking:
+        raise ValueError(f"{path} is not a training checkpoint of course_lib.train: it lacks "
+                         f"{lacking}")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in ckpt["model"].items()
+           if isinstance(v, torch.Tensor)} if isinstance(ckpt["model"], dict) else {}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))[:3]
+        extra = sorted(set(got) - set(expected))[:3]
+        wrong = [f"{k} {got[k]} vs {expected[k]}"
+                 for k in sorted(set(expected) & set(got)) if expected[k] != got[k]][:3]
+        raise ValueError(f"training checkpoint {path} is from another model: missing {missing}, "
+                         f"unexpected {extra}, wrong shapes {wrong}")
+    if not isinstance(ckpt["step"], int) or ckpt["step"] < 0:
+        raise ValueError(f"training checkpoint {path} has a bad step {ckpt['step']!r}")
+    return ckpt
+
+
+def _restore(ckpt: dict, path, model, optimizer, generator) -> None:
+    backup = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        generator.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        model.load_state_dict(backup)  # a failed resume leaves the model as it was
+        raise ValueError(f"training checkpoint {path} does not fit this model and optimizer: "
+                         f"{str(e)[:200]}") from None
+
+
+# ----- the training loop ----------------------------------------------------------------------
+
+
+def _check_ids(name: str, ids, vocab_size: int, block_size: int) -> torch.Tensor:
+    ids = check_token_ids(name, ids, vocab_size)
+    if ids.shape[0] != 1:
+        raise ValueError(f"{name} must be one 1-D sequence of token ids, got shape "
+                         f"{tuple(ids.shape)}")
+    if ids.shape[1] <= block_size:
+        raise ValueError(f"{name} must hold more than block_size={block_size} tokens to make "
+                         f"a batch, got {ids.shape[1]}")
+    return ids[0]
 
 
 def train(
@@ -139,58 +334,102 @@ def train(
 ) -> dict[str, list]:
     """Train model in place and return its history.
 
-    history: step, train_loss, lr, tokens_per_s (one entry per step) and val_step, val_loss.
+    history: step, train_loss, lr, tokens_per_s (the whole job's), tokens_per_s_per_process
+    (one entry per step) and val_step, val_loss.
     callback(info) runs after every step with a dict of the same figures; returning False
     stops training early.
+
+    Under torchrun (a torch.distributed group is running, see init_distributed) the model is
+    wrapped in DistributedDataParallel: each process runs its share of every step's global
+    batch of config.batch_size rows, train_loss is the mean over all of them, and evaluation,
+    checkpoints, the progress bar and the callback happen on rank 0 only (its False stops
+    every rank). The losses equal a single process's with the same batch_size.
     """
+    rank, world_size = world()
     device = torch.device(config.device) if config.device else default_device()
+    if world_size > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     block_size = config.block_size or model.config.block_size
     if block_size > model.config.block_size:
         raise ValueError(
             f"TrainConfig.block_size {block_size} exceeds the model's {model.config.block_size}"
         )
-    train_ids = torch.as_tensor(train_ids, dtype=torch.long)
-    val_ids = None if val_ids is None else torch.as_tensor(val_ids, dtype=torch.long)
-    torch.manual_seed(config.seed)
+    accumulation = config.accumulation_steps(world_size)
+    train_ids = _check_ids("train_ids", train_ids, model.config.vocab_size, block_size)
+    if val_ids is not None:
+        val_ids = _check_ids("val_ids", val_ids, model.config.vocab_size, block_size)
+    if config.resume and config.checkpoint_path and rank == 0:
+        path = Path(config.checkpoint_path)
+        ckpt = load_checkpoint(path, model) if path.exists() else None
+    else:
+        ckpt = None
+    if world_size > 1 and config.resume:
+        # Only rank 0 reads the file (the output folder lives on its machine); the others
+        # receive the state from it.
+        box = [ckpt]
+        dist.broadcast_object_list(box, src=0)
+        ckpt = box[0]
+    # Dropout draws from torch's global generator: a different stream on every rank.
+    torch.manual_seed((config.seed + rank) % 2**64)
     model.to(device)
     model.train()
     optimizer = make_optimizer(model, config, device)
     generator = torch.Generator().manual_seed(config.seed)
-    keys = ("step", "train_loss", "lr", "tokens_per_s", "val_step", "val_loss")
+    keys = ("step", "train_loss", "lr", "tokens_per_s", "tokens_per_s_per_process",
+            "val_step", "val_loss")
     history: dict[str, list] = {k: [] for k in keys}
     start = 0
-    if config.resume and config.checkpoint_path and Path(config.checkpoint_path).exists():
-        ckpt = torch.load(config.checkpoint_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        generator.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["rng"])
+    if ckpt is not None:
+        _restore(ckpt, config.checkpoint_path, model, optimizer, generator)
+        if world_size > 1:  # the rng state saved is rank 0's; each rank keeps its own stream
+            torch.manual_seed((config.seed + rank + ckpt["step"]) % 2**64)
         history, start = ckpt["history"], ckpt["step"]
-    step_fn = torch.compile(model) if config.compile else model
+        history.setdefault("tokens_per_s_per_process", list(history["tokens_per_s"]))
+    net = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    step_fn = torch.compile(net) if config.compile else net
+    main_rank = rank == 0
+    tokens_per_step = config.batch_size * block_size
 
     bar = tqdm(range(start, config.max_steps), initial=start, total=config.max_steps,
-               disable=not config.progress, desc="training", unit="step")
+               disable=not (config.progress and main_rank), desc="training", unit="step")
     for step in bar:
         t0 = time.perf_counter()
         lr = lr_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = get_batch(train_ids, config.batch_size, block_size, generator, device)
-        with autocast(device, config.bf16):
-            _, loss = step_fn(x, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_sum = None
+        batches = _micro_batches(train_ids, config.batch_size, block_size, generator, device,
+                                 rank, world_size, accumulation)
+        for a, (x, y) in enumerate(batches):
+            # DDP averages gradients across processes in the backward pass; between the
+            # accumulation passes of one step that exchange is wasted, so no_sync skips it.
+            sync = world_size == 1 or a == accumulation - 1
+            with contextlib.nullcontext() if sync else net.no_sync():
+                with autocast(device, config.bf16):
+                    _, loss = step_fn(x, y)
+                (loss / accumulation if accumulation > 1 else loss).backward()
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        loss_value = loss.item()  # synchronises, so the timing below is honest on a GPU
-        tokens_per_s = x.numel() / (time.perf_counter() - t0)
+        loss_mean = loss_sum / accumulation if accumulation > 1 else loss_sum
+        if world_size > 1:
+            loss_mean = loss_mean.float()
+            dist.all_reduce(loss_mean)
+            loss_mean /= world_size
+        loss_value = loss_mean.item()  # synchronises, so the timing below is honest on a GPU
+        tokens_per_s = tokens_per_step / (time.perf_counter() - t0)
         info = {"step": step + 1, "train_loss": loss_value, "lr": lr,
-                "tokens_per_s": tokens_per_s}
+                "tokens_per_s": tokens_per_s, "tokens_per_s_per_process": tokens_per_s / world_size}
         for k, v in info.items():
             history[k].append(v)
         last = step + 1 == config.max_steps
-        if val_ids is not None and config.eval_interval and (
+        if main_rank and val_ids is not None and config.eval_interval and (
             (step + 1) % config.eval_interval == 0 or last
         ):
             val_loss = estimate_loss(model, val_ids, config, block_size, device)
@@ -198,12 +437,17 @@ def train(
             history["val_loss"].append(val_loss)
             info["val_loss"] = val_loss
         bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}")
-        if config.checkpoint_path and (
+        if main_rank and config.checkpoint_path and (
             last or (config.checkpoint_interval and (step + 1) % config.checkpoint_interval == 0)
         ):
             _save_checkpoint(config.checkpoint_path, model, optimizer, step + 1, generator,
                              history, config)
-        if callback is not None and callback(info) is False:
+        stop = main_rank and callback is not None and callback(info) is False
+        if world_size > 1 and callback is not None:
+            flag = torch.tensor([float(stop)], device=device)
+            dist.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        if stop:
             break
     bar.close()
     return history
@@ -303,10 +547,6 @@ CONFIGS: dict[str, dict] = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    from course_lib.data import load_corpus
-    from course_lib.evaluation import bits_per_char
-    from course_lib.tokenization import BPETokenizer
-
     parser = argparse.ArgumentParser(
         prog="python -m course_lib.train",
         description="Train a BPE tokenizer and a GPT on the Shakespeare plays (val plays held "
@@ -333,11 +573,54 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-lr", type=float, help="override the final learning rate")
     parser.add_argument("--warmup-steps", type=int, help="override the warmup steps")
     parser.add_argument("--dropout", type=float, help="override the model's dropout")
+    parser.add_argument("--micro-batch-size", type=int,
+                        help="rows per process per forward pass; smaller than batch size / "
+                        "processes means gradient accumulation (default: batch size / processes)")
+    parser.add_argument("--checkpoint-interval", type=int, default=500,
+                        help="write OUT/checkpoint.pt every N steps, and at the end (default 500)")
     args = parser.parse_args(argv)
+
+    # Under torchrun every process runs this same program; rank 0 alone prints and writes.
+    device = init_distributed(args.device)
+    rank, world_size = world()
+    try:
+        _main(args, device, rank, world_size)
+    finally:
+        if world_size > 1:
+            dist.destroy_process_group()
+
+
+def _main(args, device: torch.device, rank: int, world_size: int) -> None:
+    from course_lib.data import load_corpus
+    from course_lib.evaluation import bits_per_char
+    from course_lib.tokenization import BPETokenizer
+
+    def say(text: str) -> None:
+        if rank == 0:
+            print(text, flush=True)
 
     preset = CONFIGS[args.config]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    overrides = {k: v for k, v in (("max_steps", args.max_steps),
+                                   ("batch_size", args.batch_size),
+                                   ("micro_batch_size", args.micro_batch_size),
+                                   ("learning_rate", args.learning_rate),
+                                   ("min_lr", args.min_lr),
+                                   ("warmup_steps", args.warmup_steps)) if v is not None}
+    # Checked before the slow work (tokenizer, encoding), so a bad argument fails at once.
+    config = TrainConfig(**{**preset["train"], **overrides}, device=str(device),
+                         compile=args.compile, bf16=True if args.bf16 else None,
+                         seed=args.seed, resume=args.resume,
+                         checkpoint_path=str(out / "checkpoint.pt"),
+                         checkpoint_interval=args.checkpoint_interval)
+    accumulation = config.accumulation_steps(world_size)
+    if world_size > 1:
+        micro = config.batch_size // world_size // accumulation
+        say(f"DistributedDataParallel: {world_size} processes ({dist.get_backend()}), global "
+            f"batch {config.batch_size} = {world_size} x {micro} rows x {accumulation} "
+            "accumulation step(s)")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
     train_text, val_text = load_corpus("train"), load_corpus("val")
     if preset["text_chars"]:
         train_text, val_text = train_text[: preset["text_chars"]], val_text[: preset["text_chars"]]
@@ -345,14 +628,16 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = BPETokenizer.load(args.tokenizer)
     else:
         t0 = time.perf_counter()
+        # Every rank trains the same tokenizer (BPE training is deterministic): nothing to send.
         tokenizer = BPETokenizer.train(train_text, preset["vocab_size"])
-        print(f"trained BPE tokenizer, vocab {tokenizer.vocab_size}, "
-              f"in {time.perf_counter() - t0:.1f} s")
-    tokenizer.save(out / "tokenizer.json")
+        say(f"trained BPE tokenizer, vocab {tokenizer.vocab_size}, "
+            f"in {time.perf_counter() - t0:.1f} s")
+    if rank == 0:
+        tokenizer.save(out / "tokenizer.json")
     train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.long)
     val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.long)
-    print(f"train {len(train_ids):,} tokens ({len(train_text) / len(train_ids):.2f} chars/token), "
-          f"val {len(val_ids):,} tokens")
+    say(f"train {len(train_ids):,} tokens ({len(train_text) / len(train_ids):.2f} chars/token), "
+        f"val {len(val_ids):,} tokens")
 
     shape = preset["model"] | ({} if args.dropout is None else {"dropout": args.dropout})
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **shape))
@@ -362,33 +647,41 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError(f"--init-from model has config {start.config}, but --config "
                              f"{args.config} needs {model.config}")
         model = start
-    print(f"model: {model.num_parameters():,} parameters")
-    overrides = {k: v for k, v in (("max_steps", args.max_steps),
-                                   ("batch_size", args.batch_size),
-                                   ("learning_rate", args.learning_rate),
-                                   ("min_lr", args.min_lr),
-                                   ("warmup_steps", args.warmup_steps)) if v is not None}
-    config = TrainConfig(**{**preset["train"], **overrides}, device=args.device,
-                         compile=args.compile, bf16=True if args.bf16 else None,
-                         seed=args.seed, resume=args.resume,
-                         checkpoint_path=str(out / "checkpoint.pt"),
-                         checkpoint_interval=500)
+    say(f"model: {model.num_parameters():,} parameters")
     history = train(model, train_ids, val_ids, config)
+    if rank != 0:
+        return
     model.cpu().eval()
     model.save(out / "model.safetensors")
     eval_text = val_text[: args.eval_chars] if args.eval_chars else val_text
     bpc = bits_per_char(model, tokenizer, eval_text)
+    # The first steps pay for warm-up (allocation, thread start): the median is the steady rate.
+    job_rate = sorted(history["tokens_per_s"])[len(history["tokens_per_s"]) // 2]
     summary = {
         "config": args.config,
         "steps": len(history["step"]),
         "final_train_loss": history["train_loss"][-1],
         "final_val_loss": history["val_loss"][-1] if history["val_loss"] else None,
         "val_bits_per_char": bpc,
+        "processes": world_size,
+        "global_batch": config.batch_size,
+        "accumulation_steps": accumulation,
         "mean_tokens_per_s": sum(history["tokens_per_s"]) / len(history["tokens_per_s"]),
+        "median_tokens_per_s": job_rate,
+        "median_tokens_per_s_per_process": job_rate / world_size,
     }
+    (out / "history.json").write_text(json.dumps(history) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
+    print(f"tokens/s: {job_rate:,.0f} for the whole job, {job_rate / world_size:,.0f} per process "
+          f"({world_size} process{'es' if world_size > 1 else ''}, median over steps)")
 
 
 if __name__ == "__main__":
-    main()
+    if launched_by_torchrun():
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        # torchrun then shows the failing rank's exception in its summary, not just "exit 1".
+        record(main)()
+    else:
+        main()

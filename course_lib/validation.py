@@ -158,3 +158,13 @@ def _range_text(minimum, maximum, min_inclusive: bool = True, max_inclusive: boo
     if minimum is not None:
         return f">= {minimum}" if min_inclusive else f"> {minimum}"
     return f"<= {maximum}" if max_inclusive else f"< {maximum}"
+
+
+def check_bool(name: str, value, *, allow_none: bool = False) -> bool | None:
+    """value as a Python bool, if it is one (or a numpy bool); None too when allow_none."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy.bool_
+        return bool(value)
+    allowed = "True, False or None" if allow_none else "True or False"
+    raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r:.60}")
