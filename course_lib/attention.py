@@ -1,4 +1,4 @@
-"""Scaled dot-product attention, the causal mask, and multi-head attention with a KV cache."""
+"""Scaled dot-product attention, the causal mask, and grouped-query attention with a KV cache."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.positional import apply_rope
+from course_lib.positional import rope_rotation, rotate_pairs
+from course_lib.validation import check_float, check_int
 
 
 def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -42,33 +43,54 @@ def _filled(buffer: torch.Tensor | None, n: int) -> torch.Tensor | None:
     return None if buffer is None else buffer[:, :, :n]
 
 
+_MIN_ROOM = 64  # positions allocated at least, so short generations never reallocate
+
+
 class KVCache:
     """Keys and values of every layer seen so far, so each new token costs one position of work.
 
-    Room for max_len positions is allocated at the first update; each new token is written
-    into it, rather than copying the whole cache with torch.cat at every step.
+    Only the key/value heads are stored (3 per layer for SmolLM2, not its 9 query heads). Room
+    is allocated at the first update, for `capacity` positions (or what the first update needs,
+    at least 64), and doubles when full, up to max_len: a model with an 8,192-token context does
+    not pay for all of it up front. Each new token is written into that room, rather than
+    copying the whole cache with torch.cat at every step.
     """
 
-    def __init__(self, n_layer: int, max_len: int):
-        if not isinstance(max_len, int) or max_len < 1:
-            raise ValueError(f"max_len must be a positive int, got {max_len!r}")
-        self.max_len = max_len
+    def __init__(self, n_layer: int, max_len: int, capacity: int | None = None):
+        n_layer = check_int("n_layer", n_layer, minimum=1)
+        self.max_len = check_int("max_len", max_len, minimum=1)
+        if capacity is not None:
+            capacity = check_int("capacity", capacity, minimum=1)
+        self.capacity = capacity
         self._keys: list[torch.Tensor | None] = [None] * n_layer
         self._values: list[torch.Tensor | None] = [None] * n_layer
         self._lengths = [0] * n_layer
 
     @property
+    def n_layer(self) -> int:
+        return len(self._lengths)
+
+    @property
     def length(self) -> int:
+        """Positions cached so far (read it before a forward pass: layer 0 updates first)."""
         return self._lengths[0]
+
+    def layer_length(self, layer: int) -> int:
+        return self._lengths[layer]
 
     @property
     def keys(self) -> list[torch.Tensor | None]:
-        """Each layer's cached keys, (batch, heads, positions, head size), or None."""
+        """Each layer's cached keys, (batch, kv heads, positions, head size), or None."""
         return [_filled(k, n) for k, n in zip(self._keys, self._lengths, strict=True)]
 
     @property
     def values(self) -> list[torch.Tensor | None]:
         return [_filled(v, n) for v, n in zip(self._values, self._lengths, strict=True)]
+
+    def _room(self, needed: int) -> int:
+        if self.capacity is not None and needed <= self.capacity:
+            return min(self.capacity, self.max_len)
+        return min(self.max_len, max(needed, _MIN_ROOM))
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
@@ -78,10 +100,17 @@ class KVCache:
         end = start + k.shape[-2]
         if end > self.max_len:
             raise ValueError(f"the KV cache holds at most {self.max_len} positions, got {end}")
-        if self._keys[layer] is None:
+        old_k, old_v = self._keys[layer], self._values[layer]
+        if old_k is None or end > old_k.shape[2]:
+            grown = min(self.max_len, max(end, 2 * old_k.shape[2])) if old_k is not None else 0
+            room = self._room(end) if old_k is None else grown
             B, H, _, D = k.shape
-            self._keys[layer] = k.new_empty(B, H, self.max_len, D)
-            self._values[layer] = v.new_empty(B, H, self.max_len, v.shape[-1])
+            new_k = k.new_empty(B, H, room, D)
+            new_v = v.new_empty(B, H, room, v.shape[-1])
+            if old_k is not None:  # grow: copy what is there into a buffer twice the size
+                new_k[:, :, :start] = old_k[:, :, :start]
+                new_v[:, :, :start] = old_v[:, :, :start]
+            self._keys[layer], self._values[layer] = new_k, new_v
         self._keys[layer][:, :, start:end] = k
         self._values[layer][:, :, start:end] = v
         self._lengths[layer] = end
@@ -89,7 +118,12 @@ class KVCache:
 
 
 class MultiHeadAttention(nn.Module):
-    """Split into heads, attend, concatenate, project; GPT-2's layout (one fused qkv projection).
+    """Grouped-query attention: n_head query heads share n_kv_head key/value heads.
+
+    Multi-head attention (GPT-2) is the case n_kv_head == n_head; Llama-family models use fewer
+    key/value heads (SmolLM2: 9 query heads, 3 key/value heads), each shared by a group of
+    n_head // n_kv_head query heads, which shrinks the KV cache by that factor. One fused
+    projection c_attn gives q, k and v (GPT-2's layout), c_proj mixes the heads back.
 
     forward returns (out, weights); weights is (B, n_head, T, T_k) when need_weights is True,
     else None and the fused F.scaled_dot_product_attention kernel is used.
@@ -102,16 +136,29 @@ class MultiHeadAttention(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
         rope: bool = False,
+        n_kv_head: int | None = None,
+        rope_base: float = 10000.0,
     ):
         super().__init__()
+        n_embd = check_int("n_embd", n_embd, minimum=1)
+        n_head = check_int("n_head", n_head, minimum=1)
+        n_kv_head = n_head if n_kv_head is None else check_int("n_kv_head", n_kv_head, minimum=1)
         if n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        if n_head % n_kv_head:
+            raise ValueError(f"n_head ({n_head}) must be divisible by n_kv_head ({n_kv_head})")
         self.n_embd, self.n_head, self.head_dim = n_embd, n_head, n_embd // n_head
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.n_kv_head = n_kv_head
+        if rope and self.head_dim % 2:
+            raise ValueError(f"rotary positions need an even head size, got {self.head_dim}")
+        kv_dim = n_kv_head * self.head_dim
+        self.c_attn = nn.Linear(n_embd, n_embd + 2 * kv_dim, bias=bias)  # [W_q; W_k; W_v]
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
-        self.dropout = dropout
+        self.dropout = check_float("dropout", dropout, minimum=0.0, maximum=1.0,
+                                   max_inclusive=False)
         self.resid_dropout = nn.Dropout(dropout)
         self.rope = rope
+        self.rope_base = check_float("rope_base", rope_base, minimum=1.0, min_inclusive=False)
 
     def forward(
         self,
@@ -121,13 +168,23 @@ class MultiHeadAttention(nn.Module):
         kv_cache: KVCache | None = None,
         layer: int = 0,
         head_mask: torch.Tensor | None = None,
+        rotation: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, n_embd) -> (out, weights). rotation: the rope_rotation of these positions."""
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        offset = kv_cache.length if kv_cache is not None else 0
+        H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
+        qkv = self.c_attn(x)
         if self.rope:
-            q, k = apply_rope(q, offset), apply_rope(k, offset)
+            if rotation is None:  # called on its own: this layer's own cache length is the offset
+                offset = kv_cache.layer_length(layer) if kv_cache is not None else 0
+                rotation = rope_rotation(offset, T, D, self.rope_base, x.device)
+            # q and k sit side by side in qkv: rotate all their heads in one operation.
+            qk = rotate_pairs(qkv[..., : C + H_kv * D].view(B, T, H + H_kv, D), rotation[:, None])
+            q, k = qk[:, :, :H], qk[:, :, H:]
+        else:
+            q, k = qkv[..., :C].view(B, T, H, D), qkv[..., C : C + H_kv * D].view(B, T, H_kv, D)
+        v = qkv[..., C + H_kv * D :].view(B, T, H_kv, D)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)
         T_k = k.shape[-2]
@@ -136,19 +193,27 @@ class MultiHeadAttention(nn.Module):
             # Query i sits at absolute position offset + i; it may see keys up to there.
             mask = torch.ones(T, T_k, dtype=torch.bool, device=x.device).tril(diagonal=T_k - T)
         dropout_p = self.dropout if self.training else 0.0
+        grouped = H != H_kv
         if need_weights:
+            if grouped:  # the readable path: give every query head its own copy of its k, v
+                k, v = k.repeat_interleave(H // H_kv, 1), v.repeat_interleave(H // H_kv, 1)
             y, weights = scaled_dot_product(q, k, v, mask)
             if dropout_p:
                 y = F.dropout(weights, dropout_p, training=True) @ v
         else:
             weights = None
             if mask is not None and T == T_k:
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+                mask = None  # the kernel's own causal mask, no mask tensor
+                y = F.scaled_dot_product_attention(
+                    q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=grouped
+                )
             else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+                y = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=grouped
+                )
         if head_mask is not None:
-            y = y * head_mask.to(y.dtype).view(1, self.n_head, 1, 1)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+            y = y * head_mask.to(y.dtype).view(1, H, 1, 1)
+        y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y)), weights
 
     @classmethod

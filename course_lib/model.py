@@ -1,4 +1,4 @@
-"""A GPT-2-style decoder-only transformer: config, blocks, KV cache, safetensors save and load."""
+"""A decoder-only transformer for GPT-2 and Llama-family models: config, blocks, save and load."""
 
 from __future__ import annotations
 
@@ -12,42 +12,90 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from course_lib.attention import KVCache, MultiHeadAttention
+from course_lib.positional import rope_rotation
+from course_lib.validation import check_choice, check_float
 
 POSITION_KINDS = ("learned", "rope")
+NORM_KINDS = ("layernorm", "rmsnorm")
+MLP_KINDS = ("gelu", "swiglu")
 
 
 @dataclass
 class GPTConfig:
+    """The shape of a model. The defaults are GPT-2's design; a Llama-family model (SmolLM2)
+    differs in a handful of fields: position="rope", norm="rmsnorm", mlp="swiglu",
+    n_kv_head < n_head (grouped-query attention), bias=False, and its own rope_base."""
+
     vocab_size: int = 2048
     block_size: int = 256
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 256
     dropout: float = 0.0
-    bias: bool = True
-    position: str = "learned"  # "learned" (GPT-2) or "rope"
+    bias: bool = True  # biases in the linear layers and LayerNorms (GPT-2), or none (Llama)
+    position: str = "learned"  # "learned" (GPT-2) or "rope" (rotary, Llama)
+    n_kv_head: int | None = None  # key/value heads; None = n_head (multi-head attention)
+    norm: str = "layernorm"  # "layernorm" (GPT-2) or "rmsnorm" (Llama)
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"  # "gelu" (GPT-2) or "swiglu" (Llama)
+    mlp_hidden: int | None = None  # None = 4 * n_embd
+    rope_base: float = 10000.0
+    tie_embeddings: bool = True  # lm_head shares the token embedding's weights
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        for name in ("n_kv_head", "mlp_hidden"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError(f"GPTConfig.{name} must be a positive int or None, got {value!r}")
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.position not in POSITION_KINDS:
+        if self.n_head % self.kv_heads:
             raise ValueError(
-                f"GPTConfig.position must be one of {POSITION_KINDS}, got {self.position!r}"
+                f"GPTConfig.n_head ({self.n_head}) must be divisible by n_kv_head "
+                f"({self.n_kv_head})"
             )
+        check_float("GPTConfig.dropout", self.dropout, minimum=0.0, maximum=1.0,
+                    max_inclusive=False)
+        check_float("GPTConfig.norm_eps", self.norm_eps, minimum=0.0, maximum=1.0,
+                    min_inclusive=False)
+        check_float("GPTConfig.rope_base", self.rope_base, minimum=1.0, min_inclusive=False)
+        for name in ("bias", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"GPTConfig.{name} must be True or False, got {getattr(self, name)!r}"
+                )
+        check_choice("GPTConfig.position", self.position, POSITION_KINDS)
+        check_choice("GPTConfig.norm", self.norm, NORM_KINDS)
+        check_choice("GPTConfig.mlp", self.mlp, MLP_KINDS)
+        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"GPTConfig.position='rope' needs an even head size "
+                             f"(n_embd / n_head), got {self.n_embd // self.n_head}")
+
+    @property
+    def kv_heads(self) -> int:
+        """The number of key/value heads (n_kv_head, or n_head when that is None)."""
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def hidden(self) -> int:
+        """Width of the MLP's hidden layer (mlp_hidden, or 4 * n_embd when that is None)."""
+        return 4 * self.n_embd if self.mlp_hidden is None else self.mlp_hidden
 
     @classmethod
     def from_dict(cls, d: dict) -> GPTConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"a GPTConfig must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -106,16 +154,35 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class MLP(nn.Module):
+    """Position-wise feed-forward layer: GELU (GPT-2) or SwiGLU (Llama)."""
+
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.swiglu = config.mlp == "swiglu"
+        # SwiGLU: c_fc holds two matrices, [W_gate; W_up], so one matrix product gives both.
+        n_out = 2 * config.hidden if self.swiglu else config.hidden
+        self.c_fc = nn.Linear(config.n_embd, n_out, bias=config.bias)
         # GPT-2 uses the tanh approximation of GELU; matching it lets from_hf_gpt2 be exact.
         self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.c_fc(x)
+        if self.swiglu:  # Llama: silu(x W_gate) * (x W_up)
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = self.gelu(h)
+        return self.dropout(self.c_proj(h))
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    """LayerNorm (GPT-2: subtract the mean, divide by the std, scale and shift) or RMSNorm
+    (Llama: divide by the root mean square, scale; no mean, no shift)."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
 
 
 class Block(nn.Module):
@@ -123,16 +190,18 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = MultiHeadAttention(
-            config.n_embd, config.n_head, config.bias, config.dropout, config.position == "rope"
+            config.n_embd, config.n_head, config.bias, config.dropout,
+            rope=config.position == "rope", n_kv_head=config.kv_heads, rope_base=config.rope_base,
         )
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, need_weights=False, kv_cache=None, layer=0, head_mask=None):
+    def forward(self, x, need_weights=False, kv_cache=None, layer=0, head_mask=None,
+                rotation=None):
         a, weights = self.attn(
-            self.ln_1(x), True, need_weights, kv_cache, layer, head_mask
+            self.ln_1(x), True, need_weights, kv_cache, layer, head_mask, rotation
         )
         x = x + a
         x = x + self.mlp(self.ln_2(x))
@@ -144,6 +213,8 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
         self.config = config
         self.transformer = nn.ModuleDict(
             dict(
@@ -153,11 +224,12 @@ class GPT(nn.Module):
                 else None,
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+                ln_f=make_norm(config),
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
+        if config.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
         self.apply(self._init_weights)
         # Residual projections scaled down so the residual stream's variance does not grow
         # with depth (GPT-2 paper, section 2.3).
@@ -181,8 +253,9 @@ class GPT(nn.Module):
     def device(self) -> torch.device:
         return self.transformer.wte.weight.device
 
-    def new_cache(self) -> KVCache:
-        return KVCache(self.config.n_layer, self.config.block_size)
+    def new_cache(self, capacity: int | None = None) -> KVCache:
+        """An empty KV cache for this model; capacity: positions to make room for at first."""
+        return KVCache(self.config.n_layer, self.config.block_size, capacity)
 
     def _check_idx(self, idx: torch.Tensor, offset: int) -> None:
         if not isinstance(idx, torch.Tensor):
@@ -191,7 +264,7 @@ class GPT(nn.Module):
             raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
         if idx.dim() != 2:
             raise ValueError(f"idx must have shape (batch, time), got {tuple(idx.shape)}")
-        if idx.shape[1] == 0:
+        if idx.shape[1] == 0 or idx.shape[0] == 0:
             raise ValueError("idx is empty: give at least one token (an empty prompt?)")
         if offset + idx.shape[1] > self.config.block_size:
             raise ValueError(
@@ -200,12 +273,47 @@ class GPT(nn.Module):
             )
         if torch.compiler.is_compiling():
             return  # reading values out of the tensor would break the compiled graph
-        lo, hi = int(idx.min()), int(idx.max())
+        lo, hi = torch.aminmax(idx)
+        lo, hi = int(lo), int(hi)
         if lo < 0 or hi >= self.config.vocab_size:
             bad = lo if lo < 0 else hi
             raise ValueError(
                 f"token id {bad} in idx is outside the vocabulary [0, {self.config.vocab_size})"
             )
+
+    def _check_extras(self, idx, targets, kv_cache, head_mask) -> None:
+        """The optional arguments of forward: a clear error instead of a shape error in torch."""
+        if kv_cache is not None:
+            if not isinstance(kv_cache, KVCache):
+                raise TypeError(f"kv_cache must be a KVCache (model.new_cache()), "
+                                f"got {type(kv_cache).__name__}")
+            if kv_cache.n_layer != self.config.n_layer:
+                raise ValueError(f"kv_cache has {kv_cache.n_layer} layers but this model has "
+                                 f"{self.config.n_layer}: make it with model.new_cache()")
+            first = kv_cache.keys[0]
+            if first is not None and first.shape[0] != idx.shape[0]:
+                raise ValueError(f"kv_cache holds a batch of {first.shape[0]} but idx has "
+                                 f"{idx.shape[0]} rows")
+        if head_mask is not None:
+            shape = (self.config.n_layer, self.config.n_head)
+            if not isinstance(head_mask, torch.Tensor) or tuple(head_mask.shape) != shape:
+                got = tuple(head_mask.shape) if isinstance(head_mask, torch.Tensor) else head_mask
+                raise ValueError(f"head_mask must be a tensor of shape (n_layer, n_head) = "
+                                 f"{shape}, got {got!r:.60}")
+        if targets is not None:
+            if not isinstance(targets, torch.Tensor) or targets.dtype not in (torch.int64,
+                                                                                torch.int32):
+                raise TypeError("targets must be a tensor of integer token ids (-1 = ignore), "
+                                f"got {getattr(targets, 'dtype', type(targets).__name__)}")
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, "
+                                 f"got {tuple(targets.shape)}")
+            if not torch.compiler.is_compiling():
+                bad = (targets < -1) | (targets >= self.config.vocab_size)
+                if bool(bad.any()):
+                    value = int(targets[bad][0])
+                    raise ValueError(f"target {value} is outside the vocabulary "
+                                     f"[0, {self.config.vocab_size}) (-1 means ignore)")
 
     def forward(
         self,
@@ -220,13 +328,18 @@ class GPT(nn.Module):
 
         targets equal to -1 are ignored. head_mask (n_layer, n_head) of 0/1 switches heads off.
         """
-        offset = kv_cache.length if kv_cache is not None else 0
+        offset = kv_cache.length if isinstance(kv_cache, KVCache) else 0
         self._check_idx(idx, offset)
+        self._check_extras(idx, targets, kv_cache, head_mask)
         T = idx.shape[1]
         x = self.transformer.wte(idx)
-        if self.transformer.wpe is not None:
+        rotation = None
+        if self.transformer.wpe is not None:  # GPT-2: add a learned vector per position
             pos = torch.arange(offset, offset + T, device=idx.device)
             x = x + self.transformer.wpe(pos)
+        else:  # rotary: q and k are turned by their positions' angles, in every layer alike
+            rotation = rope_rotation(offset, T, self.config.n_embd // self.config.n_head,
+                                     self.config.rope_base, idx.device)
         x = self.transformer.drop(x)
         attentions = []
         for i, block in enumerate(self.transformer.h):
@@ -236,6 +349,7 @@ class GPT(nn.Module):
                 kv_cache=kv_cache,
                 layer=i,
                 head_mask=None if head_mask is None else head_mask[i],
+                rotation=rotation,
             )
             attentions.append(w)
         logits = self.lm_head(self.transformer.ln_f(x))
@@ -265,6 +379,7 @@ class GPT(nn.Module):
             n_head=hf_cfg.n_head,
             n_embd=hf_cfg.n_embd,
             bias=True,
+            norm_eps=float(hf_cfg.layer_norm_epsilon),
         )
         model = cls(config)
         sd_hf = hf_model.state_dict()
@@ -277,44 +392,49 @@ class GPT(nn.Module):
                     continue
                 src = sd_hf[name]
                 p.copy_(src.t() if name.endswith(transposed) else src)
-        for block in model.transformer.h:
-            block.ln_1.eps = block.ln_2.eps = hf_cfg.layer_norm_epsilon
-        model.transformer.ln_f.eps = hf_cfg.layer_norm_epsilon
         return model
 
     def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
         """Write weights to `path` (.safetensors) and the config to the .json beside it.
 
-        Writes go to a temporary file first, so a failure leaves any existing file untouched.
+        The config is stored inside the safetensors file too (its metadata), and load() reads it
+        from there, so weights and config are replaced together by one atomic rename: a crash at
+        any moment leaves either the old checkpoint or the new one, never a mix. The .json is a
+        readable copy, itself written atomically. dtype must be a floating-point dtype.
         """
         from safetensors.torch import save_file
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
         path = Path(path)
+        if path.suffix == ".json":
+            raise ValueError(f"path {path} ends in .json: the config is written to the .json "
+                             "beside the weights, so it would overwrite them; use .safetensors")
+        if path.is_dir():
+            raise ValueError(f"path {path} is a directory; give a file name like model.safetensors")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point dtype (torch.float32, bfloat16, "
+                             f"float16), got {dtype!r}: an integer dtype would zero the weights")
         tensors = {
             k: v.detach().to("cpu", dtype).contiguous()
             for k, v in self.state_dict().items()
-            if k != "lm_head.weight"  # tied to wte; stored once
+            if not (k == "lm_head.weight" and self.config.tie_embeddings)  # tied: stored once
         }
+        config_json = json.dumps(asdict(self.config), indent=2) + "\n"
         meta = {"format": "course_lib.GPT", "config": json.dumps(asdict(self.config))}
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
-            tmp_path = Path(tmp.name)
-        try:
-            save_file(tensors, str(tmp_path), metadata=meta)
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp_path.chmod(0o666 & ~umask)  # NamedTemporaryFile is private (0600); undo that
-            os.replace(tmp_path, path)
-        finally:
-            tmp_path.unlink(missing_ok=True)
-        config_path = path.with_suffix(".json")
-        config_path.write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        _replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        _replace_atomically(path.with_suffix(".json"), lambda tmp: tmp.write_text(config_json))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> GPT:
-        """Load a model written by save(); a corrupt or mismatched file gets a ValueError."""
-        from safetensors import SafetensorError
+        """Load a model written by save(); a corrupt or mismatched file gets a ValueError.
+
+        The config comes from the file's own metadata; the .json beside it is read only for
+        files that carry none.
+        """
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -322,18 +442,25 @@ class GPT(nn.Module):
             raise FileNotFoundError(f"no checkpoint at {path}")
         config_path = path.with_suffix(".json")
         try:
+            with safe_open(str(path), framework="pt") as f:
+                embedded = (f.metadata() or {}).get("config")
             tensors = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as e:
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise ValueError(f"{path} is not a valid safetensors checkpoint: {e}") from e
         try:
-            config_dict = json.loads(config_path.read_text())
-            config = GPTConfig.from_dict(config_dict)
+            if embedded is not None:
+                source = f"the metadata of {path}"
+                config = GPTConfig.from_dict(json.loads(embedded))
+            else:
+                source = f"config file {config_path}"
+                config = GPTConfig.from_dict(json.loads(config_path.read_text()))
         except FileNotFoundError as e:
             raise ValueError(f"config file {config_path} is missing beside {path}") from e
-        except (json.JSONDecodeError, TypeError, ValueError) as e:
-            raise ValueError(f"config file {config_path} is corrupt: {e}") from e
+        except (json.JSONDecodeError, TypeError, ValueError, RecursionError) as e:
+            raise ValueError(f"{source} holds a corrupt config: {e}") from e
         model = cls(config)
-        expected = {k: v.shape for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        expected = {k: v.shape for k, v in model.state_dict().items()
+                    if not (k == "lm_head.weight" and config.tie_embeddings)}
         got = {k: v.shape for k, v in tensors.items()}
         if expected != got:
             missing = sorted(set(expected) - set(got))[:3]
@@ -344,6 +471,34 @@ class GPT(nn.Module):
                 f"unexpected {extra}, wrong shape {wrong}"
             )
         state = {k: v.float() for k, v in tensors.items()}
-        state["lm_head.weight"] = state["transformer.wte.weight"]
+        if config.tie_embeddings:
+            state["lm_head.weight"] = state["transformer.wte.weight"]
         model.load_state_dict(state)
         return model.to(map_location)
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Call write(tmp) on a unique temporary file beside path, fsync it, rename it over path.
+
+    A failure or a kill leaves path as it was, and no temporary file behind.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp files are private (0600); give the usual mode
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -50,13 +50,51 @@ class LearnedPositionalEmbedding(nn.Module):
         return self.weight[offset : offset + seq_len]
 
 
+def _inv_freq(head_dim: int, base: float) -> torch.Tensor:
+    # Written as 1 / base^(2i/d), the same float32 arithmetic as transformers' Llama, so the
+    # angles agree to the last bit.
+    return 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+
+
 def rope_angles(n_positions: int, head_dim: int, base: float = 10000.0) -> torch.Tensor:
     """Rotation angle of each (position, pair of dimensions): shape (n_positions, head_dim // 2)."""
     _check_positive("n_positions", n_positions)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even for rotary encoding, got {head_dim}")
-    inv_freq = base ** (-torch.arange(0, head_dim, 2).float() / head_dim)
-    return torch.arange(n_positions).float()[:, None] * inv_freq[None, :]
+    return torch.arange(n_positions).float()[:, None] * _inv_freq(head_dim, base)[None, :]
+
+
+def rope_rotation(
+    offset: int,
+    length: int,
+    head_dim: int,
+    base: float = 10000.0,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """cos + i sin of the rotary angles of positions offset .. offset + length - 1.
+
+    Returns a complex tensor of shape (length, head_dim // 2).
+
+    A model computes this once per forward pass and hands it to every layer, so every layer
+    rotates by the same positions (reading the offset from a KV cache that layer 0 has already
+    extended would shift the later layers).
+    """
+    positions = torch.arange(offset, offset + length, device=device).float()
+    angles = positions[:, None] * _inv_freq(head_dim, base).to(device)[None, :]
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def rotate_pairs(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Turn each pair of dimensions (2i, 2i+1) of x (..., head_dim) by a complex rotation.
+
+    Seen as a complex number x_2i + i x_2i+1, turning a pair by angle a is multiplying by e^{ia};
+    rotation must broadcast against x's leading dims. Computed in float32, returned in x's dtype.
+    """
+    work = x if x.dtype == torch.float64 else x.float()
+    if work.stride(-1) != 1 or work.storage_offset() % 2:
+        work = work.contiguous()
+    pairs = torch.view_as_complex(work.reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
 
 
 def apply_rope(x: torch.Tensor, offset: int = 0, base: float = 10000.0) -> torch.Tensor:
@@ -65,13 +103,9 @@ def apply_rope(x: torch.Tensor, offset: int = 0, base: float = 10000.0) -> torch
     After rotation, q_m . k_n depends on m - n only: the property that makes RoPE relative.
     """
     T, d = x.shape[-2], x.shape[-1]
-    angles = rope_angles(offset + T, d, base)[offset:].to(x.device)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x_even, x_odd = x[..., 0::2], x[..., 1::2]
-    out = torch.empty_like(x)
-    out[..., 0::2] = x_even * cos - x_odd * sin
-    out[..., 1::2] = x_even * sin + x_odd * cos
-    return out
+    if d % 2:
+        raise ValueError(f"head_dim must be even for rotary encoding, got {d}")
+    return rotate_pairs(x, rope_rotation(offset, T, d, base, x.device))
 
 
 # ----- comparing encodings: similarity between positions -----------------------------------
