@@ -8,6 +8,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from course_lib.validation import check_float, check_int
+
 
 class LoRALinear(nn.Module):
     """base(x) + (alpha / rank) * x A^T B^T, with base frozen; B starts at zero, so at first
@@ -17,13 +19,10 @@ class LoRALinear(nn.Module):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"base must be an nn.Linear, got {type(base).__name__}")
-        if not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"rank must be a positive int, got {rank!r}")
-        if rank > min(base.in_features, base.out_features):
-            raise ValueError(
-                f"rank must be at most min(in, out) = "
-                f"{min(base.in_features, base.out_features)}, got {rank}"
-            )
+        rank, alpha, dropout = _check_settings(rank, alpha, dropout)
+        rank = check_int(  # a larger rank is a full matrix again, with more parameters
+            "rank", rank, minimum=1, maximum=min(base.in_features, base.out_features)
+        )
         self.base = base
         for p in self.base.parameters():
             p.requires_grad_(False)
@@ -53,6 +52,14 @@ class LoRALinear(nn.Module):
         return out
 
 
+def _check_settings(rank, alpha, dropout) -> tuple[int, float, float]:
+    return (
+        check_int("rank", rank, minimum=1),
+        check_float("alpha", alpha, minimum=0, min_inclusive=False),
+        check_float("dropout", dropout, minimum=0, maximum=1, max_inclusive=False),
+    )
+
+
 def add_lora(
     model: nn.Module,
     rank: int = 4,
@@ -60,21 +67,39 @@ def add_lora(
     targets: Iterable[str] = ("c_attn",),
     dropout: float = 0.0,
 ) -> nn.Module:
-    """Freeze model and wrap each nn.Linear whose name ends with a target in a LoRALinear."""
-    targets = tuple(targets)
-    if not targets:
-        raise ValueError("targets must name at least one layer, e.g. ('c_attn',)")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    wrapped = 0
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if isinstance(child, nn.Linear) and full.endswith(targets):
-                setattr(module, child_name, LoRALinear(child, rank, alpha, dropout))
-                wrapped += 1
-    if wrapped == 0:
+    """Freeze model and wrap each nn.Linear whose name ends with a target in a LoRALinear.
+
+    A second call may add other layers; adapters already there stay trainable. Everything is
+    checked before anything changes: a call that raises leaves the model as it was.
+    """
+    rank, alpha, dropout = _check_settings(rank, alpha, dropout)
+    targets = _check_targets(targets)
+    layers = lora_target_layers(model, targets)
+    if not layers:
         raise ValueError(f"no nn.Linear layer in the model matches targets={targets}")
+    done = sorted(n for n in layers if isinstance(model.get_submodule(n), LoRALinear))
+    if done:
+        raise ValueError(f"{done[0]} already has a LoRA adapter: merge_lora(model) first, or "
+                         "choose targets that are not wrapped yet")
+    for name, layer in layers.items():
+        most = min(layer.in_features, layer.out_features)
+        if rank > most:
+            raise ValueError(f"rank must be at most {most} for layer {name} "
+                             f"({layer.in_features} in, {layer.out_features} out), got {rank}")
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:  # LoRALinear freezes its base as it is built
+        wrappers = {name: LoRALinear(layer, rank, alpha, dropout) for name, layer in layers.items()}
+    except BaseException:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        raise
+    adapters = {id(p) for m in model.modules() if isinstance(m, LoRALinear)
+                for p in (m.lora_A, m.lora_B)}
+    for p, _ in flags:
+        p.requires_grad_(id(p) in adapters)
+    for name, wrapper in wrappers.items():
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, wrapper)
     return model
 
 
@@ -116,9 +141,7 @@ def lora_target_layers(
     Layers already wrapped in a LoRALinear count by their base layer, so the answer is the same
     before and after add_lora.
     """
-    targets = tuple(targets)
-    if not targets or not all(isinstance(t, str) and t for t in targets):
-        raise ValueError(f"targets must be non-empty layer names like ('c_attn',), got {targets}")
+    targets = _check_targets(targets)
     found: dict[str, nn.Linear] = {}
     for name, module in model.named_modules():
         if isinstance(module, LoRALinear):
@@ -130,16 +153,32 @@ def lora_target_layers(
     return found
 
 
+def _check_targets(targets) -> tuple[str, ...]:
+    if isinstance(targets, str):  # one name, not its letters
+        targets = (targets,)
+    try:
+        targets = tuple(targets)
+    except TypeError:
+        raise TypeError(
+            f"targets must be layer names like ('c_attn',), got {targets!r:.60}"
+        ) from None
+    if not targets or not all(isinstance(t, str) and t for t in targets):
+        raise ValueError(
+            f"targets must be non-empty layer names like ('c_attn',), got {targets!r:.60}"
+        )
+    return targets
+
+
 def lora_parameter_count(
     model: nn.Module, rank: int, targets: Iterable[str] = ("c_attn",)
 ) -> int:
     """Trainable parameters add_lora(model, rank, targets=targets) would add: rank * (in + out)
     per wrapped layer. Nothing is built or changed."""
-    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-        raise ValueError(f"rank must be a positive int, got {rank!r}")
+    rank = check_int("rank", rank, minimum=1)
+    targets = _check_targets(targets)
     layers = lora_target_layers(model, targets)
     if not layers:
-        raise ValueError(f"no nn.Linear layer in the model matches targets={tuple(targets)}")
+        raise ValueError(f"no nn.Linear layer in the model matches targets={targets}")
     return sum(rank * (layer.in_features + layer.out_features) for layer in layers.values())
 
 
