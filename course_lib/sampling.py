@@ -279,3 +279,292 @@ def generate_text(
     prompt_ids = tokenizer.encode(prompt)
     out = generate(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache)
     return tokenizer.decode(out[0, len(prompt_ids) :].tolist())
+
+
+# ----- faster decoding: speculative decoding, prompt lookup, batches --------------------------
+# (lesson 11; imported here so this section stands apart from the generation code above)
+
+import contextlib  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from course_lib.model import eval_mode  # noqa: E402
+from course_lib.validation import check_int, check_seed, check_token_ids  # noqa: E402
+
+
+class PromptLookupDraft:
+    """A draft that needs no model: find the context's last n-gram earlier in the context and
+    propose the tokens that followed it there (prompt lookup decoding).
+
+    It shines when the output repeats the input (copying, editing, quoting code). The longest
+    n-gram from max_ngram down to min_ngram that occurred before wins; its latest occurrence
+    is used.
+    """
+
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1):
+        self.max_ngram = check_int("max_ngram", max_ngram, minimum=1)
+        self.min_ngram = check_int("min_ngram", min_ngram, minimum=1, maximum=self.max_ngram)
+
+    def propose(self, ids: list[int], k: int) -> list[int]:
+        """Up to k tokens to try after ids (fewer, or none, if nothing matches)."""
+        for n in range(min(self.max_ngram, len(ids) - 1), self.min_ngram - 1, -1):
+            tail = ids[-n:]
+            for start in range(len(ids) - n - 1, -1, -1):  # latest earlier occurrence first
+                if ids[start : start + n] == tail:
+                    return ids[start + n : start + n + k]
+        return []
+
+    def __repr__(self) -> str:
+        return f"PromptLookupDraft(max_ngram={self.max_ngram}, min_ngram={self.min_ngram})"
+
+
+@dataclass
+class SpeculativeRound:
+    """One round: the draft's proposal, how many of it the target accepted, and the token the
+    target added itself (the correction at the first rejection, or a bonus after all)."""
+
+    proposed: list[int]
+    accepted: int
+    token: int
+
+
+def _truncate_cache(cache, length: int) -> None:
+    """Forget every cached position from length on (rejected draft tokens)."""
+    if hasattr(cache, "truncate"):
+        cache.truncate(length)
+    else:  # KVCache keeps a filled length per layer; the stale entries are overwritten later
+        cache._lengths = [min(n, length) for n in cache._lengths]
+
+
+def _logits_for(model: GPT, cache, ids: list[int]) -> torch.Tensor:
+    """Logits (positions, vocab) of the tokens of ids that the cache has not seen yet."""
+    new = torch.tensor([ids[cache.length :]], dtype=torch.long, device=model.device)
+    logits, _ = model(new, kv_cache=cache)
+    return logits[0].float()
+
+
+def accept_or_resample(
+    p: torch.Tensor, q: torch.Tensor, token: int, generator: torch.Generator | None = None
+) -> tuple[bool, int]:
+    """The rejection rule of speculative sampling for one drafted token.
+
+    p: the target's distribution, q: the draft's (both (vocab,)), token: drawn from q.
+    Keep it with probability min(1, p[token] / q[token]); otherwise draw a replacement from
+    max(p - q, 0), renormalised. Whatever q is, the token that comes out is distributed as p.
+    Returns (accepted, the token to append).
+    """
+    u = torch.rand((), generator=generator, device=p.device)
+    if u * q[token] <= p[token]:  # u < p/q without dividing by a zero q
+        return True, token
+    residual = (p - q).clamp(min=0)
+    if residual.sum() <= 0:  # p == q: cannot happen after a rejection, but never divide by 0
+        residual = p
+    return False, int(torch.multinomial(residual / residual.sum(), 1, generator=generator))
+
+
+def _check_draft(target: GPT, draft) -> None:
+    if isinstance(draft, PromptLookupDraft):
+        return
+    if not isinstance(draft, GPT):
+        raise TypeError("draft must be a GPT (a smaller model with the same tokenizer) or a "
+                        f"PromptLookupDraft, got {type(draft).__name__}")
+    if draft.config.vocab_size != target.config.vocab_size:
+        raise ValueError(f"draft and target must share a vocabulary: draft has "
+                         f"{draft.config.vocab_size} tokens, target {target.config.vocab_size}")
+
+
+@torch.no_grad()
+def speculative_rounds(
+    target: GPT,
+    draft,
+    idx,
+    max_new_tokens: int,
+    num_draft_tokens: int = 4,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> Iterator[SpeculativeRound]:
+    """Speculative decoding round by round (see speculative_generate); yields each round."""
+    _check_temperature(temperature)
+    _check_top_k(top_k)
+    _check_top_p(top_p)
+    _check_draft(target, draft)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=0)
+    k_max = check_int("num_draft_tokens", num_draft_tokens, minimum=1)
+    seed = check_seed("seed", seed)
+    prompt = _as_prompt(target, idx)
+    if prompt.shape[0] != 1:
+        raise ValueError(f"speculative decoding takes one prompt, got a batch of {prompt.shape[0]}")
+    ids = prompt[0].tolist()
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=target.device).manual_seed(seed)
+    greedy = temperature == 0
+    model_draft = isinstance(draft, GPT)
+    block = target.config.block_size
+    if model_draft:
+        block = min(block, draft.config.block_size)
+
+    def dist(logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(eval_mode(target))
+        t_cache = target.new_cache()
+        if model_draft:
+            stack.enter_context(eval_mode(draft))
+            d_cache = draft.new_cache()
+        produced = 0
+        while produced < max_new_tokens:
+            k = min(k_max, max_new_tokens - produced - 1)
+            if len(ids) + k > block:  # past the context window: plain decoding, as generate
+                window = ids[-target.config.block_size :]
+                logits = target(torch.tensor([window], device=target.device))[0][0, -1].float()
+                token = (int(logits.argmax()) if greedy else
+                         int(torch.multinomial(dist(logits), 1, generator=generator)))
+                ids.append(token)
+                produced += 1
+                yield SpeculativeRound([], 0, token)
+                continue
+            proposed, q_rows = [], []
+            if model_draft:
+                ctx = list(ids)
+                for _ in range(k):
+                    logits = _logits_for(draft, d_cache, ctx)[-1]
+                    if greedy:
+                        token = int(logits.argmax())
+                    else:
+                        q = dist(logits)
+                        token = int(torch.multinomial(q, 1, generator=generator))
+                        q_rows.append(q)
+                    proposed.append(token)
+                    ctx.append(token)
+            else:
+                proposed = draft.propose(ids, k) if k else []
+            # One target pass scores every proposed token and the position after them.
+            p_logits = _logits_for(target, t_cache, ids + proposed)[-(len(proposed) + 1):]
+            accepted, token = 0, None
+            for i, d in enumerate(proposed):
+                if greedy:
+                    best = int(p_logits[i].argmax())
+                    ok, token = best == d, best
+                else:
+                    p = dist(p_logits[i])
+                    q = q_rows[i] if model_draft else torch.nn.functional.one_hot(
+                        torch.tensor(d), p.numel()).to(p)
+                    ok, token = accept_or_resample(p, q, d, generator)
+                if not ok:
+                    break
+                accepted += 1
+            if accepted == len(proposed):  # all kept: the target's own next token is free
+                last = p_logits[len(proposed)]
+                token = (int(last.argmax()) if greedy else
+                         int(torch.multinomial(dist(last), 1, generator=generator)))
+            ids.extend(proposed[:accepted] + [token])
+            produced += accepted + 1
+            _truncate_cache(t_cache, len(ids) - 1)
+            if model_draft:
+                _truncate_cache(d_cache, min(d_cache.length, len(ids) - 1))
+            yield SpeculativeRound(proposed, accepted, token)
+
+
+def speculative_generate(
+    target: GPT,
+    draft,
+    idx,
+    max_new_tokens: int,
+    num_draft_tokens: int = 4,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    return_stats: bool = False,
+):
+    """The prompt followed by max_new_tokens tokens, drafted cheaply and checked by target.
+
+    Each round the draft (a smaller GPT with the same vocabulary, or a PromptLookupDraft)
+    proposes num_draft_tokens tokens; one forward pass of target scores them all and keeps
+    the longest acceptable prefix, plus one token of its own. Temperature 0 gives exactly
+    target's greedy tokens; with sampling, the rejection rule (accept_or_resample) keeps
+    target's distribution. return_stats adds a dict: proposed, accepted, acceptance_rate,
+    rounds (= target forward passes), tokens_per_round.
+    """
+    rounds = list(speculative_rounds(target, draft, idx, max_new_tokens, num_draft_tokens,
+                                     temperature, top_k, top_p, seed))
+    prompt = _as_prompt(target, idx)
+    new = [t for r in rounds for t in r.proposed[: r.accepted] + [r.token]][:max_new_tokens]
+    out = torch.cat([prompt, torch.tensor([new], dtype=torch.long, device=prompt.device)], 1)
+    if not return_stats:
+        return out
+    proposed = sum(len(r.proposed) for r in rounds)
+    accepted = sum(r.accepted for r in rounds)
+    return out, {
+        "proposed": proposed,
+        "accepted": accepted,
+        "acceptance_rate": accepted / proposed if proposed else 0.0,
+        "rounds": len(rounds),
+        "tokens_per_round": len(new) / len(rounds) if rounds else 0.0,
+    }
+
+
+@torch.no_grad()
+def generate_batch(
+    model: GPT,
+    prompts,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> list[list[int]]:
+    """Generate after several prompts of different lengths at once: each prompt + its new tokens.
+
+    The prompts sit left-aligned in one (batch, time) buffer, padded on the right. Decoding
+    starts after the shortest prompt; at every later column a row that still has prompt tokens
+    takes its own next prompt token, the others take the token just sampled (the scheme of
+    Meta's reference Llama code). Every row is thus its own sequence from position 0, with no
+    padding inside it: no attention mask and no position offsets are needed, and greedy tokens
+    equal one-at-a-time generation. The price: the longer prompts' tails are read one token
+    per step instead of in one prefill pass.
+    """
+    _check_temperature(temperature)
+    _check_top_k(top_k)
+    _check_top_p(top_p)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=0)
+    seed = check_seed("seed", seed)
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise TypeError("prompts must be a non-empty list of prompts (lists of token ids)")
+    for i, p in enumerate(prompts):
+        if hasattr(p, "__len__") and len(p) == 0:
+            raise ValueError(f"prompts[{i}] is empty: give at least one token id")
+    rows = [check_token_ids(f"prompts[{i}]", p, model.config.vocab_size) for i, p in
+            enumerate(prompts)]
+    if any(r.shape[0] != 1 for r in rows):
+        raise ValueError("each prompt must be one sequence of token ids")
+    lengths = [r.shape[1] for r in rows]
+    total = max(lengths) + max_new_tokens
+    pad = 0
+    tokens = torch.full((len(rows), total), pad, dtype=torch.long, device=model.device)
+    is_prompt = torch.zeros(len(rows), total, dtype=torch.bool, device=model.device)
+    for i, r in enumerate(rows):
+        tokens[i, : lengths[i]] = r[0].to(model.device)
+        is_prompt[i, : lengths[i]] = True
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=model.device).manual_seed(seed)
+    block = model.config.block_size
+    with eval_mode(model):
+        cache = model.new_cache()
+        for col in range(min(lengths), total):
+            if col <= block:
+                logits, _ = model(tokens[:, cache.length : col], kv_cache=cache)
+            else:  # past the window: every row slides alike, as generate does
+                logits, _ = model(tokens[:, col - block : col])
+            if temperature == 0:
+                nxt = logits[:, -1].argmax(dim=-1)
+            else:
+                probs = torch.softmax(filter_logits(logits[:, -1].float(), temperature, top_k,
+                                                    top_p), dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            tokens[:, col] = torch.where(is_prompt[:, col], tokens[:, col], nxt)
+    return [tokens[i, : lengths[i] + max_new_tokens].tolist() for i in range(len(rows))]
