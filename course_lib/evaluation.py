@@ -1,4 +1,4 @@
-"""Measuring a language model: cross-entropy, perplexity, bits per character, surprisal."""
+"""Measuring a language model: mean loss, perplexity, bits per character, surprisal."""
 
 from __future__ import annotations
 
@@ -6,64 +6,66 @@ import math
 
 import torch
 
-from course_lib.model import GPT
+from course_lib.model import GPT, eval_mode
+from course_lib.validation import check_int, check_str, check_token_ids
 
 
-def _as_ids(ids) -> torch.Tensor:
-    if isinstance(ids, (list, tuple)):
-        ids = torch.tensor(ids, dtype=torch.long)
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"ids must be a list or 1-D tensor of token ids, got {type(ids).__name__}")
-    ids = ids.reshape(-1).long()
-    if ids.numel() < 2:
-        raise ValueError(f"ids must hold at least 2 tokens to evaluate, got {ids.numel()}")
-    return ids
+def _one_sequence(model: GPT, ids) -> torch.Tensor:
+    """ids as a 1-D long tensor of at least 2 ids, each inside the model's vocabulary."""
+    ids = check_token_ids("ids", ids, model.config.vocab_size)
+    if ids.shape[0] != 1:  # flattening a batch would score its rows as one text
+        raise ValueError(f"ids must be one sequence, got a batch of {ids.shape[0]}")
+    if ids.shape[1] < 2:
+        raise ValueError(f"ids must hold at least 2 tokens to evaluate, got {ids.shape[1]}")
+    return ids[0]
 
 
-def _check_text(text) -> None:
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if not text:
-        raise ValueError("text is empty: give some text to evaluate")
-
-
-@torch.no_grad()
 def token_nll(model: GPT, ids, batch_size: int = 16) -> torch.Tensor:
     """Negative log-likelihood in nats of every token after the first, given the ones before.
 
     Long texts are cut into windows of block_size + 1 tokens that overlap by one token, so
     every token is predicted exactly once.
     """
-    ids = _as_ids(ids)
+    ids = _one_sequence(model, ids)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     block = model.config.block_size
-    was_training = model.training
-    model.eval()
     windows = [ids[s : s + block + 1] for s in range(0, len(ids) - 1, block)]
     out = []
-    for i in range(0, len(windows), batch_size):
-        group = windows[i : i + batch_size]
-        width = max(len(w) for w in group)
-        x = torch.zeros(len(group), width - 1, dtype=torch.long)
-        y = torch.full((len(group), width - 1), -1, dtype=torch.long)
-        for j, w in enumerate(group):
-            x[j, : len(w) - 1], y[j, : len(w) - 1] = w[:-1], w[1:]
-        logits, _ = model(x.to(model.device))
-        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
-        nll = -logp.gather(-1, y.clamp(min=0)[..., None])[..., 0]
-        for j, w in enumerate(group):
-            out.append(nll[j, : len(w) - 1])
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(windows), batch_size):
+            group = windows[i : i + batch_size]
+            width = max(len(w) for w in group)
+            x = torch.zeros(len(group), width - 1, dtype=torch.long)
+            y = torch.full((len(group), width - 1), -1, dtype=torch.long)
+            for j, w in enumerate(group):
+                x[j, : len(w) - 1], y[j, : len(w) - 1] = w[:-1], w[1:]
+            logits, _ = model(x.to(model.device))
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+            nll = -logp.gather(-1, y.clamp(min=0)[..., None])[..., 0]
+            out += [nll[j, : len(w) - 1] for j, w in enumerate(group)]
     return torch.cat(out)
 
 
-def cross_entropy(model: GPT, ids) -> float:
-    """Mean negative log-likelihood per token, in nats: the training loss."""
+def mean_loss(model: GPT, ids) -> float:
+    """Mean negative log-likelihood per token of a sequence of ids, in nats: the training loss.
+
+    (model.cross_entropy is the function of logits and targets that the model trains with;
+    this one runs the model over a whole text.)
+    """
     return token_nll(model, ids).mean().item()
 
 
+cross_entropy = mean_loss  # the name lessons 7 and 10 use
+
+
 def perplexity(model: GPT, ids) -> float:
-    """exp(cross-entropy): the effective number of tokens the model is choosing between."""
-    return math.exp(cross_entropy(model, ids))
+    """exp(mean loss): the effective number of tokens the model is choosing between."""
+    return math.exp(mean_loss(model, ids))
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    check_str("text", text)
+    return tokenizer.encode(text)
 
 
 def bits_per_char(model: GPT, tokenizer, text: str) -> float:
@@ -72,18 +74,12 @@ def bits_per_char(model: GPT, tokenizer, text: str) -> float:
     The first token is given as context; the characters it covers are not counted, so the
     figure compares fairly across tokenizers.
     """
-    _check_text(text)
-    ids = tokenizer.encode(text)
-    if len(ids) < 2:
-        raise ValueError(f"text must encode to at least 2 tokens, got {len(ids)}: {text!r}")
-    n_chars = len(text) - len(tokenizer.decode(ids[:1]))
-    return token_nll(model, ids).sum().item() / math.log(2) / n_chars
+    return score_text(model, tokenizer, text)["bits_per_char"]
 
 
 def surprisal(model: GPT, tokenizer, text: str) -> list[tuple[str, float | None]]:
     """Each token's text with its surprisal in bits (-log2 p); the first token has none."""
-    _check_text(text)
-    ids = tokenizer.encode(text)
+    ids = _encode(tokenizer, text)
     pieces = [tokenizer.decode([i]) for i in ids]
     if len(ids) < 2:
         return [(pieces[0], None)]
@@ -97,10 +93,9 @@ def score_text(model: GPT, tokenizer, text: str) -> dict[str, float | int]:
     tokens and chars count what is scored: every token after the first, and the characters
     those tokens cover, so bits_per_char equals bits_per_char(model, tokenizer, text).
     """
-    _check_text(text)
-    ids = tokenizer.encode(text)
+    ids = _encode(tokenizer, text)
     if len(ids) < 2:
-        raise ValueError(f"text must encode to at least 2 tokens, got {len(ids)}: {text!r}")
+        raise ValueError(f"text must encode to at least 2 tokens, got {len(ids)}: {text!r:.60}")
     nll = token_nll(model, ids)
     total_nats = nll.sum().item()
     n_chars = len(text) - len(tokenizer.decode(ids[:1]))

@@ -112,6 +112,8 @@ def check_token_ids(name: str, ids, vocab_size: int | None = None) -> torch.Tens
                 f"{name} must be a list of ints, a nested list of equal-length rows, a numpy "
                 f"array or a tensor of token ids; could not read it as one ({e})"
             ) from None
+    if tensor.numel() == 0 and tensor.dim() <= 2:  # torch reads [] as float: say empty instead
+        raise ValueError(f"{name} is empty: give at least one token id (an empty prompt?)")
     if tensor.dtype == torch.bool or tensor.dtype.is_floating_point or tensor.dtype.is_complex:
         raise TypeError(f"{name} must hold integer token ids, got dtype {tensor.dtype}")
     if tensor.dim() == 1:
