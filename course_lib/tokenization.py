@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import base64
-import binascii
+import contextlib
 import functools
 import hashlib
 import heapq
 import json
+import mmap
 import os
 import shutil
+import struct
 import sys
+import tempfile
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Set
+from collections.abc import Callable, Iterable, Set
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
@@ -21,8 +24,11 @@ from typing import Any, Literal
 import regex
 import tiktoken
 
+from course_lib.validation import check_choice, check_int, check_str
+
 __all__ = [
     "ENDOFTEXT",
+    "GPT2_SPLIT_PATTERN",
     "GPT4_SPLIT_PATTERN",
     "BPETokenizer",
     "CharTokenizer",
@@ -37,13 +43,35 @@ GPT4_SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
+# GPT-2's pre-split as Hugging Face's ByteLevel pre-tokenizer spells it; transformers uses it for
+# byte-level GGUF vocabularies such as SmolLM2's. tiktoken's r50k_base spells the same split
+# with possessive quantifiers (_R50K_SPLIT_PATTERN).
+GPT2_SPLIT_PATTERN = (
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
+_R50K_SPLIT_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+)
+# The only patterns `BPETokenizer.load` compiles: a pattern read from a file could otherwise be
+# one that backtracks catastrophically and hangs encode() on a short string.
+KNOWN_SPLIT_PATTERNS = frozenset({GPT4_SPLIT_PATTERN, GPT2_SPLIT_PATTERN, _R50K_SPLIT_PATTERN})
 ENDOFTEXT = "<|endoftext|>"
 
 _FORMAT_NAME = "course_lib.BPETokenizer"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # version 1 (read, no longer written) had no merges and contiguous ids
 # Encoded chunks are cached per tokenizer; past this many entries the cache is cleared so a
 # stream of never-repeating chunks (random data, huge numbers) cannot grow memory without bound.
+# Chunks longer than _CACHE_MAX_CHARS are not cached at all: they rarely repeat and are large.
 _CHUNK_CACHE_LIMIT = 200_000
+_CACHE_MAX_CHARS = 256
+# No real vocabulary comes near this (cl100k has 100k tokens, the largest in use about 260k);
+# a bigger number is a typo, and would make tables sized by the vocabulary absurd.
+MAX_VOCAB_SIZE = 2**22
+# Chunks shorter than this many bytes use the simple list-based merge loop, which is quadratic
+# but has the smallest constant; longer ones use the heap (O(n log n)). The two break even
+# between 16 and 48 bytes on cl100k; most chunks of prose are shorter.
+_HEAP_MIN_BYTES = 32
+_NO_MERGE = sys.maxsize
 
 AllowedSpecial = Literal["all", "none", "none_raise"] | Set[str]
 
@@ -257,6 +285,73 @@ def _fast_train_merges(
 
 
 # ---------------------------------------------------------------------------------------------
+# BPE encoding of one chunk: merge the lowest-ranked adjacent pair until none is left
+# ---------------------------------------------------------------------------------------------
+
+
+def _merge_short(parts: list[bytes], rank_of: Callable[[bytes, bytes], int]) -> list[bytes]:
+    """Quadratic merge loop over a list (tiktoken's own for short pieces): fastest when short."""
+    pair_ranks = [rank_of(parts[i], parts[i + 1]) for i in range(len(parts) - 1)]
+    while pair_ranks:
+        best = min(pair_ranks)
+        if best == _NO_MERGE:
+            break
+        i = pair_ranks.index(best)  # leftmost on ties, as tiktoken and transformers do
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        del pair_ranks[i]
+        # Only the two pairs next to the merge changed.
+        if i > 0:
+            pair_ranks[i - 1] = rank_of(parts[i - 1], parts[i])
+        if i < len(pair_ranks):
+            pair_ranks[i] = rank_of(parts[i], parts[i + 1])
+    return parts
+
+
+def _merge_long(parts: list[bytes], rank_of: Callable[[bytes, bytes], int]) -> list[bytes]:
+    """The same merges in O(n log n): a heap of (rank, position) over a doubly linked list.
+
+    A part is named by the position of its first byte, so heap order (rank, then position) is
+    "lowest rank, leftmost first", exactly the list loop's choice. Each heap entry is the one
+    int rank * n + position (ints compare much faster than tuples). Entries whose pair has since
+    changed are skipped when popped (lazy deletion): `pair_rank[i]` is the rank of the pair that
+    starts at i now, and an entry counts only while it matches.
+    """
+    n = len(parts)
+    nxt = list(range(1, n + 1))
+    prv = list(range(-1, n - 1))
+    pair_rank = [rank_of(parts[i], parts[i + 1]) for i in range(n - 1)]
+    pair_rank.append(_NO_MERGE)
+    heap = [r * n + i for i, r in enumerate(pair_rank) if r != _NO_MERGE]
+    heapq.heapify(heap)
+    heappop, heappush = heapq.heappop, heapq.heappush
+    while heap:
+        r, i = divmod(heappop(heap), n)
+        if pair_rank[i] != r:
+            continue  # stale: the pair at i was merged away or changed
+        j = nxt[i]
+        parts[i] += parts[j]
+        parts[j] = None
+        pair_rank[j] = _NO_MERGE
+        k = nxt[j]
+        nxt[i] = k
+        if k < n:
+            prv[k] = i
+            r = rank_of(parts[i], parts[k])
+            pair_rank[i] = r
+            if r != _NO_MERGE:
+                heappush(heap, r * n + i)
+        else:
+            pair_rank[i] = _NO_MERGE
+        h = prv[i]
+        if h >= 0:
+            r = rank_of(parts[h], parts[i])
+            pair_rank[h] = r
+            if r != _NO_MERGE:
+                heappush(heap, r * n + h)
+    return [p for p in parts if p is not None]
+
+
+# ---------------------------------------------------------------------------------------------
 # BPE tokenizer (tiktoken representation: ranks + special tokens)
 # ---------------------------------------------------------------------------------------------
 
@@ -264,10 +359,15 @@ def _fast_train_merges(
 class BPETokenizer:
     """Byte-level BPE tokenizer stored like tiktoken: `ranks` (token bytes -> id) + specials.
 
-    A token's id doubles as its merge priority, so encoding is tiktoken's algorithm: split the
-    text with the regex, then in each chunk repeatedly merge the adjacent pair whose
-    concatenation has the lowest id. The same code therefore serves tokenizers trained here and
-    OpenAI's cl100k_base (`BPETokenizer.from_tiktoken`).
+    Text is split with a regex, then each chunk's bytes are merged pair by pair. Which pair
+    merges first is the merge rule:
+
+    - "ranks" (tiktoken's rule, the default): the adjacent pair whose concatenation has the
+      lowest id. A token's id doubles as its merge priority, so the same code serves tokenizers
+      trained here and OpenAI's cl100k_base (`BPETokenizer.from_tiktoken`).
+    - "merges" (Hugging Face's rule, for vocabularies shipped with a merge list such as
+      SmolLM2's, see `from_gguf`): only pairs in `merges` merge, earliest in the list first;
+      bytes that have no token of their own are dropped, as transformers drops them.
     """
 
     def __init__(
@@ -277,28 +377,63 @@ class BPETokenizer:
         pattern: str = GPT4_SPLIT_PATTERN,
         *,
         merges: list[tuple[int, int]] | None = None,
+        merge_rule: Literal["ranks", "merges"] = "ranks",
     ) -> None:
+        if not isinstance(ranks, dict):
+            raise TypeError(
+                f"ranks must be a dict of token bytes to ids, got {type(ranks).__name__}"
+            )
+        if special_tokens is not None and not isinstance(special_tokens, dict):
+            raise TypeError(
+                "special_tokens must be a dict of names to ids, got "
+                f"{type(special_tokens).__name__}"
+            )
+        check_str("pattern", pattern)
+        check_choice("merge_rule", merge_rule, ("ranks", "merges"))
+        if merge_rule == "merges" and merges is None:
+            raise ValueError("merge_rule='merges' needs the merges")
         special_tokens = dict(special_tokens or {})
-        self.ranks: dict[bytes, int] = ranks
-        self.special_tokens: dict[str, int] = special_tokens
-        self.pattern: str = pattern
-        self._compiled = regex.compile(pattern)
-        self._merges = merges
+        # Bulk checks first (100k tokens), the named error only for the first bad entry.
+        if not all(type(t) is bytes and t for t in ranks):
+            bad = next(t for t in ranks if not (isinstance(t, bytes) and t))
+            raise TypeError(f"ranks must map non-empty bytes to ids, got key {bad!r:.60}")
+        ids = ranks.values()
+        if ranks and not (
+            all(type(i) is int for i in ids) and min(ids) >= 0 and max(ids) < MAX_VOCAB_SIZE
+        ):
+            for i in ids:
+                check_int("token id", i, minimum=0, maximum=MAX_VOCAB_SIZE - 1)
+        for name, i in special_tokens.items():
+            check_str("special token name", name)
+            check_int(f"id of special token {name!r}", i, minimum=0, maximum=MAX_VOCAB_SIZE - 1)
 
-        missing = [b for b in range(256) if bytes([b]) not in ranks]
-        if missing:
-            # Without every single byte some texts could not be encoded at all.
-            raise ValueError(f"ranks must contain all 256 single bytes; missing {missing[:5]}")
         self._decoder: dict[int, bytes] = {i: t for t, i in ranks.items()}
         if len(self._decoder) != len(ranks):
             raise ValueError("ranks must give every token a different id")
+        missing = [b for b in range(256) if bytes([b]) not in ranks]
+        if missing and merge_rule == "ranks":
+            # Without every single byte some texts could not be encoded at all.
+            raise ValueError(f"ranks must contain all 256 single bytes; missing {missing[:5]}")
         for name, i in special_tokens.items():
             if i in self._decoder:
                 raise ValueError(f"special token {name!r} reuses id {i}, already a token")
             self._decoder[i] = name.encode("utf-8")
-        if any(not isinstance(i, int) or i < 0 for i in self._decoder):
-            raise ValueError("token ids must be non-negative ints")
         self._vocab_size = max(self._decoder) + 1
+
+        self.ranks: dict[bytes, int] = ranks
+        self.special_tokens: dict[str, int] = special_tokens
+        self.pattern: str = pattern
+        self.merge_rule = merge_rule
+        self._compiled = regex.compile(pattern)
+        self._merges = None if merges is None else self._checked_merges(merges)
+        # For the "merges" rule: (left bytes, right bytes) -> place in the merge list.
+        self._pair_ranks: dict[tuple[bytes, bytes], int] | None = None
+        self._has_all_bytes = not missing
+        if merge_rule == "merges":
+            decoder = self._decoder
+            self._pair_ranks = {
+                (decoder[a], decoder[b]): k for k, (a, b) in enumerate(self._merges)
+            }
 
         self._cache: dict[str, list[int]] = {}
         # Longest first, so that one special token that is a prefix of another cannot win.
@@ -309,6 +444,35 @@ class BPETokenizer:
             if special_tokens
             else None
         )
+
+    def _checked_merges(self, merges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+        """merges as a list of id pairs, each made of two tokens whose join is a token too."""
+        decoder, ranks, specials = self._decoder, self.ranks, set(self.special_tokens.values())
+        merges = list(merges)
+        # Fast path for the 50k merges of a real vocabulary; the loop below names a bad one.
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            out = [(a, b) for a, b in merges]
+            used = {i for pair in out for i in pair}
+            if (
+                all(type(i) is int for i in used)
+                and used.isdisjoint(specials)
+                and all(decoder[a] + decoder[b] in ranks for a, b in out)
+            ):
+                return out
+        out = []
+        for k, pair in enumerate(merges):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError(f"merges[{k}] must be a pair of token ids, got {pair!r:.60}")
+            a, b = pair
+            for i in (a, b):
+                if not _is_plain_int(i) or i not in decoder or i in specials:
+                    raise ValueError(f"merges[{k}] = {pair!r:.60} refers to an unknown token id")
+            if decoder[a] + decoder[b] not in ranks:
+                raise ValueError(
+                    f"merges[{k}] = {pair!r:.60} joins two tokens into bytes that are no token"
+                )
+            out.append((a, b))
+        return out
 
     # -- construction ------------------------------------------------------------------------
 
@@ -354,6 +518,78 @@ class BPETokenizer:
         # in tiktoken's own educational module) to get at the raw ranks.
         return cls(dict(enc._mergeable_ranks), dict(enc._special_tokens), enc._pat_str)
 
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike[str]) -> BPETokenizer:
+        """The tokenizer stored in a GGUF model file (byte-level BPE, e.g. SmolLM2's).
+
+        Gives the ids of transformers' `AutoTokenizer.from_pretrained(folder, gguf_file=name)`
+        for the same file: the file's vocabulary and merges under Hugging Face's merge rule,
+        GPT-2's pre-split (what transformers uses for SmolLM2's "smollm" pre-tokenizer), and
+        the tokens the file marks as control tokens as special tokens. `encode(text)` turns
+        special-token strings in the text into their ids, as transformers does; to encode text
+        from a user as plain text, use `encode_ordinary(text)` (or `allowed_special="none"`).
+
+        Reads only the file's metadata, with a small reader of its own: gguf's GGUFReader
+        builds numpy views of all 100k strings and takes seconds longer.
+        """
+        path = Path(path)
+        meta = _read_gguf_tokenizer_metadata(path)
+
+        def fail(problem: str) -> ValueError:
+            return ValueError(f"{path}: {problem}")
+
+        model = meta.get("tokenizer.ggml.model")
+        if model != "gpt2":
+            raise fail(
+                f"tokenizer.ggml.model is {model!r}; only byte-level BPE ('gpt2') is supported"
+            )
+        pre = meta.get("tokenizer.ggml.pre", "default")
+        pattern = _GGUF_PRE_SPLITS.get(pre)
+        if pattern is None:
+            raise fail(
+                f"pre-tokenizer {pre!r} is not supported; supported: {sorted(_GGUF_PRE_SPLITS)}"
+            )
+        tokens = meta.get("tokenizer.ggml.tokens")
+        merges = meta.get("tokenizer.ggml.merges")
+        types = meta.get("tokenizer.ggml.token_type") or [_GGUF_NORMAL] * len(tokens or ())
+        if not isinstance(tokens, list) or not isinstance(merges, list):
+            raise fail("no tokenizer.ggml.tokens and tokenizer.ggml.merges string arrays")
+        if not isinstance(types, list) or len(types) != len(tokens):
+            raise fail("tokenizer.ggml.token_type must give one type per token")
+        if len(tokens) > MAX_VOCAB_SIZE:
+            raise fail(f"{len(tokens)} tokens, more than the {MAX_VOCAB_SIZE} supported")
+
+        # Byte-level vocabularies spell each byte as a printable character (GPT-2's
+        # bytes_to_unicode); a token with any other character is taken as its UTF-8 bytes,
+        # the rule transformers applies.
+        alphabet, table = _byte_level_alphabet()
+        ranks: dict[bytes, int] = {}
+        specials: dict[str, int] = {}
+        for i, (token, kind) in enumerate(zip(tokens, types, strict=True)):
+            spelled = alphabet.issuperset(token)
+            if kind == _GGUF_USER_DEFINED:
+                raise fail(f"token {i} {token!r} is user-defined, which is not supported")
+            if kind == _GGUF_CONTROL and spelled:
+                specials[token] = i
+                continue
+            data = token.translate(table).encode("latin-1") if spelled else token.encode()
+            if not data or data in ranks:
+                raise fail(f"token {i} {token!r} is empty or has the bytes of another token")
+            ranks[data] = i
+        # Merges name tokens as the vocabulary spells them.
+        ids = {token: i for i, token in enumerate(tokens)}
+        merge_ids = []
+        for k, merge in enumerate(merges):
+            left, sep, right = merge.partition(" ")
+            a, b = ids.get(left), ids.get(right)
+            if not sep or a is None or b is None:
+                raise fail(f"merge {k} {merge!r} is not two tokens of the vocabulary")
+            merge_ids.append((a, b))
+        try:
+            return cls(ranks, specials, pattern, merges=merge_ids, merge_rule="merges")
+        except (ValueError, TypeError) as e:
+            raise fail(f"not a usable tokenizer: {e}") from e
+
     # -- vocabulary ----------------------------------------------------------------------------
 
     @property
@@ -389,42 +625,42 @@ class BPETokenizer:
     # -- encoding ------------------------------------------------------------------------------
 
     def _bpe_pieces(self, piece: bytes, max_rank: int | None = None) -> list[bytes]:
-        """tiktoken's merge loop: merge the lowest-rank adjacent pair until none is in ranks."""
-        ranks = self.ranks
-        no_merge = sys.maxsize
-        limit = no_merge if max_rank is None else max_rank
-        parts = [piece[i : i + 1] for i in range(len(piece))]
+        """Merge the bytes of one chunk by this tokenizer's merge rule until nothing merges.
 
-        def rank_of(left: bytes, right: bytes) -> int:
-            r = ranks.get(left + right, no_merge)
-            return r if r < limit else no_merge
+        max_rank (rule "ranks" only) ignores tokens of that id and above, to recover merges.
+        """
+        if self._pair_ranks is None:
+            ranks = self.ranks
+            limit = _NO_MERGE if max_rank is None else max_rank
 
-        pair_ranks = [rank_of(parts[i], parts[i + 1]) for i in range(len(parts) - 1)]
-        while pair_ranks:
-            best = min(pair_ranks)
-            if best == no_merge:
-                break
-            i = pair_ranks.index(best)  # leftmost on ties, as tiktoken does
-            parts[i : i + 2] = [parts[i] + parts[i + 1]]
-            del pair_ranks[i]
-            # Only the two pairs next to the merge changed.
-            if i > 0:
-                pair_ranks[i - 1] = rank_of(parts[i - 1], parts[i])
-            if i < len(pair_ranks):
-                pair_ranks[i] = rank_of(parts[i], parts[i + 1])
-        return parts
+            def rank_of(left: bytes, right: bytes) -> int:
+                r = ranks.get(left + right, _NO_MERGE)
+                return r if r < limit else _NO_MERGE
+
+            parts = [piece[i : i + 1] for i in range(len(piece))]
+        else:
+            rank_of = functools.partial(_pair_rank, self._pair_ranks)
+            parts = [piece[i : i + 1] for i in range(len(piece))]
+            if not self._has_all_bytes:
+                # transformers' BPE skips a byte without a token before merging, so its
+                # neighbours become adjacent and can merge: do the same to get the same ids.
+                ranks = self.ranks
+                parts = [p for p in parts if p in ranks]
+        if len(parts) < _HEAP_MIN_BYTES:
+            return _merge_short(parts, rank_of)
+        return _merge_long(parts, rank_of)
 
     def _encode_chunk(self, chunk: str) -> list[int]:
         data = chunk.encode("utf-8")
-        token = self.ranks.get(data)
-        if token is not None:
-            ids = [token]
-        else:
-            ranks = self.ranks
-            ids = [ranks[p] for p in self._bpe_pieces(data)]
-        if len(self._cache) >= _CHUNK_CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[chunk] = ids
+        ranks = self.ranks
+        # A whole chunk that is a token is that token under tiktoken's rule; under the merge
+        # rule only if the merges build it, so there it goes through the merges like any other.
+        token = ranks.get(data) if self._pair_ranks is None else None
+        ids = [token] if token is not None else [ranks[p] for p in self._bpe_pieces(data)]
+        if len(chunk) <= _CACHE_MAX_CHARS:
+            if len(self._cache) >= _CHUNK_CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[chunk] = ids
         return ids
 
     def _encode_ordinary(self, text: str) -> list[int]:
@@ -531,56 +767,254 @@ class BPETokenizer:
     # -- persistence ---------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the tokenizer as one JSON file (token bytes base64-encoded, in id order)."""
-        ordered = sorted(self.ranks.items(), key=lambda item: item[1])
-        if [i for _, i in ordered] != list(range(len(ordered))):
-            raise ValueError("save needs token ids 0..n-1 without gaps")
-        data = {
+        """Write the tokenizer as one JSON file (token bytes base64-encoded, in id order).
+
+        Atomic: the file is written under a temporary name in the same folder, flushed to disk,
+        then renamed over `path`, so a full disk or a kill leaves the old file (or none), never
+        half a tokenizer, and no temporary file behind.
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
+        path = Path(path)
+        data: dict[str, Any] = {
             "format": _FORMAT_NAME,
             "version": _FORMAT_VERSION,
             "pattern": self.pattern,
-            "ranks": [base64.b64encode(token).decode("ascii") for token, _ in ordered],
+            "merge_rule": self.merge_rule,
+            "tokens": [
+                [i, base64.b64encode(token).decode("ascii")]
+                for token, i in sorted(self.ranks.items(), key=lambda item: item[1])
+            ],
             "special_tokens": self.special_tokens,
         }
-        Path(path).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        if self.merge_rule == "merges":
+            data["merges"] = [list(pair) for pair in self.merges]
+        _atomic_write(path, json.dumps(data, ensure_ascii=False).encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
-        """Read a tokenizer written by `save`."""
+        """Read a tokenizer written by `save`; anything else is a ValueError naming the file.
+
+        The pre-split pattern must be one of KNOWN_SPLIT_PATTERNS: a regex from a file is not
+        compiled, since a crafted one can backtrack catastrophically and hang encode().
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
         path = Path(path)
+        raw = path.read_bytes()  # a missing file is a FileNotFoundError, as everywhere
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or data.get("format") != _FORMAT_NAME:
-                raise ValueError(f"no 'format': {_FORMAT_NAME!r} field")
-            if data.get("version") != _FORMAT_VERSION:
-                raise ValueError(f"unsupported version {data.get('version')!r}")
-            tokens = data["ranks"]
-            specials = data["special_tokens"]
-            pattern = data["pattern"]
-            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-                raise ValueError("'ranks' must be a list of base64 strings")
-            if not isinstance(specials, dict) or not all(
-                isinstance(k, str) and isinstance(v, int) for k, v in specials.items()
-            ):
-                raise ValueError("'special_tokens' must map names to ids")
-            if not isinstance(pattern, str):
-                raise ValueError("'pattern' must be a string")
-            ranks = {base64.b64decode(t, validate=True): i for i, t in enumerate(tokens)}
-            return cls(ranks, specials, pattern)
-        except (
-            ValueError,  # includes json.JSONDecodeError and UnicodeDecodeError
-            KeyError,
-            TypeError,
-            binascii.Error,
-            regex.error,
-        ) as e:
-            raise ValueError(f"{path} is not a valid tokenizer file: {e}") from e
+            return cls(**_parse_tokenizer_file(raw))
+        except (ValueError, TypeError, KeyError, RecursionError, OverflowError) as e:
+            # ValueError includes json's, UnicodeDecodeError and binascii.Error.
+            problem = "nested too deeply" if isinstance(e, RecursionError) else e
+            raise ValueError(f"{path} is not a valid tokenizer file: {problem}") from None
 
     def __repr__(self) -> str:
         return (
             f"BPETokenizer(vocab_size={self.vocab_size}, "
             f"special_tokens={sorted(self.special_tokens)})"
         )
+
+
+def _parse_tokenizer_file(raw: bytes) -> dict[str, Any]:
+    """BPETokenizer's constructor arguments from the bytes of a saved file, every field checked."""
+    data = json.loads(raw.decode("utf-8"))
+    if not isinstance(data, dict) or data.get("format") != _FORMAT_NAME:
+        raise ValueError(f"no 'format': {_FORMAT_NAME!r} field")
+    version = data.get("version")
+    if not _is_plain_int(version) or version not in (1, 2):
+        raise ValueError(f"unsupported version {version!r:.60} (1 and 2 are supported)")
+    pattern = data.get("pattern")
+    if not isinstance(pattern, str):
+        raise ValueError("'pattern' must be a string")
+    if pattern not in KNOWN_SPLIT_PATTERNS:
+        raise ValueError(
+            f"'pattern' {pattern!r:.80} is not a known pre-split pattern (GPT-2's or "
+            "cl100k's); a pattern from a file is not compiled, it could hang encode()"
+        )
+    specials = data.get("special_tokens")
+    if not isinstance(specials, dict) or not all(
+        isinstance(k, str) and _is_plain_int(v) for k, v in specials.items()
+    ):
+        raise ValueError("'special_tokens' must map names to integer ids")
+
+    if version == 1:  # ids 0..n-1 in order, tiktoken's rule
+        tokens = data.get("ranks")
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise ValueError("'ranks' must be a list of base64 strings")
+        pairs: list = list(enumerate(tokens))
+        merge_rule, merges = "ranks", None
+    else:
+        pairs = data.get("tokens")
+        if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and _is_plain_int(p[0]) and isinstance(p[1], str)
+            for p in pairs
+        ):
+            raise ValueError("'tokens' must be a list of [id, base64 bytes] pairs")
+        merge_rule = data.get("merge_rule")
+        if merge_rule not in ("ranks", "merges"):
+            raise ValueError(f"'merge_rule' must be 'ranks' or 'merges', got {merge_rule!r:.60}")
+        merges = data.get("merges")
+        if merge_rule == "merges" and not isinstance(merges, list):
+            raise ValueError("'merges' must be a list of [id, id] pairs")
+        if merge_rule == "ranks":
+            merges = None
+    ranks = {base64.b64decode(t, validate=True): i for i, t in pairs}
+    if len(ranks) != len(pairs):
+        raise ValueError("two tokens have the same bytes")
+    return {"ranks": ranks, "special_tokens": specials, "pattern": pattern, "merges": merges,
+            "merge_rule": merge_rule}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Replace path's contents by data all at once: temp file, fsync, rename; no stray temp."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); a new file is not
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _umask() -> int:
+    # Read without changing it where possible: os.umask() sets it, racing other threads.
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _pair_rank(pair_ranks: dict[tuple[bytes, bytes], int], left: bytes, right: bytes) -> int:
+    return pair_ranks.get((left, right), _NO_MERGE)
+
+
+def _is_plain_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# GGUF: just the tokenizer's metadata
+# ---------------------------------------------------------------------------------------------
+
+# llama.cpp's token types (llama_token_type / gguf TokenType).
+_GGUF_NORMAL, _GGUF_CONTROL, _GGUF_USER_DEFINED = 1, 3, 4
+# Pre-split per `tokenizer.ggml.pre`, as transformers builds it from a GGUF file: GPT-2's
+# ByteLevel split for every name it has no entry for, SmolLM2's "smollm" among them.
+# (llama.cpp itself also splits every digit apart for "smollm", as SmolLM2's tokenizer.json
+# does; transformers does not, and it is the reference the tests hold us to.)
+_GGUF_PRE_SPLITS = {"default": GPT2_SPLIT_PATTERN, "gpt2": GPT2_SPLIT_PATTERN,
+                    "smollm": GPT2_SPLIT_PATTERN}
+_GGUF_MAGIC = b"GGUF"
+# GGUF metadata value types: fixed-size scalars (struct format), 8 = string, 9 = array.
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q",
+                 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+@functools.cache
+def _byte_level_alphabet() -> tuple[frozenset[str], dict[int, int]]:
+    """GPT-2's bytes_to_unicode, inverted: the 256 characters that stand for bytes, and a
+    str.translate table turning each into the character whose code is its byte (then latin-1
+    encoding gives the bytes)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    chars = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return frozenset(chars.values()), {ord(c): b for b, c in chars.items()}
+
+
+def _read_gguf_tokenizer_metadata(path: Path) -> dict[str, Any]:
+    """The `tokenizer.*` and `general.architecture` metadata of a GGUF file; nothing else.
+
+    Every problem (not GGUF, truncated, a value type that makes no sense) is a ValueError naming
+    the file.
+    """
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _parse_gguf_metadata(buf)
+    except (struct.error, UnicodeDecodeError, ValueError, OverflowError, MemoryError) as e:
+        raise ValueError(f"{path} is not a readable GGUF file: {e}") from None
+
+
+def _parse_gguf_metadata(buf: mmap.mmap) -> dict[str, Any]:
+    if buf[:4] != _GGUF_MAGIC:
+        raise ValueError("it does not start with the GGUF magic bytes")
+    version, _tensor_count, kv_count = struct.unpack_from("<IQQ", buf, 4)
+    if version not in (2, 3):
+        raise ValueError(f"GGUF version {version} is not supported (2 and 3 are)")
+    size = len(buf)
+    pos = 24
+
+    def string_at(pos: int) -> tuple[str, int]:
+        (length,) = struct.unpack_from("<Q", buf, pos)
+        end = pos + 8 + length
+        if end > size:
+            raise ValueError("the file is truncated (a string runs past its end)")
+        return buf[pos + 8 : end].decode("utf-8"), end
+
+    def skip_strings(pos: int, count: int) -> int:
+        for _ in range(count):
+            (length,) = struct.unpack_from("<Q", buf, pos)
+            pos += 8 + length
+        return pos
+
+    meta: dict[str, Any] = {}
+    for _ in range(kv_count):
+        key, pos = string_at(pos)
+        (kind,) = struct.unpack_from("<I", buf, pos)
+        pos += 4
+        wanted = key.startswith("tokenizer.") or key == "general.architecture"
+        if kind in _GGUF_SCALARS:
+            fmt = "<" + _GGUF_SCALARS[kind]
+            value = struct.unpack_from(fmt, buf, pos)[0]
+            pos += struct.calcsize(fmt)
+        elif kind == _GGUF_STRING:
+            value, pos = string_at(pos)
+        elif kind == _GGUF_ARRAY:
+            item_kind, count = struct.unpack_from("<IQ", buf, pos)
+            pos += 12
+            if item_kind in _GGUF_SCALARS:
+                width = struct.calcsize("<" + _GGUF_SCALARS[item_kind])
+                if pos + width * count > size:
+                    raise ValueError(f"the file is truncated (array {key!r} runs past its end)")
+                value = (list(struct.unpack_from(f"<{count}{_GGUF_SCALARS[item_kind]}", buf, pos))
+                         if wanted else None)
+                pos += width * count
+            elif item_kind == _GGUF_STRING:
+                if count > size:
+                    raise ValueError(f"array {key!r} claims {count} strings")
+                if wanted:
+                    value = []
+                    for _ in range(count):
+                        item, pos = string_at(pos)
+                        value.append(item)
+                else:
+                    pos = skip_strings(pos, count)
+            else:
+                raise ValueError(f"metadata {key!r} is an array of type {item_kind}")
+        else:
+            raise ValueError(f"metadata {key!r} has unknown value type {kind}")
+        if wanted:
+            meta[key] = value
+    return meta
 
 
 def _hashable_in(item: object, mapping: dict[int, Any]) -> bool:
