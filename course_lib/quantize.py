@@ -250,3 +250,36 @@ def gguf_tensor(path, name: str):
             shape = tuple(int(s) for s in reversed(t.shape.tolist()))  # ggml lists dims inner first
             return np.array(t.data), t.tensor_type.name, shape
     raise ValueError(f"no tensor named {name!r} in {path}")
+
+
+def quantization_summary(
+    model: nn.Module, tokenizer, text: str, bits: int | None, group_size: int | None,
+    matrix: str,
+) -> dict:
+    """What one format does to a model: the error of one weight matrix, bits/char on text, size.
+
+    bits None means the float model. matrix names a 2-D parameter of model (from
+    named_parameters). Returns errors (the flattened dequantized-minus-float weights of that
+    matrix), rms_error, max_abs_error, bits_per_char, nbytes (model_nbytes), bits_per_weight.
+    """
+    from course_lib.evaluation import bits_per_char
+
+    weights = dict(model.named_parameters())
+    if matrix not in weights or weights[matrix].dim() != 2:
+        names = [n for n, p in weights.items() if p.dim() == 2]
+        raise ValueError(f"matrix must name a 2-D weight of the model, one of {names}")
+    w = weights[matrix].detach().float()
+    if bits is None:
+        qmodel, errors, bpw = model, torch.zeros_like(w).reshape(-1), 32.0
+    else:
+        qmodel = quantize_model(model, bits, group_size)
+        q = quantize(w, bits, group_size)
+        errors, bpw = (q.dequantize() - w).reshape(-1), q.bits_per_weight
+    return {
+        "errors": errors,
+        "rms_error": float(errors.pow(2).mean().sqrt()),
+        "max_abs_error": float(errors.abs().max()),
+        "bits_per_char": bits_per_char(qmodel, tokenizer, text),
+        "nbytes": model_nbytes(qmodel),
+        "bits_per_weight": bpw,
+    }
