@@ -99,8 +99,8 @@ class TrainConfig:
         if self.resume and not self.checkpoint_path:
             raise ValueError("TrainConfig.resume needs checkpoint_path")
         if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
-            raise ValueError(f"TrainConfig.batch_size ({self.batch_size}) must be a multiple of "
-                             f"micro_batch_size ({self.micro_batch_size})")
+            raise ValueError(f"TrainConfig.micro_batch_size ({self.micro_batch_size}) must "
+                             f"divide TrainConfig.batch_size ({self.batch_size})")
 
     def accumulation_steps(self, world_size: int = 1) -> int:
         """Forward/backward passes per optimizer step in each of world_size processes."""
@@ -459,6 +459,8 @@ def sample_report(
     """A report(model) for train_with_reports: held-out loss, bits per char and a seeded sample.
 
     The sample uses the same seed every time, so two reports differ only by what training did.
+    report.val_loss(model) is the held-out loss alone (cheap enough to measure often), the
+    same figure as the report's "val_loss".
     """
     from course_lib.evaluation import bits_per_char, cross_entropy
     from course_lib.sampling import generate_text
@@ -469,13 +471,17 @@ def sample_report(
     if len(eval_ids) < 2:
         raise ValueError("eval_text must encode to at least 2 tokens")
 
+    def val_loss(model: GPT) -> float:
+        return cross_entropy(model, eval_ids)
+
     def report(model: GPT) -> dict:
         return {
-            "val_loss": cross_entropy(model, eval_ids),
+            "val_loss": val_loss(model),
             "bits_per_char": bits_per_char(model, tokenizer, eval_text),
             "sample": generate_text(model, tokenizer, prompt, max_new_tokens, seed=seed),
         }
 
+    report.val_loss = val_loss
     return report
 
 

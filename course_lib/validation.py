@@ -166,7 +166,8 @@ def check_bool(name: str, value, *, allow_none: bool = False) -> bool | None:
     """value as a Python bool, if it is one (or a numpy bool); None too when allow_none."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy.bool_
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    if isinstance(value, bool) or numpy_bool:
         return bool(value)
     allowed = "True, False or None" if allow_none else "True or False"
     raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r:.60}")

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_training import data, tiny_model
 
 from course_lib.model import GPT
 from course_lib.train import TrainConfig, train
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ddp_worker import data, tiny_model  # noqa: E402
-
-WORKER = Path(__file__).parent / "ddp_worker.py"
+WORKER = Path(__file__).parent / "tiny_training.py"
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 300  # a healthy run takes seconds; a hang must not stall the suite
 

@@ -1,6 +1,6 @@
-"""A tiny training run for tests/test_train_distributed.py: run it with torchrun, or import it.
+"""A tiny model and data for the training tests; run under torchrun, it trains them.
 
-python ddp_worker.py SPEC.json trains tiny_model() on data() with TrainConfig(**SPEC["config"])
+python tiny_training.py SPEC.json trains tiny_model() on data() with TrainConfig(**SPEC["config"])
 and, on rank 0, saves {"history", "state"} to SPEC["out"]. SPEC["stop_at"] stops through the
 callback after that step; SPEC["bad_rank"] gives that rank a bad learning rate, to fail alone.
 """
