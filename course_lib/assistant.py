@@ -1,0 +1,466 @@
+"""From text predictor to assistant: instructions from the plays, SFT with a masked loss, DPO."""
+
+from __future__ import annotations
+
+import codecs
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from course_lib.data import (
+    DOC_MODULES_HELDOUT,
+    DOC_MODULES_TRAIN,
+    VAL_PLAYS,
+    load_play,
+    play_names,
+    python_docs_text,
+)
+from course_lib.model import GPT, eval_mode
+from course_lib.sampling import stream_generate
+from course_lib.train import TrainConfig, lr_at, make_optimizer
+from course_lib.validation import check_float, check_int, check_seed, check_str
+
+# A plain-text chat format for the shipped model. Its tokenizer has one special token,
+# <|endoftext|>, and no role tokens; new role tokens would need new, untrained embedding rows.
+# Headers written with tokens the model already has cost nothing to add, and <|endoftext|>
+# ends every answer, so generation knows when to stop. The price: a user can type a header.
+QUESTION = "### Question:\n"
+ANSWER = "\n### Answer:\n"
+SYSTEM = "### System:\n"
+END_OF_TEXT = "<|endoftext|>"
+KINDS = ("speaker", "source", "continue")
+SOURCE_ANSWERS = ("play", "docs")
+_MIN_CHARS, _MAX_CHARS = 20, 60  # lines long enough to say something, short enough to fit
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One question with its right answer, the candidates it is scored against, and its source."""
+
+    kind: str
+    question: str
+    answer: str
+    choices: tuple[str, ...]
+    source: str
+
+
+def speeches(play: str) -> list[tuple[str, list[str]]]:
+    """(speaker, lines) for every speech of one play, in order."""
+    out = []
+    for block in load_play(play).strip().split("\n\n"):
+        head, _, body = block.partition(":\n")
+        lines = [line for line in body.split("\n") if line]
+        if head and lines:
+            out.append((head, lines))
+    return out
+
+
+def _fits(line: str) -> bool:
+    return _MIN_CHARS <= len(line) <= _MAX_CHARS
+
+
+def _play_questions(play: str, n: int, rng: random.Random) -> list[Instruction]:
+    talk = speeches(play)
+    counts: dict[str, int] = {}
+    for who, _ in talk:
+        counts[who] = counts.get(who, 0) + 1
+    # Only speakers with many speeches, so the wrong candidate is a real character of the play.
+    regulars = sorted(w for w, c in counts.items() if c >= 10)
+    out: list[Instruction] = []
+    candidates = [(who, lines) for who, lines in talk if who in regulars and _fits(lines[0])]
+    for who, lines in rng.sample(candidates, min(n, len(candidates))):
+        other = rng.choice([w for w in regulars if w != who])
+        pair = rng.sample([who, other], 2)
+        out.append(Instruction("speaker", f"Who says this, {pair[0]} or {pair[1]}?\n"
+                               f"{lines[0]}", who, tuple(pair), play))
+    seconds = [lines[1] for _, lines in talk if len(lines) > 1 and _fits(lines[1])]
+    pairs = [(who, lines) for who, lines in talk
+             if len(lines) > 1 and _fits(lines[0]) and _fits(lines[1])]
+    for who, lines in rng.sample(pairs, min(n, len(pairs))):
+        wrong = rng.choice([s for s in seconds if s != lines[1]])
+        out.append(Instruction("continue", f"Continue as {who}:\n{lines[0]}", lines[1],
+                               tuple(rng.sample([lines[1], wrong], 2)), play))
+    return out
+
+
+def _source_questions(play_lines: list[str], doc_lines: list[str], n: int,
+                      rng: random.Random, source: str) -> list[Instruction]:
+    out = []
+    for i in range(n):
+        answer = SOURCE_ANSWERS[i % 2]
+        line = rng.choice(play_lines if answer == "play" else doc_lines)
+        out.append(Instruction("source", f"A play or Python's docs?\n"
+                               f"{line}", answer, SOURCE_ANSWERS, source))
+    return out
+
+
+def make_instructions(
+    plays: Sequence[str], doc_modules: Sequence[str], n_per_play: int, seed: int = 0
+) -> list[Instruction]:
+    """Questions built from the given plays and docstring modules, shuffled.
+
+    Per play: n_per_play "Who speaks this line, A or B?" (two regular speakers of the play),
+    n_per_play "Continue as SPEAKER:" (the next line of the speech, against a line from another
+    speech), and 2 * n_per_play "Is this line from a play or from Python's docs?" in all,
+    half of each answer.
+    """
+    n_per_play = check_int("n_per_play", n_per_play, minimum=1)
+    seed = check_seed("seed", seed)
+    if not plays:
+        raise ValueError("plays is empty: give at least one play name (see play_names())")
+    rng = random.Random(seed)
+    out: list[Instruction] = []
+    play_lines: list[str] = []
+    for play in plays:
+        out += _play_questions(play, n_per_play, rng)
+        play_lines += [ln for _, lines in speeches(play) for ln in lines if _fits(ln)]
+    doc_lines = [ln for ln in python_docs_text(doc_modules).splitlines() if _fits(ln)]
+    out += _source_questions(play_lines, doc_lines, 2 * n_per_play * len(plays), rng,
+                             "+".join(plays) if len(plays) < 4 else "plays")
+    rng.shuffle(out)
+    return out
+
+
+def instruction_split(n_per_play: int = 12, n_heldout_per_play: int = 4, seed: int = 0
+                      ) -> tuple[list[Instruction], list[Instruction]]:
+    """(train, held_out): training questions from the training plays and docstring modules;
+    held-out questions only from the held-out plays (data.VAL_PLAYS) and modules."""
+    train_plays = [p for p in play_names() if p not in VAL_PLAYS]
+    train = make_instructions(train_plays, DOC_MODULES_TRAIN, n_per_play, seed)
+    held_out = make_instructions(VAL_PLAYS, DOC_MODULES_HELDOUT, n_heldout_per_play, seed + 1)
+    return train, held_out
+
+
+# ----- tokens: the plain chat format, masked targets, batches ---------------------------------
+
+
+def end_id(tokenizer) -> int:
+    """The id of <|endoftext|>, which ends every answer."""
+    special = getattr(tokenizer, "special_tokens", {})
+    if END_OF_TEXT not in special:
+        raise ValueError(f"the tokenizer has no {END_OF_TEXT} special token to end answers with")
+    return special[END_OF_TEXT]
+
+
+def prompt_text(question: str) -> str:
+    """The question in the plain chat format, up to where the answer starts."""
+    return QUESTION + check_str("question", question) + ANSWER
+
+
+def example_ids(tokenizer, question: str, answer: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids ending with <|endoftext|>).
+
+    Typed text never becomes a special token (encode_ordinary), and prompt and answer are
+    encoded apart, as at generation time, when the answer's tokens come after the prompt's.
+    """
+    prompt = tokenizer.encode_ordinary(prompt_text(question))
+    return prompt, tokenizer.encode_ordinary(check_str("answer", answer)) + [end_id(tokenizer)]
+
+
+def masked_targets(prompt_ids: Sequence[int], answer_ids: Sequence[int],
+                   mask_prompt: bool = True) -> tuple[list[int], list[int]]:
+    """(inputs, targets) for one example: targets are inputs shifted by one, with -1 (ignored by
+    the loss) wherever the next token is still part of the prompt."""
+    if not prompt_ids or not answer_ids:
+        raise ValueError("prompt_ids and answer_ids must each hold at least one token")
+    ids = list(prompt_ids) + list(answer_ids)
+    targets = ids[1:]
+    if mask_prompt:
+        targets[: len(prompt_ids) - 1] = [-1] * (len(prompt_ids) - 1)
+    return ids[:-1], targets
+
+
+def sft_batch(tokenizer, examples: Sequence[Instruction], mask_prompt: bool = True,
+              block_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets (batch, time) for examples, right-padded (pad targets are -1).
+
+    An example longer than block_size keeps its last block_size tokens, so its answer stays.
+    """
+    if not examples:
+        raise ValueError("examples is empty: give at least one Instruction")
+    rows = [masked_targets(*example_ids(tokenizer, e.question, e.answer), mask_prompt)
+            for e in examples]
+    if block_size is not None:
+        rows = [(x[-block_size:], y[-block_size:]) for x, y in rows]
+    width = max(len(x) for x, _ in rows)
+    pad = end_id(tokenizer)
+    x = torch.full((len(rows), width), pad, dtype=torch.long)
+    y = torch.full((len(rows), width), -1, dtype=torch.long)
+    for i, (xi, yi) in enumerate(rows):
+        x[i, : len(xi)] = torch.tensor(xi)
+        y[i, : len(yi)] = torch.tensor(yi)
+    return x, y
+
+
+def sequence_logprobs(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of each row's targets that are not -1, shape (batch,).
+
+    Runs with gradients if the caller has them on (DPO trains through it).
+    """
+    logits, _ = model(x.to(model.device))
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    y = y.to(logp.device)
+    picked = logp.gather(-1, y.clamp(min=0)[..., None])[..., 0]
+    return (picked * (y != -1)).sum(dim=-1)
+
+
+# ----- supervised fine-tuning -----------------------------------------------------------------
+
+
+def sft_train(
+    model: GPT,
+    tokenizer,
+    examples: Sequence[Instruction],
+    steps: int = 40,
+    batch_size: int = 16,
+    learning_rate: float = 1e-3,
+    mask_prompt: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
+    """Fine-tune model in place on examples in the chat format; returns each step's loss.
+
+    The loss is train.py's cross-entropy; with mask_prompt it counts only the answer tokens.
+    AdamW, warmup and cosine decay come from course_lib.train.
+    """
+    steps = check_int("steps", steps, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    learning_rate = check_float("learning_rate", learning_rate, minimum=0, min_inclusive=False)
+    seed = check_seed("seed", seed)
+    if not examples:
+        raise ValueError("examples is empty: give at least one Instruction")
+    config = TrainConfig(max_steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                         min_lr=learning_rate / 10, warmup_steps=max(1, steps // 10),
+                         eval_interval=0, seed=seed, device=str(model.device), progress=False)
+    optimizer = make_optimizer(model, config, model.device)
+    rng = random.Random(seed)
+    order: list[int] = []
+    losses = []
+    model.train()
+    for step in tqdm(range(steps), disable=not progress, desc="SFT", unit="step"):
+        if len(order) < batch_size:  # one pass over the examples in random order, then again
+            more = list(range(len(examples)))
+            rng.shuffle(more)
+            order += more
+        batch, order = [examples[i] for i in order[:batch_size]], order[batch_size:]
+        x, y = sft_batch(tokenizer, batch, mask_prompt, model.config.block_size)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        _, loss = model(x.to(model.device), y.to(model.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+# ----- evaluation -----------------------------------------------------------------------------
+
+
+def answer_loss(model: GPT, tokenizer, examples: Sequence[Instruction]) -> float:
+    """Mean cross-entropy per answer token (nats), the prompt tokens masked out."""
+    x, y = sft_batch(tokenizer, examples, True, model.config.block_size)
+    with eval_mode(model):
+        return (-sequence_logprobs(model, x, y).sum() / (y != -1).sum()).item()
+
+
+def choice_scores(model: GPT, tokenizer, examples: Sequence[Instruction]) -> list[list[float]]:
+    """For each example, the log-probability (nats) of each of its choices as the whole answer,
+    <|endoftext|> included, so a choice that is the start of another does not win for free.
+    All choices of all examples go through the model as one batch."""
+    if not examples:
+        raise ValueError("examples is empty: give at least one Instruction")
+    batch = [Instruction(e.kind, e.question, c, e.choices, e.source)
+             for e in examples for c in e.choices]
+    x, y = sft_batch(tokenizer, batch, True, model.config.block_size)
+    with eval_mode(model):
+        flat = sequence_logprobs(model, x, y).tolist()
+    out, start = [], 0
+    for e in examples:
+        out.append(flat[start : start + len(e.choices)])
+        start += len(e.choices)
+    return out
+
+
+def generate_answer(model: GPT, tokenizer, question: str, max_new_tokens: int = 8) -> str:
+    """The model's greedy answer to one question, up to <|endoftext|> or max_new_tokens."""
+    return "".join(stream_reply(model, tokenizer, prompt_ids=tokenizer.encode_ordinary(
+        prompt_text(question)), max_new_tokens=max_new_tokens, temperature=0.0))
+
+
+def evaluate_instructions(model: GPT, tokenizer, examples: Sequence[Instruction],
+                          generate: bool = True) -> dict:
+    """Scores on examples: choice accuracy (the likelier candidate is the right one) by kind and
+    in all; exact-match accuracy of greedy answers for the one-word kinds; answer-token loss."""
+    if not examples:
+        raise ValueError("examples is empty: give at least one Instruction")
+    kinds = sorted({e.kind for e in examples})
+    picked = [e.choices[max(range(len(s)), key=s.__getitem__)] == e.answer
+              for e, s in zip(examples, choice_scores(model, tokenizer, examples), strict=True)]
+    out = {"choice_accuracy": {k: _mean([p for p, e in zip(picked, examples, strict=True)
+                                         if e.kind == k]) for k in kinds},
+           "answer_loss": answer_loss(model, tokenizer, examples)}
+    out["choice_accuracy"]["all"] = _mean(picked)
+    if generate:
+        short = [e for e in examples if e.kind != "continue"]
+        hits = [generate_answer(model, tokenizer, e.question).strip() == e.answer for e in short]
+        out["exact_match"] = {k: _mean([h for h, e in zip(hits, short, strict=True)
+                                        if e.kind == k]) for k in sorted({e.kind for e in short})}
+    return out
+
+
+def _mean(values: Sequence[bool | float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+# ----- preference tuning: DPO -----------------------------------------------------------------
+
+
+def preference_pairs(examples: Sequence[Instruction]) -> list[tuple[str, str, str]]:
+    """(question, chosen, rejected): the right answer preferred over each wrong candidate."""
+    return [(e.question, e.answer, c) for e in examples for c in e.choices if c != e.answer]
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+             reference_chosen: torch.Tensor, reference_rejected: torch.Tensor,
+             beta: float = 0.1) -> torch.Tensor:
+    """Mean DPO loss, -log sigmoid(beta * (chosen log-ratio - rejected log-ratio)).
+
+    Each argument holds summed log-probabilities of whole answers; a log-ratio is the policy's
+    minus the frozen reference's (Rafailov et al. 2023, equation 7).
+    """
+    beta = check_float("beta", beta, minimum=0, min_inclusive=False)
+    shapes = {tuple(t.shape) for t in (policy_chosen, policy_rejected, reference_chosen,
+                                       reference_rejected)}
+    if len(shapes) != 1:
+        raise ValueError(f"the four log-probability tensors must have one shape, got {shapes}")
+    margin = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)
+    return -F.logsigmoid(beta * margin).mean()
+
+
+def _pair_batches(tokenizer, pairs, block_size):
+    chosen = [Instruction("", q, c, (), "") for q, c, _ in pairs]
+    rejected = [Instruction("", q, r, (), "") for q, _, r in pairs]
+    return sft_batch(tokenizer, chosen + rejected, True, block_size)
+
+
+def dpo_step(policy: GPT, reference: GPT, optimizer: torch.optim.Optimizer, tokenizer,
+             pairs: Sequence[tuple[str, str, str]], beta: float = 0.1) -> dict[str, float]:
+    """One DPO update of policy on pairs; reference stays frozen. Returns the loss, each side's
+    mean log-ratio against the reference, their difference (margin) and the fraction of pairs
+    where the chosen answer's log-ratio is the larger."""
+    if not pairs:
+        raise ValueError("pairs is empty: give at least one (question, chosen, rejected)")
+    x, y = _pair_batches(tokenizer, pairs, policy.config.block_size)
+    n = len(pairs)
+    with eval_mode(reference):
+        ref = sequence_logprobs(reference, x, y)
+    policy.train()
+    logps = sequence_logprobs(policy, x, y)
+    loss = dpo_loss(logps[:n], logps[n:], ref[:n], ref[n:], beta)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    policy.eval()
+    chosen, rejected = (logps[:n] - ref[:n]).detach(), (logps[n:] - ref[n:]).detach()
+    return {"loss": loss.item(), "chosen_logratio": chosen.mean().item(),
+            "rejected_logratio": rejected.mean().item(),
+            "margin": (chosen - rejected).mean().item(),
+            "pair_accuracy": (chosen > rejected).float().mean().item()}
+
+
+def dpo_train(policy: GPT, reference: GPT, tokenizer, pairs: Sequence[tuple[str, str, str]],
+              steps: int = 20, batch_size: int = 8, learning_rate: float = 5e-4,
+              beta: float = 0.1, seed: int = 0, progress: bool = True) -> dict[str, list]:
+    """dpo_step over random batches of pairs; returns each step's figures as lists."""
+    steps = check_int("steps", steps, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    learning_rate = check_float("learning_rate", learning_rate, minimum=0, min_inclusive=False)
+    if not pairs:
+        raise ValueError("pairs is empty: give at least one (question, chosen, rejected)")
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad],
+                                  lr=learning_rate, weight_decay=0.0)
+    rng = random.Random(check_seed("seed", seed))
+    history: dict[str, list] = {}
+    for _ in tqdm(range(steps), disable=not progress, desc="DPO", unit="step"):
+        info = dpo_step(policy, reference, optimizer, tokenizer,
+                        rng.sample(list(pairs), min(batch_size, len(pairs))), beta)
+        for k, v in info.items():
+            history.setdefault(k, []).append(v)
+    return history
+
+
+# ----- chatting with the shipped model ----------------------------------------------------------
+
+
+def render_plain_chat(messages: Sequence[dict]) -> str:
+    """messages ({"role", "content"} dicts) as one text in the plain chat format, ending with the
+    answer header when the last message is the user's."""
+    parts = []
+    for m in _check_messages(messages):
+        if m["role"] == "system":
+            parts.append(SYSTEM + m["content"] + "\n")
+        elif m["role"] == "user":
+            parts.append(prompt_text(m["content"]))
+        else:
+            parts.append(m["content"] + END_OF_TEXT)
+    return "".join(parts)
+
+
+def encode_plain_chat(tokenizer, messages: Sequence[dict]) -> list[int]:
+    """render_plain_chat's token ids; typed text never becomes <|endoftext|>."""
+    ids: list[int] = []
+    for m in _check_messages(messages):
+        if m["role"] == "assistant":
+            ids += tokenizer.encode_ordinary(m["content"]) + [end_id(tokenizer)]
+        else:
+            ids += tokenizer.encode_ordinary(render_plain_chat([m]))
+    return ids
+
+
+def _check_messages(messages: Sequence[dict]) -> Sequence[dict]:
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise ValueError(f"messages[{i}] must be a dict with role 'system', 'user' or "
+                             f"'assistant', got {m!r:.80}")
+        check_str(f"messages[{i}]['content']", m.get("content"), allow_empty=True)
+    return messages
+
+
+def stream_text(tokens: Iterator[int], token_bytes: Callable[[int], bytes],
+                stop: Callable[[int], bool]) -> Iterator[str]:
+    """Text pieces for a stream of token ids, never half a UTF-8 character: bytes of a split
+    character are held back until the rest arrives. Stops before a token where stop(id)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for token in tokens:
+        if stop(token):
+            break
+        piece = decoder.decode(token_bytes(token))
+        if piece:
+            yield piece
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail
+
+
+def stream_reply(model: GPT, tokenizer, messages: Sequence[dict] | None = None, *,
+                 prompt_ids: Sequence[int] | None = None, max_new_tokens: int = 60,
+                 temperature: float = 0.7, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None) -> Iterator[str]:
+    """The shipped model's reply to messages (plain chat format) as UTF-8-safe text pieces,
+    up to <|endoftext|> or max_new_tokens. prompt_ids, if given, replaces the rendered chat."""
+    ids = list(prompt_ids) if prompt_ids is not None else encode_plain_chat(tokenizer, messages)
+    stop = end_id(tokenizer)
+    tokens = (int(t[0]) for t in stream_generate(model, ids, max_new_tokens, temperature, top_k,
+                                                 top_p, seed))
+    yield from stream_text(tokens, lambda i: tokenizer.decode_bytes([i]), lambda i: i == stop)
