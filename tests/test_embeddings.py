@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -227,11 +228,15 @@ def test_pca_is_deterministic_under_negation():
     torch.testing.assert_close(E.pca(x, 2).components, E.pca(-x, 2).components)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 6, 2.0, True])
-def test_pca_rejects_bad_n_components(bad):
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError), (6, ValueError),
+                                        (2.0, TypeError), (True, TypeError), (None, TypeError)])
+def test_pca_rejects_bad_n_components(bad, error):
     x = torch.randn(10, 5)
-    with pytest.raises(ValueError, match=r"n_components.*1\.\.5"):
+    with pytest.raises(error, match=r"n_components must be"):
         E.pca(x, n_components=bad)
+    if error is ValueError:  # the range it gives is min(n, d)
+        with pytest.raises(error, match=r"\[1, 5\]"):
+            E.pca(x, n_components=bad)
 
 
 def test_pca_rejects_bad_shapes():
@@ -313,3 +318,98 @@ def test_empty_texts_raise_naming_texts(model, bad):
         E.SemanticIndex(bad, model)
     with pytest.raises(ValueError, match="texts"):
         E.similarity_matrix(bad, model)
+
+
+# ----- bad input that needs no model ----------------------------------------------------------
+
+BAD_VECTORS = [
+    (torch.tensor([[1.0, math.nan]]), ValueError, "NaN or infinity"),
+    (np.array([math.inf, 1.0]), ValueError, "NaN or infinity"),
+    (torch.ones(0, 3), ValueError, "non-empty"),
+    ([], ValueError, "non-empty"),
+    (torch.ones(2, 2, 2), ValueError, "1-D vector or 2-D matrix"),
+    (torch.tensor(3.0), ValueError, "1-D vector or 2-D matrix"),
+    ("abc", TypeError, "real numbers"),
+    ([[1, 2], [3]], TypeError, "real numbers"),
+    (torch.tensor([True, False]), TypeError, "real numbers"),
+    (torch.tensor([1 + 1j, 2j]), TypeError, "real numbers"),
+    (None, TypeError, "real numbers"),
+    ({"a": 1}, TypeError, "real numbers"),
+]
+
+
+@pytest.mark.parametrize("bad, error, match", BAD_VECTORS)
+def test_bad_vectors(bad, error, match):
+    with pytest.raises(error, match=match):
+        E.cosine_similarity(bad, torch.ones(2))
+    with pytest.raises(error, match=match):
+        E.cosine_similarity(torch.ones(2), bad)
+    with pytest.raises(error, match=match):
+        E.nearest(bad, torch.ones(2))
+    with pytest.raises(error, match=match):
+        E.pca(bad)
+
+
+def test_vectors_in_any_real_form():
+    expected = E.cosine_similarity(torch.tensor([[1.0, 2.0]]), torch.tensor([2.0, 1.0]))
+    for a in ([[1, 2]], np.array([[1, 2]], dtype=np.int8), torch.tensor([[1, 2]]),
+              np.array([[1.0, 2.0]], dtype=np.float16)):
+        torch.testing.assert_close(E.cosine_similarity(a, [2, 1]).float(), expected)
+
+
+BAD_K = [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError),
+         (None, TypeError), ("3", TypeError)]
+
+
+@pytest.mark.parametrize("k, error", BAD_K)
+def test_bad_k(k, error):
+    with pytest.raises(error, match="k must be"):
+        E.keyword_search(["red wine"], "wine", k=k)
+    with pytest.raises(error, match="k must be"):
+        E.nearest(torch.eye(3), torch.ones(3), k=k)
+
+
+@pytest.mark.parametrize("exclude, error", [([3], ValueError), ([-1], ValueError),
+                                            ([1.0], TypeError), ([True], TypeError)])
+def test_nearest_bad_exclude(exclude, error):
+    with pytest.raises(error, match="exclude"):
+        E.nearest(torch.eye(3), torch.ones(3), exclude=exclude)
+
+
+BAD_TEXTS = [
+    (None, TypeError, "texts must be a str or a list"),
+    (3, TypeError, "texts must be a str or a list"),
+    ([3], TypeError, r"texts\[0\] must be a str"),
+    (["ok", None], TypeError, r"texts\[1\] must be a str"),
+    (["ok", b"bytes"], TypeError, r"texts\[1\] must be a str"),
+    (["\ud800"], ValueError, "UTF-8"),
+    ([], ValueError, "at least one"),
+    (["  "], ValueError, "only spaces"),
+]
+
+
+@pytest.mark.parametrize("texts, error, match", BAD_TEXTS)
+def test_keyword_search_bad_texts(texts, error, match):
+    with pytest.raises(error, match=match):
+        E.keyword_search(texts, "wine")
+
+
+@pytest.mark.parametrize("query, error, match", [
+    (None, TypeError, "query must be a str"), (3, TypeError, "query must be a str"),
+    ("", ValueError, "query is empty"), ("  ", ValueError, "query is only spaces"),
+    ("a\udc00", ValueError, "UTF-8"), ("?!", ValueError, "letter or digit"),
+])
+def test_keyword_search_bad_query(query, error, match):
+    with pytest.raises(error, match=match):
+        E.keyword_search(["red wine"], query)
+
+
+@pytest.mark.parametrize("device, match", [("tpu", "not a device name"), ("meta", "must be 'cpu'"),
+                                           ("cuda:99", "cuda"),
+                                           ("not a device", "not a device name"),
+                                           (3.5, "not a device name")])
+def test_load_sentence_model_bad_device(device, match):
+    if device == "cuda:99" and torch.cuda.device_count() > 99:
+        pytest.skip("a machine with 100 GPUs")
+    with pytest.raises(ValueError, match=match):
+        E.load_sentence_model(device)
