@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+import codecs
+from collections.abc import Iterable, Iterator
 
 import torch
 
-from course_lib.model import GPT
+from course_lib.model import GPT, eval_mode
+from course_lib.validation import check_float, check_int, check_seed, check_token_ids
 
 
 def _check_temperature(temperature: float) -> None:
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
-        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
-    if math.isnan(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+    check_float("temperature (0 means greedy)", temperature, minimum=0.0)
 
 
 def _check_top_k(top_k: int | None) -> None:
-    if top_k is None:
-        return
-    if not isinstance(top_k, int) or isinstance(top_k, bool):
-        raise TypeError(f"top_k must be an int or None, got {type(top_k).__name__}")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
+    if top_k is not None:
+        check_int("top_k (or None for no limit)", top_k, minimum=1)
 
 
 def _check_top_p(top_p: float | None) -> None:
-    if top_p is None:
-        return
-    if not isinstance(top_p, (int, float)) or isinstance(top_p, bool):
-        raise TypeError(f"top_p must be a number or None, got {type(top_p).__name__}")
-    if math.isnan(top_p) or not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_p is not None:
+        check_float("top_p", top_p, minimum=0.0, maximum=1.0, min_inclusive=False)
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -89,15 +79,21 @@ def entropy_bits(probs: torch.Tensor) -> torch.Tensor:
 
 
 def _as_prompt(model: GPT, idx) -> torch.Tensor:
-    if isinstance(idx, (list, tuple)):
-        idx = torch.tensor(idx, dtype=torch.long)
-    if not isinstance(idx, torch.Tensor):
-        raise TypeError(f"idx must be a list of token ids or a tensor, got {type(idx).__name__}")
-    if idx.dim() == 1:
-        idx = idx[None, :]
-    if idx.numel() == 0:
-        raise ValueError("idx (the prompt) is empty: give at least one token id")
-    return idx.to(model.device, torch.long)
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise TypeError(f"model must be a course_lib GPT, got {type(model).__name__}")
+    idx = check_token_ids("idx (the prompt)", idx, model.config.vocab_size)
+    return idx.to(model.device)
+
+
+def _check_stop_ids(stop_ids, vocab_size: int) -> torch.Tensor | None:
+    """None, or the stop ids as a 1-D tensor: an int or a collection of ints in the vocabulary."""
+    if stop_ids is None:
+        return None
+    if isinstance(stop_ids, (set, frozenset)):
+        stop_ids = sorted(stop_ids)
+    if isinstance(stop_ids, int) or isinstance(stop_ids, torch.Tensor) and stop_ids.dim() == 0:
+        stop_ids = [stop_ids]
+    return check_token_ids("stop_ids", stop_ids, vocab_size)[0]
 
 
 @torch.no_grad()
@@ -117,6 +113,9 @@ def next_token_probs(
     return torch.softmax(filter_logits(logits[:, -1].float(), temperature, top_k, top_p), -1)
 
 
+MAX_NEW_TOKENS = 1_000_000  # beyond any use on a CPU; a bound keeps typos (1e12) from hanging
+
+
 @torch.no_grad()
 def stream_generate(
     model: GPT,
@@ -127,24 +126,33 @@ def stream_generate(
     top_p: float | None = None,
     seed: int | None = None,
     use_cache: bool = True,
+    stop_ids=None,
 ) -> Iterator[torch.Tensor]:
-    """Yield each new token (a (batch,) tensor) as soon as it is chosen."""
+    """Yield each new token (a (batch,) tensor) as soon as it is chosen.
+
+    stop_ids: a token id or ids; generation ends once every sequence has produced one of them
+    (the stop token is yielded). A sequence that stops before the others repeats its stop
+    token until they are done, as padding.
+    """
     _check_temperature(temperature)
     _check_top_k(top_k)
     _check_top_p(top_p)
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool):
-        raise TypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=0,
+                               maximum=MAX_NEW_TOKENS)
+    seed = check_seed("seed", seed)
     idx = _as_prompt(model, idx)
+    stops = _check_stop_ids(stop_ids, model.config.vocab_size)
+    if stops is not None:
+        stops = stops.to(model.device)
     block = model.config.block_size
     generator = None
     if seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
-        cache = model.new_cache() if use_cache else None
+    with eval_mode(model):
+        # Room for the prompt and the answer from the start, so the cache never reallocates.
+        cache = model.new_cache(min(block, idx.shape[1] + max_new_tokens)) if use_cache else None
+        finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+        last = None
         for _ in range(max_new_tokens):
             if cache is not None and idx.shape[1] <= block:
                 logits, _ = model(idx[:, cache.length :], kv_cache=cache)
@@ -158,10 +166,15 @@ def stream_generate(
                 logits = filter_logits(logits[:, -1].float(), temperature, top_k, top_p)
                 probs = torch.softmax(logits, dim=-1)
                 next_id = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            if stops is not None:
+                if last is not None:  # finished rows repeat their stop token
+                    next_id = torch.where(finished, last, next_id)
+                finished |= torch.isin(next_id, stops)
+                last = next_id
             idx = torch.cat([idx, next_id[:, None]], dim=1)
             yield next_id
-    finally:
-        model.train(was_training)
+            if stops is not None and bool(finished.all()):
+                return
 
 
 def generate(
@@ -173,15 +186,76 @@ def generate(
     top_p: float | None = None,
     seed: int | None = None,
     use_cache: bool = True,
+    stop_ids=None,
 ) -> torch.Tensor:
-    """The prompt followed by max_new_tokens sampled tokens, shape (batch, T + max_new_tokens)."""
+    """The prompt followed by the sampled tokens, shape (batch, T + new tokens).
+
+    Without stop_ids, exactly max_new_tokens are added. With stop_ids (an id or ids), it
+    ends early once every sequence has produced one; the stop token is included, and a
+    sequence that stopped early is padded with its stop token.
+    """
     prompt = _as_prompt(model, idx)
-    new = list(
-        stream_generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache)
-    )
+    new = list(stream_generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed,
+                               use_cache, stop_ids))
     if not new:
         return prompt
     return torch.cat([prompt, torch.stack(new, dim=1)], dim=1)
+
+
+def stream_text(
+    model: GPT,
+    tokenizer,
+    idx,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+    stop_ids=None,
+) -> Iterator[str]:
+    """Yield the text of the new tokens piece by piece, never a broken character.
+
+    A byte-level token can hold part of a character ("🙂" is four bytes, often split over
+    tokens); decoding it alone would show U+FFFD. Here the bytes are fed to an incremental
+    UTF-8 decoder that holds back an incomplete character until its last byte arrives, so
+    the pieces joined are always a prefix of the final text. One sequence only; a stop token
+    ends the stream and its own text is not yielded.
+    """
+    prompt = _as_prompt(model, idx)
+    if prompt.shape[0] != 1:
+        raise ValueError(f"idx must hold one sequence for streaming text, got {prompt.shape[0]}")
+    stops = _check_stop_ids(stop_ids, model.config.vocab_size)
+    stop_set = set() if stops is None else set(stops.tolist())
+    tokens = (int(t) for t in stream_generate(model, prompt, max_new_tokens, temperature, top_k,
+                                              top_p, seed, use_cache, stop_ids))
+    yield from utf8_pieces(tokenizer, tokens, stop_set)
+
+
+def _token_bytes(tokenizer, token: int) -> bytes:
+    decode_bytes = getattr(tokenizer, "decode_bytes", None)
+    if decode_bytes is not None:
+        return decode_bytes([token])
+    return tokenizer.decode([token]).encode("utf-8")  # a tokenizer of whole characters
+
+
+def utf8_pieces(tokenizer, tokens: Iterable[int], stop_ids: Iterable[int] = ()) -> Iterator[str]:
+    """The text of a stream of token ids, as pieces that never split a character.
+
+    Joined, the pieces equal tokenizer.decode(all ids before the first stop id) exactly,
+    including U+FFFD for bytes that are not valid UTF-8; an empty piece is never yielded.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    stop_ids = set(stop_ids)
+    for token in tokens:
+        if token in stop_ids:
+            break
+        piece = decoder.decode(_token_bytes(tokenizer, token))
+        if piece:
+            yield piece
+    piece = decoder.decode(b"", final=True)  # an unfinished character at the end: U+FFFD
+    if piece:
+        yield piece
 
 
 # ----- helpers for lessons and views --------------------------------------------------------
@@ -287,8 +361,7 @@ def generate_text(
 import contextlib  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-from course_lib.model import eval_mode  # noqa: E402
-from course_lib.validation import check_int, check_seed, check_token_ids  # noqa: E402
+# eval_mode, check_int, check_seed and check_token_ids are imported at the top of the module.
 
 
 class PromptLookupDraft:
