@@ -1,4 +1,5 @@
-"""FlashAttention's idea in plain PyTorch: attention in tiles with an online softmax."""
+"""Attention at inference: tiled attention with an online softmax (FlashAttention's idea) and
+the memory arithmetic of attention scores and the KV cache."""
 
 from __future__ import annotations
 
@@ -83,3 +84,21 @@ def attention_scores_bytes(
     rows = seq_len if block_q is None else min(check_int("block_q", block_q, minimum=1), seq_len)
     cols = seq_len if block_k is None else min(check_int("block_k", block_k, minimum=1), seq_len)
     return batch * n_head * rows * cols * bytes_per_value
+
+
+def kv_cache_bytes(
+    n_layer: int, n_kv_head: int, head_dim: int, seq_len: int, batch: int = 1,
+    bytes_per_value: int = 2,
+) -> int:
+    """Bytes of a KV cache: a key and a value vector per layer, key/value head and position.
+
+    2 * n_layer * n_kv_head * head_dim * seq_len * batch * bytes_per_value. Multi-head
+    attention has n_kv_head = n_head; grouped-query fewer; multi-query one.
+    """
+    n_layer = check_int("n_layer", n_layer, minimum=1)
+    n_kv_head = check_int("n_kv_head", n_kv_head, minimum=1)
+    head_dim = check_int("head_dim", head_dim, minimum=1)
+    seq_len = check_int("seq_len", seq_len, minimum=0)
+    batch = check_int("batch", batch, minimum=1)
+    bytes_per_value = check_int("bytes_per_value", bytes_per_value, minimum=1)
+    return 2 * n_layer * n_kv_head * head_dim * seq_len * batch * bytes_per_value

@@ -2,7 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.fast_attention import attention_scores_bytes, online_softmax_update, tiled_attention
+from course_lib.fast_attention import (
+    attention_scores_bytes,
+    kv_cache_bytes,
+    online_softmax_update,
+    tiled_attention,
+)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -59,3 +64,17 @@ def test_memory_arithmetic_and_bad_input():
         tiled_attention(q, torch.randn(1, 4, 5), q)
     with pytest.raises(TypeError, match="tensors"):
         tiled_attention(q, q, [1, 2])
+
+
+def test_kv_cache_formula_matches_a_real_cache(small_model):
+    # GPT-2 small: 12 layers, 12 heads of 64, 1024 tokens in float32 = 72 MiB (HF's own config)
+    assert kv_cache_bytes(12, 12, 64, 1024, bytes_per_value=4) == 72 * 2**20
+    cache = small_model.new_cache()
+    with torch.no_grad():
+        small_model(torch.randint(0, 97, (3, 20)), kv_cache=cache)
+    cfg = small_model.config
+    measured = sum(t.numel() * t.element_size() for t in cache.keys + cache.values)
+    assert measured == kv_cache_bytes(cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, 20,
+                                      batch=3, bytes_per_value=4)
+    with pytest.raises(ValueError, match="n_kv_head"):
+        kv_cache_bytes(2, 0, 64, 10)
