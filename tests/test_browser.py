@@ -27,6 +27,8 @@ LESSONS = sorted(p.name for p in (ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
 CHROMIUM = os.environ.get("COURSE_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CELL_TIMEOUT_S = 300
+# What a lesson's Run All may send over the websockets, both ways: the data, not plotly.js.
+WEBSOCKET_LIMIT_BYTES = 1_000_000
 # Without these, Chromium tries to reach Google's services, which a closed network refuses.
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -151,16 +153,40 @@ def _set_slider(page, label: str, value: str) -> None:
     page.keyboard.press("Enter")
 
 
-def _run_all(page, url: str, lesson: str) -> int:
-    """Open a lesson, clear it, run every cell; return how many cells did not run."""
+class _Traffic:
+    """Counts the bytes of every websocket frame a page sends or receives."""
+
+    def __init__(self, page) -> None:
+        self.bytes = 0
+        page.on("websocket", self._watch)
+
+    def _watch(self, ws) -> None:
+        ws.on("framesent", self._count)
+        ws.on("framereceived", self._count)
+
+    def _count(self, payload) -> None:
+        self.bytes += len(payload.encode() if isinstance(payload, str) else payload)
+
+
+def _report(lesson: str, **figures) -> None:
+    """Adds a lesson's figures to test-artifacts/browser/traffic.json, for the record."""
+    path = ARTIFACTS / "traffic.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    table[lesson] = figures
+    path.write_text(json.dumps(table, indent=1, sort_keys=True))
+    print(lesson, figures)
+
+
+def _run_all(page, url: str, lesson: str) -> tuple[int, float]:
+    """Open a lesson, clear it, run every cell; return how many cells did not run, and how
+    many seconds Run All took."""
     page.goto(f"{url}/lab/tree/lessons/{lesson}?reset", wait_until="domcontentloaded")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-    # Wait until the kernel is ready before running everything.
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
-                           timeout=120_000)
+    _wait_for_kernel(page)
     # Clear the committed outputs first, so a finished cell is one that ran in this browser.
     _menu(page, "Edit", "Clear Outputs of All Cells")
     _menu(page, "Run", "Run All Cells")
+    start = time.time()
     prompts = "Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))"
     # The run has started once some cell is queued or numbered ...
     page.wait_for_function(f"() => {prompts}.some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))",
@@ -175,7 +201,31 @@ def _run_all(page, url: str, lesson: str) -> int:
         }}""",
         timeout=CELL_TIMEOUT_S * 1000, polling=500,
     )
-    return page.evaluate(f"() => {prompts}.filter(p => !/\\[\\d+\\]/.test(p.textContent)).length")
+    seconds = time.time() - start
+    return page.evaluate(
+        f"() => {prompts}.filter(p => !/\\[\\d+\\]/.test(p.textContent)).length"), seconds
+
+
+def _wait_for_kernel(page) -> None:
+    """Waits until the notebook's kernel is connected and idle, as the status bar says.
+
+    On a slow machine JupyterLab may ask which kernel to use while the kernel starts: accept
+    its suggestion (the notebook's own kernel).
+    """
+    page.wait_for_function(
+        """() => {
+            const dialog = document.querySelector('.jp-Dialog');
+            if (dialog && /Select Kernel/.test(dialog.textContent)) {
+                dialog.querySelector('.jp-mod-accept')?.click();
+                return false;
+            }
+            const bar = document.querySelector('#jp-main-statusbar');
+            const indicator = document.querySelector('.jp-Notebook-ExecutionIndicator');
+            return bar && /\\|\\s*Idle/.test(bar.textContent)
+                && indicator && indicator.dataset.status === 'idle';
+        }""",
+        timeout=180_000, polling=500,
+    )
 
 
 def _menu(page, menu: str, item: str) -> None:
@@ -187,8 +237,10 @@ def _menu(page, menu: str, item: str) -> None:
 def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    traffic = _Traffic(page)
     try:
-        not_run = _run_all(page, lab_url, lesson)
+        not_run, run_all_s = _run_all(page, lab_url, lesson)
+        _report(lesson, websocket_bytes=traffic.bytes, run_all_s=round(run_all_s, 1))
         # JupyterLab renders errors as stderr; a traceback marks a real one.
         stderr = page.locator("[data-mime-type='application/vnd.jupyter.stderr']")
         tracebacks = [t for t in stderr.all_inner_texts() if re.search(r"Traceback|\w+Error\b", t)]
@@ -198,6 +250,8 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
         assert widgets.count() > 0, f"{lesson}: no widget rendered"
         broken = page.get_by_text("Error displaying widget")
         assert broken.count() == 0, f"{lesson}: a widget failed to render"
+        assert traffic.bytes <= WEBSOCKET_LIMIT_BYTES, \
+            f"{lesson}: Run All sent {traffic.bytes:,} bytes over the websockets"
 
         if lesson.startswith("08"):
             before = _plot_data(page)

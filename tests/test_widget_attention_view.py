@@ -22,7 +22,9 @@ def test_shows_the_models_attention_for_the_text(view):
     ids = view.tokenizer.encode("the cat sat")
     expected = attention_maps(view.model, ids)[0, 0].numpy()
     assert np.allclose(view.weights, expected)
-    assert np.allclose(view.figure.data[0].z, expected)
+    shown = np.array(view.figure.data[0].z, dtype=float)
+    assert np.allclose(np.tril(shown), np.tril(expected))
+    assert np.isnan(shown[np.triu_indices(len(view.tokens), k=1)]).all()  # masked: blank, grey
     assert list(view.figure.layout.xaxis.ticktext) == view.tokens
     assert np.allclose(view.weights.sum(-1), 1.0, atol=1e-5)
     assert np.all(np.triu(view.weights, k=1) == 0)  # causal: nothing to the right
@@ -47,11 +49,13 @@ def test_new_text_runs_one_forward_pass(view):
     assert view.message.value == ""
 
 
-def test_empty_text_gets_a_message_and_keeps_the_last_map(view):
-    before = view.weights.copy()
+def test_empty_text_gets_a_message_and_clears_the_map(view):
     view.text.value = "   "
     assert "empty" in view.message.value
-    assert np.array_equal(view.weights, before)
+    # the last sentence's map must not stay up as if it were this text's
+    assert view.weights.size == 0 and view.tokens == []
+    assert list(map(list, view.figure.data[0].z)) == [[None]]
+    assert "no text" in view.figure.layout.title.text
     view.text.value = "ok"
     assert view.message.value == "" and view.weights.shape == (2, 2)
 
@@ -65,7 +69,7 @@ def test_long_text_is_cut_to_its_last_tokens_with_a_note(view):
 def test_text_the_tokenizer_rejects_gets_a_message(view):
     view.text.value = "ÜBER"
     assert "cannot be tokenized" in view.message.value
-    assert view.tokens == list("the·cat·sat")
+    assert view.tokens == [] and view.weights.size == 0
 
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import html
+import math
 
 import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
 from course_lib.interpret import attention_maps, visible_piece
+from course_lib.model import GPT
+from course_lib.validation import check_int, check_str
+from widgets.common import encode_text, guarded, message_box, note
+from widgets.figure import FigureWidget
+
+_MASKED = "#e6e6e6"  # the plot background, seen through the masked (blank) cells
+_MAX_TICKS = 24  # more labels than this on an axis overlap
 
 
 class AttentionView(widgets.VBox):
@@ -21,20 +28,28 @@ class AttentionView(widgets.VBox):
 
     def __init__(self, model, tokenizer, text: str = "To be, or not to be, that is the question",
                  max_tokens: int = 40):
+        if not isinstance(model, GPT):
+            raise TypeError(f"model must be a course_lib GPT, got {type(model).__name__}")
+        check_str("text", text, allow_empty=True)
+        max_tokens = check_int("max_tokens", max_tokens, minimum=1)
         self.model, self.tokenizer = model, tokenizer
         self.max_tokens = min(max_tokens, model.config.block_size)
+        # A Text box applies its value on Enter (or on leaving the box), as the placeholder says.
         self.text = widgets.Text(value=text, description="text", continuous_update=False,
+                                 placeholder="type a sentence, then press Enter",
                                  layout=widgets.Layout(width="600px"))
+        # Update on release: picking a slice is cheap, but a drag would queue a redraw per pixel.
         self.layer = widgets.IntSlider(value=0, min=0, max=model.config.n_layer - 1,
-                                       description="layer")
+                                       description="layer", continuous_update=False)
         self.head = widgets.IntSlider(value=0, min=0, max=model.config.n_head - 1,
-                                      description="head")
-        self.message = widgets.HTML()
-        self.figure = go.FigureWidget(
+                                      description="head", continuous_update=False)
+        self.message = message_box()
+        self.figure = FigureWidget(
             data=[go.Heatmap(z=[[0.0]], colorscale="Blues", zmin=0.0, zmax=1.0,
                              colorbar=dict(title="weight"))],
             layout=go.Layout(
                 height=560, width=640, margin=dict(l=90, r=20, t=50, b=90),
+                plot_bgcolor=_MASKED,
                 xaxis=dict(title="key: the token looked at", tickangle=-60),
                 yaxis=dict(title="query: the token looking", autorange="reversed"),
             ),
@@ -51,23 +66,21 @@ class AttentionView(widgets.VBox):
                           self.figure])
 
     def _on_text(self, change=None) -> None:
-        text = self.text.value
-        if not text.strip():
-            self.message.value = _warn("Type a sentence first: the text box is empty.")
-            return
-        try:
-            ids = self.tokenizer.encode(text)
-        except ValueError as e:  # e.g. a character a small tokenizer has never seen
-            self.message.value = _warn(f"This text cannot be tokenized: {e}")
-            return
-        note = ""
-        if len(ids) > self.max_tokens:
-            note = (f"That is {len(ids)} tokens; showing the last {self.max_tokens} "
-                    "so the labels stay readable.")
-            ids = ids[-self.max_tokens:]
+        # Whatever goes wrong, the old sentence's map must not stay up as if it were this one's.
+        self._maps, self.tokens, self.weights = None, [], np.zeros((0, 0))
+        self._draw_text()
+        if self._maps is None:
+            with self.figure.batch_update():
+                self.figure.data[0].z = [[None]]
+                self.figure.layout.title = "no text to show"
+
+    @guarded
+    def _draw_text(self) -> None:
+        ids, cut = encode_text(self.tokenizer, self.text.value, max_tokens=self.max_tokens,
+                               what="sentence")
         self._maps = attention_maps(self.model, ids).numpy()  # the one forward pass
         self.tokens = [visible_piece(self.tokenizer.decode([i])) for i in ids]
-        self.message.value = _warn(note) if note else ""
+        self.message.value = note(cut + " (so the labels stay readable)") if cut else ""
         self._show()
 
     def _show(self, change=None) -> None:
@@ -78,19 +91,20 @@ class AttentionView(widgets.VBox):
         T = len(self.tokens)
         labels = [f"{i}:{t}" for i, t in enumerate(self.tokens)]
         hover = [[f"{labels[q]} → {labels[k]}" for k in range(T)] for q in range(T)]
+        # Masked cells (a query cannot see later keys) are left blank: the grey background.
+        shown = np.where(np.tril(np.ones((T, T), dtype=bool)), self.weights, np.nan)
         with self.figure.batch_update():
             heat = self.figure.data[0]
-            heat.z = self.weights
+            heat.z = [[None if v != v else v for v in row] for row in shown.tolist()]
             heat.x = heat.y = list(range(T))
             heat.customdata = hover
             heat.hovertemplate = "%{customdata}<br>weight %{z:.3f}<extra></extra>"
-            # Tick text by index, so a token that appears twice keeps two rows.
+            # Tick text by index, so a token that appears twice keeps two rows; on a long text
+            # every n-th token only, so the labels do not overlap.
+            ticks = list(range(0, T, max(1, math.ceil(T / _MAX_TICKS))))
             for axis in (self.figure.layout.xaxis, self.figure.layout.yaxis):
                 axis.tickmode = "array"
-                axis.tickvals = list(range(T))
-                axis.ticktext = self.tokens
+                axis.tickvals = ticks
+                axis.ticktext = [self.tokens[i] for i in ticks]
             self.figure.layout.title = f"layer {layer}, head {head}: each row sums to 1"
 
-
-def _warn(text: str) -> str:
-    return f'<span style="color:#b3261e">{html.escape(text)}</span>'

@@ -12,6 +12,7 @@ import torch
 
 from course_lib.embeddings import embed, load_sentence_model, nearest, pca
 from course_lib.interpret import visible_piece
+from widgets.figure import FigureWidget
 
 __all__ = ["DEFAULT_SENTENCES", "DEFAULT_WORDS", "EmbeddingView"]
 
@@ -136,7 +137,7 @@ class EmbeddingView(widgets.VBox):
         self.add_button = widgets.Button(description="Add", button_style="primary")
         self.message = widgets.HTML()
         self.neighbour_list = widgets.HTML()
-        self.figure = go.FigureWidget(
+        self.figure = FigureWidget(
             layout=dict(width=640, height=480, margin=dict(l=10, r=10, t=40, b=10),
                         showlegend=False)
         )

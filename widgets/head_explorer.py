@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 
 import ipywidgets as widgets
 import numpy as np
@@ -18,6 +19,9 @@ from course_lib.interpret import (
     token_labels,
 )
 from course_lib.model import GPT
+from course_lib.validation import check_int, check_str
+from widgets.common import encode_text, guarded, message_box, note
+from widgets.figure import FigureWidget
 
 DEFAULT_TEXT = (
     "ROMEO:\nBut soft, what light through yonder window breaks?\n"
@@ -25,11 +29,18 @@ DEFAULT_TEXT = (
 )
 _ON, _OFF = "#1f77b4", "#d62728"
 _MARGIN = dict(l=60, r=20, t=40, b=60)
+# Cells a causal map masks (a query cannot see later keys) show the plot's background: grey.
+_MASKED = "#e6e6e6"
+# More tick labels than this on one axis overlap: label every n-th token instead.
+_MAX_TICKS = 24
 
 
 def _axis(labels: list[str], size: int = 9, **extra) -> dict:
-    # Numbered ticks carry the token text: two equal tokens must stay two columns.
-    return dict(tickmode="array", tickvals=list(range(len(labels))), ticktext=labels,
+    # Numbered ticks carry the token text: two equal tokens must stay two columns. On a long
+    # text only every n-th token is labelled, so that the labels do not overlap.
+    every = max(1, math.ceil(len(labels) / _MAX_TICKS))
+    ticks = list(range(0, len(labels), every))
+    return dict(tickmode="array", tickvals=ticks, ticktext=[labels[i] for i in ticks],
                 tickfont=dict(size=size), **extra)
 
 
@@ -56,6 +67,10 @@ class HeadExplorer(widgets.VBox):
     def __init__(
         self, model: GPT, tokenizer, text: str = DEFAULT_TEXT, grid_tokens: int = 48
     ) -> None:
+        if not isinstance(model, GPT):
+            raise TypeError(f"model must be a course_lib GPT, got {type(model).__name__}")
+        check_str("text", text, allow_empty=True)
+        grid_tokens = check_int("grid_tokens", grid_tokens, minimum=2)
         self.model, self.tokenizer = model.eval(), tokenizer
         self.n_layer, self.n_head = model.config.n_layer, model.config.n_head
         self.block_size = model.config.block_size
@@ -76,9 +91,12 @@ class HeadExplorer(widgets.VBox):
             value=text, description="Text", continuous_update=False,
             layout=widgets.Layout(width="95%", height="90px"),
         )
-        self.message = widgets.HTML()
-        self.layer = widgets.IntSlider(0, min=0, max=self.n_layer - 1, description="layer")
-        self.head = widgets.IntSlider(0, min=0, max=self.n_head - 1, description="head")
+        self.message = message_box()
+        # Update on release: a drag would queue one redraw of two figures per pixel moved.
+        self.layer = widgets.IntSlider(0, min=0, max=self.n_layer - 1, description="layer",
+                                       continuous_update=False)
+        self.head = widgets.IntSlider(0, min=0, max=self.n_head - 1, description="head",
+                                      continuous_update=False)
         self.token = widgets.Dropdown(description="token", options=[("", 0)])
 
         self.heatmap = go.Figure(
@@ -86,18 +104,19 @@ class HeadExplorer(widgets.VBox):
                              colorbar=dict(title="weight", thickness=12),
                              hovertemplate="query %{y} looks at key %{x}: %{z:.3f}"
                                            "<extra></extra>")],
-            layout=go.Layout(height=430, width=470, margin=_MARGIN, plot_bgcolor="white",
+            layout=go.Layout(height=500, width=540, margin=_MARGIN, plot_bgcolor=_MASKED,
                              xaxis_title="key (looked at)", yaxis_title="query (looking)"),
         )
         self.row_chart = go.Figure(
             data=[go.Bar(x=[0], y=[0.0], marker_color=_ON,
                          hovertemplate="key %{x}: %{y:.3f}<extra></extra>")],
-            layout=go.Layout(height=430, width=470, margin=_MARGIN,
+            layout=go.Layout(height=500, width=430, margin=_MARGIN,
                              yaxis=dict(title="attention weight", rangemode="tozero")),
         )
         self.grid = go.Figure(
+            # hoverinfo "none", not "skip": plotly sends no click events for a skipped trace.
             data=[go.Heatmap(z=[[0.0]], zmin=0, zmax=1, colorscale="Blues", showscale=False,
-                             hoverinfo="skip")],
+                             hoverinfo="none")],
             layout=go.Layout(height=120 * self.n_layer + 60, width=110 * self.n_head + 80,
                              margin=dict(l=70, r=10, t=40, b=20), plot_bgcolor="white",
                              title="every head (click one to explore it)"),
@@ -124,7 +143,7 @@ class HeadExplorer(widgets.VBox):
         # whole, in one message, instead of a placeholder followed by a stream of updates.
         self._set_text()
         self.heatmap, self.row_chart, self.grid, self.prob_chart = (
-            go.FigureWidget(f) for f in (self.heatmap, self.row_chart, self.grid, self.prob_chart)
+            FigureWidget(f) for f in (self.heatmap, self.row_chart, self.grid, self.prob_chart)
         )
         self.grid.data[0].on_click(self._on_grid_click)
 
@@ -157,25 +176,15 @@ class HeadExplorer(widgets.VBox):
 
     # ----- text: the one forward pass with attention weights ---------------------------------
 
+    @guarded
     def _set_text(self) -> None:
-        text = self.text.value
-        if not text.strip():
-            self._say("Type some text: the model needs at least one token to look at.", error=True)
-            return
-        try:
-            ids = self.tokenizer.encode(text)
-        except Exception as e:  # a learner's text must never end in a traceback
-            self._say(f"This text cannot be tokenized: {e}", error=True)
-            return
-        note = ""
-        if len(ids) > self.block_size:
-            note = (f"The text has {len(ids)} tokens; the model sees at most {self.block_size}, "
-                    f"so only the last {self.block_size} are shown.")
-            ids = ids[-self.block_size:]
+        ids, cut = encode_text(self.tokenizer, self.text.value, max_tokens=self.block_size)
         self.ids = ids
         self.labels = token_labels(self.tokenizer, ids)
         self.maps, self.probs = attention_and_probs(self.model, ids)
-        self._say(note or f"{len(ids)} tokens. Edit the text, then click outside the box.")
+        self.message.value = note(
+            (cut + " " if cut else "")
+            + f"{len(ids)} tokens. Edit the text, then click outside the box to apply it.")
         T = len(ids)
         self._quiet = True  # new options would redraw the head once per change
         try:
@@ -186,11 +195,6 @@ class HeadExplorer(widgets.VBox):
         self._show_head()
         self._show_grid()
         self._show_probs(self._masked_probs())
-
-    def _say(self, text: str, error: bool = False) -> None:
-        self.message.value = (
-            f'<span style="color:{"#b3261e" if error else "#555"}">{html.escape(text)}</span>'
-        )
 
     # ----- one head, and where one token looks -------------------------------------------------
 

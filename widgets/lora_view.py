@@ -6,11 +6,11 @@ import html
 from collections.abc import Iterable
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from torch import nn
 
 from course_lib.lora import lora_target_layers
+from widgets.figure import FigureWidget
 
 # The linear layers of a GPT block, by the suffix add_lora's targets match on.
 LAYER_KINDS: dict[str, str] = {
@@ -79,7 +79,7 @@ class LoRAView(widgets.VBox):
             for kind in self._layers
         }
         self.summary = widgets.HTML()
-        self.figure = go.FigureWidget(
+        self.figure = FigureWidget(
             make_subplots(rows=1, cols=2, horizontal_spacing=0.14, subplot_titles=(
                 "trainable parameters", "% of the model's parameters (log scales)")),
         )

@@ -15,6 +15,7 @@ from course_lib.positional import (
     similarity_by_offset,
     sinusoidal,
 )
+from widgets.figure import FigureWidget
 
 _COLOURS = {"sinusoidal": "#1f77b4", "learned": "#d62728", "rotary": "#2ca02c"}
 
@@ -60,7 +61,7 @@ class PositionView(widgets.VBox):
         )
 
         positions = np.arange(n_positions)
-        self.wave_figure = go.FigureWidget(
+        self.wave_figure = FigureWidget(
             data=[
                 go.Scatter(x=positions, y=self.table[:, 0], mode="lines", name="encoding",
                            line=dict(color=_COLOURS["sinusoidal"])),
@@ -72,7 +73,7 @@ class PositionView(widgets.VBox):
                 xaxis_title="position", yaxis=dict(title="value", range=[-1.1, 1.1]),
             ),
         )
-        self.similarity_figure = go.FigureWidget(
+        self.similarity_figure = FigureWidget(
             data=[
                 go.Scatter(x=[0], y=[1], mode="lines", name=kind, line=dict(color=_COLOURS[kind]))
                 for kind in self.similarities
@@ -85,7 +86,7 @@ class PositionView(widgets.VBox):
             ),
         )
         circle = np.linspace(0, 2 * math.pi, 121)
-        self.rotation_figure = go.FigureWidget(
+        self.rotation_figure = FigureWidget(
             data=[
                 go.Scatter(x=np.cos(circle), y=np.sin(circle), mode="lines", hoverinfo="skip",
                            line=dict(color="lightgrey"), name="unit circle"),

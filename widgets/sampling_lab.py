@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 
 from course_lib.interpret import visible_piece
 from course_lib.sampling import describe_filtering, next_token_logits, stream_generate
+from widgets.figure import FigureWidget
 
 
 class SamplingLab(widgets.VBox):
@@ -46,7 +47,7 @@ class SamplingLab(widgets.VBox):
         self.message = widgets.HTML()
         self.stats = widgets.HTML()
         self.output = widgets.HTML()
-        self.figure = go.FigureWidget(
+        self.figure = FigureWidget(
             data=[
                 go.Bar(x=[], y=[], name="model (temperature 1)", marker_color="#c7c7c7"),
                 go.Bar(x=[], y=[], name="sampled from", marker_color="#1f77b4"),

@@ -13,6 +13,7 @@ import torch
 from course_lib.evaluation import cross_entropy
 from course_lib.model import GPT, GPTConfig
 from course_lib.train import TrainConfig, sample_report, train_with_reports
+from widgets.figure import FigureWidget
 
 
 class TrainingView(widgets.VBox):
@@ -64,7 +65,7 @@ class TrainingView(widgets.VBox):
         self.status = widgets.HTML()
         self.samples = widgets.HTML()
         chance = math.log(model_config.vocab_size)
-        self.figure = go.FigureWidget(
+        self.figure = FigureWidget(
             data=[
                 go.Scatter(x=[], y=[], mode="lines", name="train loss (one batch)",
                            line=dict(width=1, color="#1f77b4")),
