@@ -7,12 +7,31 @@ import math
 import torch
 from torch import nn
 
+from course_lib.embeddings import cosine_similarity
+from course_lib.validation import check_float, check_int, check_seed
 
-def _check_positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+MAX_TABLE_NUMBERS = 1 << 27  # 512 MB of float32: far beyond any lesson, short of a frozen laptop
+
+
+def _table_size(n_positions, d_model, d_name: str = "d_model") -> tuple[int, int]:
+    """(n_positions, d_model) as ints >= 1 whose table fits in memory; d_model even."""
+    n_positions = check_int("n_positions", n_positions, minimum=1)
+    d_model = check_int(d_name, d_model, minimum=2)
+    if d_model % 2:
+        raise ValueError(f"{d_name} must be even: its dimensions come in (sin, cos) or rotated "
+                         f"pairs, got {d_model}")
+    if n_positions * d_model > MAX_TABLE_NUMBERS:
+        raise ValueError(f"n_positions x {d_name} = {n_positions} x {d_model} is more than "
+                         f"{MAX_TABLE_NUMBERS:,} numbers: choose smaller sizes")
+    return n_positions, d_model
+
+
+def _shape_of(x) -> str:
+    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def _check_base(base) -> float:
+    return check_float("base", base, minimum=1, min_inclusive=False)
 
 
 def sinusoidal(n_positions: int, d_model: int) -> torch.Tensor:
@@ -20,10 +39,7 @@ def sinusoidal(n_positions: int, d_model: int) -> torch.Tensor:
 
     PE[pos, 2i] = sin(pos / 10000^(2i/d)),  PE[pos, 2i+1] = cos(pos / 10000^(2i/d)).
     """
-    _check_positive("n_positions", n_positions)
-    _check_positive("d_model", d_model)
-    if d_model % 2:
-        raise ValueError(f"d_model must be even for sinusoidal encoding, got {d_model}")
+    n_positions, d_model = _table_size(n_positions, d_model)
     position = torch.arange(n_positions, dtype=torch.float32)[:, None]
     inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2).float() / d_model)
     table = torch.zeros(n_positions, d_model)
@@ -37,11 +53,17 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def __init__(self, n_positions: int, d_model: int):
         super().__init__()
-        _check_positive("n_positions", n_positions)
+        n_positions = check_int("n_positions", n_positions, minimum=1)
+        d_model = check_int("d_model", d_model, minimum=1)
+        if n_positions * d_model > MAX_TABLE_NUMBERS:
+            raise ValueError(f"n_positions x d_model = {n_positions} x {d_model} is more than "
+                             f"{MAX_TABLE_NUMBERS:,} numbers: choose smaller sizes")
         self.n_positions = n_positions
         self.weight = nn.Parameter(torch.randn(n_positions, d_model) * 0.02)
 
     def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
+        seq_len = check_int("seq_len", seq_len, minimum=0)
+        offset = check_int("offset", offset, minimum=0)
         if offset + seq_len > self.n_positions:
             raise ValueError(
                 f"positions up to {offset + seq_len} requested but only "
@@ -58,9 +80,8 @@ def _inv_freq(head_dim: int, base: float) -> torch.Tensor:
 
 def rope_angles(n_positions: int, head_dim: int, base: float = 10000.0) -> torch.Tensor:
     """Rotation angle of each (position, pair of dimensions): shape (n_positions, head_dim // 2)."""
-    _check_positive("n_positions", n_positions)
-    if head_dim % 2:
-        raise ValueError(f"head_dim must be even for rotary encoding, got {head_dim}")
+    n_positions, head_dim = _table_size(n_positions, head_dim, "head_dim")
+    base = _check_base(base)
     return torch.arange(n_positions).float()[:, None] * _inv_freq(head_dim, base)[None, :]
 
 
@@ -113,10 +134,9 @@ def apply_rope(x: torch.Tensor, offset: int = 0, base: float = 10000.0) -> torch
 
 def cosine_similarity_matrix(table: torch.Tensor) -> torch.Tensor:
     """(n, n) cosine similarity between every pair of rows of an (n, d) position table."""
-    if table.dim() != 2:
-        raise ValueError(f"table must have shape (n_positions, d), got {tuple(table.shape)}")
-    unit = table.float() / table.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return unit @ unit.T
+    if not isinstance(table, torch.Tensor) or table.dim() != 2:
+        raise ValueError(f"table must be a tensor (n_positions, d), got {_shape_of(table)}")
+    return cosine_similarity(table.detach().float(), table.detach().float())
 
 
 def rope_table(x: torch.Tensor, n_positions: int, base: float = 10000.0) -> torch.Tensor:
@@ -124,27 +144,29 @@ def rope_table(x: torch.Tensor, n_positions: int, base: float = 10000.0) -> torc
 
     A stand-in "position table" for RoPE, which has none of its own: it rotates q and k instead.
     """
-    _check_positive("n_positions", n_positions)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a float tensor, got {_shape_of(x)}")
     if x.dim() != 1:
-        raise ValueError(f"x must be one vector of shape (d,), got {tuple(x.shape)}")
-    return apply_rope(x.expand(n_positions, -1), base=base)
+        raise ValueError(f"x must be one vector of shape (d,), got {_shape_of(x)}")
+    n_positions, _ = _table_size(n_positions, x.shape[0], "x's length d")
+    return apply_rope(x.expand(n_positions, -1), base=_check_base(base))
 
 
 def rope_score_matrix(
     q: torch.Tensor, k: torch.Tensor, n_positions: int, base: float = 10000.0
 ) -> torch.Tensor:
     """S[m, n] = RoPE(q at position m) . RoPE(k at position n): the raw attention score grid."""
-    if q.shape != k.shape:
-        raise ValueError(
-            f"q and k must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}"
-        )
+    if _shape_of(q) != _shape_of(k):
+        raise ValueError(f"q and k must have the same shape, got {_shape_of(q)} and {_shape_of(k)}")
     return rope_table(q, n_positions, base) @ rope_table(k, n_positions, base).T
 
 
 def diagonal_spread(matrix: torch.Tensor) -> float:
     """Largest max - min along any diagonal of a square matrix: 0 iff M[m, n] depends on m - n."""
-    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"matrix must be square, got shape {tuple(matrix.shape)}")
+    if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2 or (
+        matrix.shape[0] != matrix.shape[1]
+    ):
+        raise ValueError(f"matrix must be a square tensor, got {_shape_of(matrix)}")
     n = matrix.shape[0]
     spread = 0.0
     for offset in range(-(n - 1), n):
@@ -155,9 +177,10 @@ def diagonal_spread(matrix: torch.Tensor) -> float:
 
 def similarity_by_offset(sim: torch.Tensor, position: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Row `position` of a similarity matrix, against offset = other position - position."""
+    if not isinstance(sim, torch.Tensor) or sim.dim() != 2 or sim.shape[0] != sim.shape[1]:
+        raise ValueError(f"sim must be a square similarity matrix (n, n), got {_shape_of(sim)}")
     n = sim.shape[0]
-    if not isinstance(position, int) or not 0 <= position < n:
-        raise ValueError(f"position must be an int in [0, {n - 1}], got {position!r}")
+    position = check_int("position", position, minimum=0, maximum=n - 1)
     return torch.arange(n) - position, sim[position]
 
 
@@ -169,17 +192,19 @@ def position_similarities(
     "sinusoidal" uses sinusoidal(n_positions, d_model); "rotary" rotates one seeded random vector
     of size d_model to every position; "learned" (only if a table is given) uses its rows.
     """
-    _check_positive("n_positions", n_positions)
-    x = torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
+    n_positions, d_model = _table_size(n_positions, d_model)
+    x = torch.randn(d_model, generator=torch.Generator().manual_seed(check_seed("seed", seed)))
     out = {
         "sinusoidal": cosine_similarity_matrix(sinusoidal(n_positions, d_model)),
         "rotary": cosine_similarity_matrix(rope_table(x, n_positions)),
     }
     if learned is not None:
-        if learned.dim() != 2 or learned.shape[0] < n_positions:
+        if not isinstance(learned, torch.Tensor) or learned.dim() != 2 or (
+            learned.shape[0] < n_positions
+        ):
             raise ValueError(
                 f"learned must be an (n, d) table with n >= n_positions={n_positions}, "
-                f"got shape {tuple(learned.shape)}"
+                f"got {_shape_of(learned)}"
             )
         out["learned"] = cosine_similarity_matrix(learned[:n_positions].detach())
     return out
@@ -193,11 +218,9 @@ def rope_pair_rotation(
     The angle is position * base^(-2 pair / d_model): the same frequency as the sinusoidal
     encoding's dimensions 2 pair and 2 pair + 1.
     """
-    if not 0 <= pair < d_model // 2:
-        raise ValueError(
-            f"pair must be in [0, {d_model // 2 - 1}] for d_model={d_model}, got {pair}"
-        )
-    if position < 0:
-        raise ValueError(f"position must be >= 0, got {position}")
+    _, d_model = _table_size(1, d_model)
+    pair = check_int("pair", pair, minimum=0, maximum=d_model // 2 - 1)
+    position = check_int("position", position, minimum=0)
+    base = _check_base(base)
     freq = base ** (-2 * pair / d_model)
     return position * freq, 2 * math.pi / freq
