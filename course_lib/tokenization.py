@@ -77,11 +77,28 @@ AllowedSpecial = Literal["all", "none", "none_raise"] | Set[str]
 
 
 def _as_id_list(ids: Iterable[int]) -> list[int]:
+    """ids as a list of plain ints: from a list, tuple, numpy array or 1-D tensor of integers.
+
+    Floats (even 3.0), booleans, strings and nested lists are a TypeError naming `ids`, so a
+    wrong argument never decodes to a plausible-looking text.
+    """
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"ids must be token ids (ints), got {type(ids).__name__}: "
+                        "decode takes the output of encode")
     # Lessons often hand over a torch tensor or numpy array; iterating those yields 0-d tensors
     # that are not dict keys, so convert to plain ints first.
     if hasattr(ids, "tolist"):
         ids = ids.tolist()
-    return list(ids)
+    if isinstance(ids, int):
+        raise TypeError(f"ids must be a sequence of token ids, got the single int {ids}; "
+                        "wrap it in a list")
+    try:
+        ids = list(ids)
+    except TypeError:
+        raise TypeError(f"ids must be a sequence of ints, got {type(ids).__name__}") from None
+    if all(type(i) is int for i in ids):
+        return ids
+    return [check_int(f"ids[{k}]", i) for k, i in enumerate(ids)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,6 +135,7 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
+        check_str("text", text, allow_empty=True)
         stoi = self._stoi
         try:
             return [stoi[c] for c in text]
@@ -145,13 +163,15 @@ class CharTokenizer:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_vocab_size(vocab_size: int) -> None:
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
-        raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
+def _check_vocab_size(vocab_size: int) -> int:
+    vocab_size = check_int("vocab_size", vocab_size)
     if vocab_size < 257:
         raise ValueError(
             f"vocab_size must be at least 257 (256 bytes + {ENDOFTEXT}), got {vocab_size}"
         )
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise ValueError(f"vocab_size must be at most {MAX_VOCAB_SIZE}, got {vocab_size}")
+    return vocab_size
 
 
 def _train_chunks(text: str) -> Counter[str]:
@@ -190,7 +210,7 @@ def naive_train_bpe(text: str, vocab_size: int) -> list[tuple[int, int]]:
     smallest pair), only much slower; it is here to be read and to check the fast one against.
     Returns the merges in order; merges[i] creates token id 256 + i.
     """
-    _check_vocab_size(vocab_size)
+    vocab_size = _check_vocab_size(vocab_size)
     chunk_counts = _train_chunks(text)
     # Identical chunks merge identically, so keep each distinct chunk once with its count.
     chunks = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
@@ -487,7 +507,7 @@ class BPETokenizer:
         comes right after the last merge. `<|endoftext|>` in the text separates documents and
         is not learned from.
         """
-        _check_vocab_size(vocab_size)
+        vocab_size = _check_vocab_size(vocab_size)
         chunk_counts = _train_chunks(text)
         num_merges = vocab_size - 257
         merges, vocab = _fast_train_merges(chunk_counts, num_merges, verbose=verbose)
@@ -513,7 +533,14 @@ class BPETokenizer:
         classifies as letters while tiktoken's Rust regex does not, can be pre-split
         differently.
         """
-        enc = get_encoding(encoding) if isinstance(encoding, str) else encoding
+        if isinstance(encoding, str):
+            enc = get_encoding(encoding)
+        elif isinstance(encoding, tiktoken.Encoding):
+            enc = encoding
+        else:
+            raise TypeError(
+                f"encoding must be a name or a tiktoken Encoding, got {type(encoding).__name__}"
+            )
         # tiktoken keeps these as underscored attributes; they are the documented way (e.g.
         # in tiktoken's own educational module) to get at the raw ranks.
         return cls(dict(enc._mergeable_ranks), dict(enc._special_tokens), enc._pat_str)
@@ -532,6 +559,8 @@ class BPETokenizer:
         Reads only the file's metadata, with a small reader of its own: gguf's GGUFReader
         builds numpy views of all 100k strings and takes seconds longer.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
         path = Path(path)
         meta = _read_gguf_tokenizer_metadata(path)
 
@@ -617,6 +646,8 @@ class BPETokenizer:
         return self._merges
 
     def token_bytes(self, token_id: int) -> bytes:
+        """The bytes of one token (a special token's are its name in UTF-8)."""
+        token_id = check_int("token_id", token_id)
         try:
             return self._decoder[token_id]
         except (KeyError, TypeError):

@@ -181,6 +181,85 @@ def test_pieces_cover_the_text(cl100k):
     assert pieces[0] == (cl100k.encode("Hello")[0], "Hello")
 
 
+# -- long chunks: O(n log n) merging ----------------------------------------------------------
+
+
+def _pathological_texts() -> dict[str, str]:
+    rng = random.Random(7)
+    return {
+        "repeated_letter": "a" * 10_000,
+        "dna": "".join(rng.choice("ACGT") for _ in range(10_000)),
+        "random_word": "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(10_000)),
+        "random_bytes": bytes(rng.getrandbits(8) for _ in range(20_000)).decode("latin-1"),
+        "emoji_run": "🙂" * 3000 + "👨\u200d👩\u200d👧" * 500,
+        "spaces": " " * 20_000 + "x",
+        "digits": "9" * 20_000,
+        "punctuation": "!?" * 5000,
+    }
+
+
+PATHOLOGICAL = _pathological_texts()
+
+
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_long_chunks_match_tiktoken(cl100k, enc, name):
+    text = PATHOLOGICAL[name]
+    assert cl100k.encode(text) == enc.encode(text)
+
+
+def test_short_and_long_merge_loops_agree(cl100k, smollm2_or_trained):
+    # The heap (long chunks) and the list loop (short ones) must pick the same merges, under
+    # both merge rules, on pieces with many equal ranks (repeats) and none (random).
+    from course_lib.tokenization import _merge_long, _merge_short
+
+    rng = random.Random(3)
+    for tok in (cl100k, smollm2_or_trained):
+        for _ in range(60):
+            alphabet = rng.choice(["ab", "abc ", "aeiou", "xyz01", "\u00e9\u00e8a"])
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 200)))
+            data = text.encode()
+            rank_of = _rank_function(tok)
+            parts = [data[i : i + 1] for i in range(len(data))]
+            assert _merge_long(list(parts), rank_of) == _merge_short(list(parts), rank_of)
+
+
+def _rank_function(tok):
+    from course_lib.tokenization import _NO_MERGE
+
+    if tok.merge_rule == "merges":
+        pair_ranks = tok._pair_ranks
+        return lambda a, b: pair_ranks.get((a, b), _NO_MERGE)
+    return lambda a, b: tok.ranks.get(a + b, _NO_MERGE)
+
+
+@pytest.fixture(scope="module")
+def smollm2_or_trained(trained):
+    return BPETokenizer.from_gguf(SMOLLM2_GGUF) if SMOLLM2_GGUF is not None else trained
+
+
+_LONG_WORD_SCRIPT = """
+import json, random, sys
+from course_lib.tokenization import BPETokenizer, get_encoding
+enc = get_encoding("cl100k_base")
+tok = BPETokenizer.from_tiktoken(enc)
+rng = random.Random(0)
+texts = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(200_000)),
+         "".join(rng.choice("ACGT") for _ in range(50_000)), "z" * 100_000]
+print(json.dumps([tok.encode(t) == enc.encode(t) for t in texts]))
+"""
+
+
+def test_very_long_words_finish_and_match_tiktoken():
+    # Before the heap, one 200,000-letter word took the quadratic merge loop many minutes (8,000
+    # letters took a second); the guard turns a hang into a failure instead of a stuck suite.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", _LONG_WORD_SCRIPT], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [True, True, True]
+
+
 # -- training --------------------------------------------------------------------------------
 
 
@@ -344,6 +423,264 @@ def test_load_binary_garbage(tmp_path):
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ValueError, match="not a valid tokenizer file"):
         BPETokenizer.load(path)
+
+
+def _tokenizer_file(**changes) -> str:
+    """A valid saved-tokenizer JSON (bytes and <|endoftext|>), with fields changed or removed."""
+    import base64
+
+    data = {
+        "format": "course_lib.BPETokenizer",
+        "version": 2,
+        "pattern": GPT4_SPLIT_PATTERN,
+        "merge_rule": "ranks",
+        "tokens": [[b, base64.b64encode(bytes([b])).decode()] for b in range(256)],
+        "special_tokens": {ENDOFTEXT: 256},
+    }
+    for key, value in changes.items():
+        if value is _REMOVE:
+            del data[key]
+        else:
+            data[key] = value
+    return json.dumps(data)
+
+
+_REMOVE = object()
+_ALL_BYTES = [[b, __import__("base64").b64encode(bytes([b])).decode()] for b in range(256)]
+_AB = [257, "YWI="]  # b"ab"
+
+BAD_TOKENIZER_FILES = {
+    "garbage_text": ("not json at all {", "Expecting value"),
+    "not_an_object": ("[1, 2, 3]", "format"),
+    "deep_nesting": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    "deep_nesting_in_field": (_tokenizer_file(merges=json.loads("[" * 500 + "]" * 500)) [:-1]
+                              + ', "x": ' + "{\"a\":" * 100_000 + "1" + "}" * 100_000 + "}",
+                              "nested too deeply"),
+    "wrong_format": (_tokenizer_file(format="something.else"), "format"),
+    "version_missing": (_tokenizer_file(version=_REMOVE), "version"),
+    "version_bool": (_tokenizer_file(version=True), "version"),
+    "version_future": (_tokenizer_file(version=99), "version 99"),
+    "pattern_missing": (_tokenizer_file(pattern=_REMOVE), "pattern"),
+    "pattern_not_str": (_tokenizer_file(pattern=["a"]), "pattern"),
+    "pattern_catastrophic": (_tokenizer_file(pattern="(a+)+$"), "known pre-split pattern"),
+    "pattern_near_known": (_tokenizer_file(pattern=GPT4_SPLIT_PATTERN + "|x"), "known pre-split"),
+    "tokens_missing": (_tokenizer_file(tokens=_REMOVE), "'tokens'"),
+    "tokens_not_list": (_tokenizer_file(tokens={"0": "AA=="}), "'tokens'"),
+    "token_not_pair": (_tokenizer_file(tokens=[*_ALL_BYTES, [300]]), "'tokens'"),
+    "token_id_float": (_tokenizer_file(tokens=[*_ALL_BYTES, [300.0, "YWI="]]), "'tokens'"),
+    "token_id_bool": (_tokenizer_file(tokens=[*_ALL_BYTES, [True, "YWI="]]), "'tokens'"),
+    "token_id_negative": (_tokenizer_file(tokens=[*_ALL_BYTES, [-5, "YWI="]]), "token id"),
+    "token_id_huge": (_tokenizer_file(tokens=[*_ALL_BYTES, [10**15, "YWI="]]), "token id"),
+    "token_not_base64": (_tokenizer_file(tokens=[*_ALL_BYTES, [300, "!!! not base64"]]), ""),
+    "token_empty": (_tokenizer_file(tokens=[*_ALL_BYTES, [300, ""]]), "non-empty"),
+    "token_duplicate_bytes": (_tokenizer_file(tokens=[*_ALL_BYTES, [300, "YQ=="]]), "same bytes"),
+    "token_duplicate_id": (_tokenizer_file(tokens=[*_ALL_BYTES, [0, "YWI="]]), "different id"),
+    "missing_bytes": (_tokenizer_file(tokens=[[0, "AA=="]]), "256 single bytes"),
+    "special_not_dict": (_tokenizer_file(special_tokens=[ENDOFTEXT]), "special_tokens"),
+    "special_id_str": (_tokenizer_file(special_tokens={ENDOFTEXT: "256"}), "special_tokens"),
+    "special_reuses_id": (_tokenizer_file(special_tokens={ENDOFTEXT: 5}), "reuses id 5"),
+    "merge_rule_unknown": (_tokenizer_file(merge_rule="fastest"), "merge_rule"),
+    "merges_missing": (_tokenizer_file(merge_rule="merges", tokens=[*_ALL_BYTES, _AB]),
+                       "'merges'"),
+    "merge_unknown_id": (_tokenizer_file(merge_rule="merges", tokens=[*_ALL_BYTES, _AB],
+                                         merges=[[97, 98], [97, 5000]]), "unknown token id"),
+    "merge_special_id": (_tokenizer_file(merge_rule="merges", tokens=[*_ALL_BYTES, _AB],
+                                         merges=[[97, 256]]), "unknown token id"),
+    "merge_not_pair": (_tokenizer_file(merge_rule="merges", tokens=[*_ALL_BYTES, _AB],
+                                       merges=[[97, 98, 99]]), "pair"),
+    "merge_makes_no_token": (_tokenizer_file(merge_rule="merges", tokens=[*_ALL_BYTES, _AB],
+                                             merges=[[98, 97]]), "no token"),
+    "v1_ranks_not_str": (json.dumps({"format": "course_lib.BPETokenizer", "version": 1,
+                                     "pattern": GPT4_SPLIT_PATTERN, "ranks": [1, 2],
+                                     "special_tokens": {}}), "'ranks'"),
+    "huge_int_literal": ('{"format": "course_lib.BPETokenizer", "version": 1' + "1" * 5000 + "}",
+                         ""),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TOKENIZER_FILES))
+def test_load_bad_file(tmp_path, name):
+    content, problem = BAD_TOKENIZER_FILES[name]
+    path = tmp_path / f"{name}.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match="not a valid tokenizer file") as info:
+        BPETokenizer.load(path)
+    assert str(path) in str(info.value)
+    assert problem in str(info.value)
+
+
+def test_load_accepts_the_valid_base_of_the_bad_files(tmp_path):
+    # Control for the table above: the file they are all derived from loads and works, also
+    # with the merge rule and a merge list.
+    path = tmp_path / "ok.json"
+    path.write_text(_tokenizer_file(), encoding="utf-8")
+    assert BPETokenizer.load(path).encode("ab" + ENDOFTEXT) == [97, 98, 256]
+    path.write_text(_tokenizer_file(merge_rule="merges", tokens=[*_ALL_BYTES, _AB],
+                                    merges=[[97, 98]], special_tokens={ENDOFTEXT: 258}))
+    tok = BPETokenizer.load(path)
+    assert tok.encode("abab" + ENDOFTEXT) == [257, 257, 258]
+
+
+def test_load_reads_version_1_files(trained, tmp_path):
+    # The format before merges were stored: base64 tokens in id order.
+    import base64
+
+    ordered = sorted(trained.ranks, key=trained.ranks.get)
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps({
+        "format": "course_lib.BPETokenizer", "version": 1, "pattern": trained.pattern,
+        "ranks": [base64.b64encode(t).decode() for t in ordered],
+        "special_tokens": trained.special_tokens}))
+    loaded = BPETokenizer.load(path)
+    assert loaded.ranks == trained.ranks and loaded.merges == trained.merges
+
+
+def test_load_accepts_every_known_pattern(tmp_path, enc):
+    from course_lib.tokenization import GPT2_SPLIT_PATTERN, KNOWN_SPLIT_PATTERNS
+
+    assert {GPT4_SPLIT_PATTERN, GPT2_SPLIT_PATTERN} <= KNOWN_SPLIT_PATTERNS
+    for pattern in KNOWN_SPLIT_PATTERNS:
+        path = tmp_path / "p.json"
+        path.write_text(_tokenizer_file(pattern=pattern))
+        assert BPETokenizer.load(path).pattern == pattern
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        BPETokenizer.load(tmp_path / "nope.json")
+
+
+def test_save_is_atomic_and_keeps_the_old_file_on_failure(trained, tmp_path, monkeypatch):
+    path = tmp_path / "tok.json"
+    trained.save(path)
+    before = path.read_bytes()
+    other = BPETokenizer.train(SHAKESPEARE_TRAIN[:5000], 300)
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        other.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before  # the old tokenizer is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok.json"]  # no stray temp file
+    other.save(path)
+    assert BPETokenizer.load(path).ranks == other.ranks
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok.json"]
+
+
+def test_save_gives_a_normal_file_mode(trained, tmp_path):
+    reference = tmp_path / "plain.txt"
+    reference.write_text("x")  # what open() makes under this process's umask
+    path = tmp_path / "tok.json"
+    trained.save(path)
+    assert (path.stat().st_mode & 0o777) == (reference.stat().st_mode & 0o777)
+
+
+def test_save_to_a_folder_path_leaves_nothing_behind(trained, tmp_path):
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    with pytest.raises(OSError):
+        trained.save(folder)
+    assert list(tmp_path.iterdir()) == [folder] and not list(folder.iterdir())
+
+
+# -- bad arguments -----------------------------------------------------------------------------
+
+BAD_CALLS = {
+    # name: (call taking (trained, cl100k), exception, words the message must contain)
+    "encode_bytes": (lambda t, c: t.encode(b"abc"), TypeError, "text"),
+    "encode_none": (lambda t, c: t.encode(None), TypeError, "text"),
+    "encode_list": (lambda t, c: t.encode(["a"]), TypeError, "text"),
+    "encode_ordinary_int": (lambda t, c: t.encode_ordinary(5), TypeError, "text"),
+    "encode_allowed_special_str": (lambda t, c: t.encode("a", allowed_special="some"),
+                                   ValueError, "allowed_special"),
+    "encode_allowed_special_unknown": (lambda t, c: t.encode("a", allowed_special={"<|x|>"}),
+                                       ValueError, "allowed_special"),
+    "decode_too_large": (lambda t, c: t.decode([1, 512]), ValueError, "ids"),
+    "decode_negative": (lambda t, c: t.decode([-1]), ValueError, "ids"),
+    "decode_huge": (lambda t, c: t.decode([10**30]), ValueError, "ids"),
+    "decode_float": (lambda t, c: t.decode([1.0, 2.0]), TypeError, "ids"),
+    "decode_nan": (lambda t, c: t.decode([float("nan")]), TypeError, "ids"),
+    "decode_bool": (lambda t, c: t.decode([True]), TypeError, "ids"),
+    "decode_str": (lambda t, c: t.decode("abc"), TypeError, "ids"),
+    "decode_nested": (lambda t, c: t.decode([[1, 2]]), TypeError, "ids"),
+    "decode_single_int": (lambda t, c: t.decode(5), TypeError, "ids"),
+    "decode_none": (lambda t, c: t.decode(None), TypeError, "ids"),
+    "decode_float_tensor": (lambda t, c: t.decode(__import__("torch").tensor([1.0])), TypeError,
+                            "ids"),
+    "decode_2d_tensor": (lambda t, c: t.decode(__import__("torch").tensor([[1, 2]])), TypeError,
+                         "ids"),
+    "decode_gap_id": (lambda t, c: c.decode([100265]), ValueError, "100265"),
+    "decode_bytes_float": (lambda t, c: t.decode_bytes([1.5]), TypeError, "ids"),
+    "token_bytes_float": (lambda t, c: t.token_bytes(1.0), TypeError, "token_id"),
+    "token_bytes_out_of_range": (lambda t, c: t.token_bytes(512), ValueError, "ids"),
+    "train_vocab_small": (lambda t, c: BPETokenizer.train("abc abc", 100), ValueError,
+                          "vocab_size"),
+    "train_vocab_255": (lambda t, c: BPETokenizer.train("abc abc", 255), ValueError, "vocab_size"),
+    "train_vocab_huge": (lambda t, c: BPETokenizer.train("abc abc", 10**12), ValueError,
+                         "vocab_size"),
+    "train_vocab_float": (lambda t, c: BPETokenizer.train("abc", 300.0), TypeError, "vocab_size"),
+    "train_vocab_str": (lambda t, c: BPETokenizer.train("abc", "300"), TypeError, "vocab_size"),
+    "train_vocab_bool": (lambda t, c: BPETokenizer.train("abc", True), TypeError, "vocab_size"),
+    "train_text_bytes": (lambda t, c: BPETokenizer.train(b"abc", 300), TypeError, "text"),
+    "train_text_empty": (lambda t, c: BPETokenizer.train("", 300), ValueError, "empty"),
+    "naive_train_vocab_small": (lambda t, c: naive_train_bpe("abc", 10), ValueError,
+                                "vocab_size"),
+    "get_encoding_unknown": (lambda t, c: get_encoding("p50k_base"), ValueError, "cl100k_base"),
+    "get_encoding_typo": (lambda t, c: get_encoding("cl100k"), ValueError, "cl100k_base"),
+    "get_encoding_int": (lambda t, c: get_encoding(100), TypeError, "encoding name"),
+    "from_tiktoken_unknown": (lambda t, c: BPETokenizer.from_tiktoken("o200k_base"), ValueError,
+                              "o200k_base"),
+    "from_tiktoken_int": (lambda t, c: BPETokenizer.from_tiktoken(5), TypeError, "encoding"),
+    "from_gguf_none": (lambda t, c: BPETokenizer.from_gguf(None), TypeError, "path"),
+    "save_none": (lambda t, c: t.save(None), TypeError, "path"),
+    "load_int": (lambda t, c: BPETokenizer.load(3), TypeError, "path"),
+    "init_ranks_list": (lambda t, c: BPETokenizer([b"a"]), TypeError, "ranks"),
+    "init_merge_rule": (lambda t, c: BPETokenizer(t.ranks, merge_rule="fast"), ValueError,
+                        "merge_rule"),
+    "init_merges_needed": (lambda t, c: BPETokenizer(t.ranks, merge_rule="merges"), ValueError,
+                           "merges"),
+    "init_pattern_empty": (lambda t, c: BPETokenizer(t.ranks, pattern=""), ValueError,
+                           "pattern"),
+    "char_from_text_list": (lambda t, c: CharTokenizer.from_text(["a"]), TypeError, "text"),
+    "char_encode_list": (lambda t, c: CharTokenizer.from_text("ab").encode(["a"]), TypeError,
+                         "text"),
+    "char_encode_unknown": (lambda t, c: CharTokenizer.from_text("ab").encode("abc"),
+                            ValueError, "'c'"),
+    "char_decode_float": (lambda t, c: CharTokenizer.from_text("ab").decode([1.0]), TypeError,
+                          "ids"),
+    "char_decode_negative": (lambda t, c: CharTokenizer.from_text("ab").decode([-1]),
+                             ValueError, "ids"),
+    "char_decode_too_large": (lambda t, c: CharTokenizer.from_text("ab").decode([2]),
+                              ValueError, "ids"),
+    "char_init_duplicates": (lambda t, c: CharTokenizer(["a", "a"]), ValueError, "duplicates"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CALLS))
+def test_bad_arguments(trained, cl100k, name):
+    call, exception, words = BAD_CALLS[name]
+    with pytest.raises(exception, match=re.escape(words)):
+        call(trained, cl100k)
+
+
+GOOD_ID_CONTAINERS = {
+    "list": lambda ids: list(ids),
+    "tuple": lambda ids: tuple(ids),
+    "numpy_int32": lambda ids: __import__("numpy").array(ids, dtype="int32"),
+    "numpy_scalars": lambda ids: [__import__("numpy").int64(i) for i in ids],
+    "torch_long": lambda ids: __import__("torch").tensor(ids),
+    "torch_scalars": lambda ids: [__import__("torch").tensor(i) for i in ids],
+    "generator": lambda ids: (i for i in ids),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_ID_CONTAINERS))
+def test_decode_accepts_integer_containers(trained, name):
+    ids = trained.encode("To be, or not to be")
+    assert trained.decode(GOOD_ID_CONTAINERS[name](ids)) == "To be, or not to be"
 
 
 # -- character tokenizer ---------------------------------------------------------------------
