@@ -122,9 +122,43 @@ def test_bad_input_gets_a_message_not_a_traceback(lab):
     assert len(lab.generate()) == 12 and lab.message.value == ""  # blank seed: random
     shown = lab.summary
     lab.prompt.value = ""
-    assert "Type a prompt" in lab.message.value and lab.summary is shown
+    assert "prompt box is empty" in lab.message.value and lab.summary is shown
     assert lab.generate() is None
     lab.prompt.value = "x" * 40  # longer than block_size 32
     assert "last 32" in lab.message.value and lab.summary is not shown
     assert len(lab.generate()) == 12
 
+
+@pytest.mark.parametrize("seed", ["1.5", "-1", str(2**64), "1e3", "seven", "\x00"])
+def test_a_seed_box_holding_anything_gets_a_message(lab, seed):
+    lab.seed.value = seed
+    assert lab.generate() is None and "seed" in lab.message.value
+    assert not lab.generate_button.disabled
+
+
+def test_top_p_holds_exactly_what_the_code_set(lab):
+    # A float slider's browser side snaps 0.9 to 0.9000000000000001 and sends it back; the
+    # options are exact floats instead, so what the lesson sets is what the learner sees.
+    for p in (1.0, 0.9, 0.5, 1.0):
+        lab.top_p.value = p
+    assert lab.top_p.value == 1.0 and lab.settings()["top_p"] is None
+    assert 0.9 in lab.top_p.options and all(round(v, 2) == v for v in lab.top_p.options)
+
+
+def test_the_bars_axis_fits_what_is_shown(lab):
+    lab.prompt.value = "x"
+    top = max(max(lab.summary["before"]), max(lab.summary["after"]))
+    assert lab.figure.layout.yaxis.range[1] == pytest.approx(min(1.02, 1.1 * top))
+    assert lab.figure.data[2].yaxis == "y2"  # the cumulative line keeps its 0 to 1 axis
+
+
+def test_entropy_is_never_shown_negative(lab):
+    lab.temperature.value = 0.0
+    assert "-0.00" not in lab.stats.value and "<b>0.00</b> bits after" in lab.stats.value
+
+
+@pytest.mark.parametrize("bad", [dict(n_shown=0), dict(n_shown=2.5), dict(max_new_tokens=0),
+                                 dict(max_new_tokens=10**9), dict(prompt=None)])
+def test_nonsense_constructor_arguments_are_refused(lab, bad):
+    with pytest.raises((ValueError, TypeError)):
+        SamplingLab(lab.model, lab.tokenizer, **bad)

@@ -80,8 +80,8 @@ def encode_text(tokenizer: Any, text: str, *, max_tokens: int | None = None,
     ids and says so in the note.
     """
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"Type some {what} first: the box is empty, and the model needs at "
-                         "least one token.")
+        raise ValueError(f"The {what} box is empty: type something first, the model needs "
+                         "at least one token.")
     if len(text) > MAX_TEXT_CHARS:
         raise ValueError(f"The {what} is {len(text):,} characters; keep it under "
                          f"{MAX_TEXT_CHARS:,}.")

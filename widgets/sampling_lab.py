@@ -9,7 +9,13 @@ import plotly.graph_objects as go
 
 from course_lib.interpret import visible_piece
 from course_lib.sampling import describe_filtering, next_token_logits, stream_generate
+from course_lib.validation import check_int, check_str
+from widgets.common import encode_text, guarded, message_box, note, parse_seed, pre, reported
 from widgets.figure import FigureWidget
+
+# top-p's settings, as exact floats: a FloatSlider's browser side snaps 0.9 to
+# 0.9000000000000001 and sends that back, which can land after the kernel has moved on.
+TOP_P_VALUES = [round(i / 100, 2) for i in range(1, 101)]
 
 
 class SamplingLab(widgets.VBox):
@@ -27,24 +33,30 @@ class SamplingLab(widgets.VBox):
 
     def __init__(self, model, tokenizer, prompt: str = "ROMEO:\nO, she doth teach the",
                  n_shown: int = 20, max_new_tokens: int = 80):
+        check_str("prompt", prompt, allow_empty=True)
+        n_shown = check_int("n_shown", n_shown, minimum=1, maximum=100)
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1, maximum=300)
         self.model, self.tokenizer, self.n_shown = model, tokenizer, n_shown
         wide = {"description_width": "initial"}
         self.prompt = widgets.Textarea(value=prompt, description="prompt",
                                        continuous_update=False,
                                        layout=widgets.Layout(width="600px", height="70px"))
+        # Sliders apply on release: a drag would queue one redraw per pixel moved.
         self.temperature = widgets.FloatSlider(value=1.0, min=0.0, max=2.5, step=0.05,
-                                               description="temperature", style=wide)
+                                               description="temperature", style=wide,
+                                               continuous_update=False)
         self.top_k = widgets.IntSlider(value=0, min=0, max=100, description="top-k (0 = off)",
-                                       style=wide)
-        self.top_p = widgets.FloatSlider(value=1.0, min=0.01, max=1.0, step=0.01,
-                                         description="top-p (1 = off)", style=wide)
+                                       style=wide, continuous_update=False)
+        self.top_p = widgets.SelectionSlider(options=TOP_P_VALUES, value=1.0,
+                                             description="top-p (1 = off)", style=wide,
+                                             continuous_update=False)
         self.max_new_tokens = widgets.IntSlider(value=max_new_tokens, min=1, max=300,
                                                 description="new tokens", style=wide)
         self.seed = widgets.Text(value="0", description="seed (blank = random)", style=wide,
                                  layout=widgets.Layout(width="230px"))
         self.generate_button = widgets.Button(description="Generate", button_style="primary",
                                               icon="play")
-        self.message = widgets.HTML()
+        self.message = message_box()
         self.stats = widgets.HTML()
         self.output = widgets.HTML()
         self.figure = FigureWidget(
@@ -52,14 +64,18 @@ class SamplingLab(widgets.VBox):
                 go.Bar(x=[], y=[], name="model (temperature 1)", marker_color="#c7c7c7"),
                 go.Bar(x=[], y=[], name="sampled from", marker_color="#1f77b4"),
                 go.Scatter(x=[], y=[], name="cumulative (what top-p cuts)", mode="lines+markers",
-                           line=dict(color="#ff7f0e")),
+                           line=dict(color="#ff7f0e"), yaxis="y2"),
             ],
             layout=go.Layout(
-                height=380, width=760, barmode="group", margin=dict(l=60, r=20, t=40, b=80),
+                height=400, width=780, barmode="group", margin=dict(l=60, r=60, t=70, b=80),
                 xaxis=dict(title="next token, most likely first", tickangle=-50,
                            tickmode="array"),
-                yaxis=dict(title="probability", range=[0, 1.02]),
-                legend=dict(orientation="h", y=1.12),
+                # The bars' axis fits what is shown, so that 0.01 to 0.03 are still visible;
+                # the cumulative line has its own 0 to 1 axis on the right.
+                yaxis=dict(title="probability", rangemode="tozero"),
+                yaxis2=dict(title="cumulative", range=[0, 1.02], overlaying="y", side="right",
+                            showgrid=False),
+                legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
             ),
         )
         self.summary: dict | None = None
@@ -91,25 +107,14 @@ class SamplingLab(widgets.VBox):
             "top_p": self.top_p.value if self.top_p.value < 1.0 else None,
         }
 
-    def _encode_prompt(self) -> list[int] | None:
-        text = self.prompt.value
-        if not text:
-            self.message.value = _warn("Type a prompt first: the model needs at least one token "
-                                       "to predict the next from.")
-            return None
-        return self.tokenizer.encode(text)
-
+    @guarded
     def _on_prompt(self, change=None) -> None:
-        ids = self._encode_prompt()
-        if ids is None:
-            return
-        note = ""
+        ids, _ = encode_text(self.tokenizer, self.prompt.value, what="prompt")
         block = self.model.config.block_size
-        if len(ids) > block:
-            note = (f"The prompt is {len(ids)} tokens; the model sees only its last {block} "
-                    "(its block size).")
         self._logits = next_token_logits(self.model, ids)  # the one forward pass
-        self.message.value = _note(note) if note else ""
+        self.message.value = note(
+            f"The prompt is {len(ids)} tokens; the model sees only its last {block} "
+            "(its block size).") if len(ids) > block else ""
         self._show()
 
     def _show(self, change=None) -> None:
@@ -122,6 +127,9 @@ class SamplingLab(widgets.VBox):
         self.labels = [visible_piece(self.tokenizer.decode([i])) for i in d["ids"]]
         x = list(range(len(d["ids"])))
         with self.figure.batch_update():
+            # Fit the bars' axis to the tallest bar shown, with room above it.
+            top = max(max(d["before"]), max(d["after"]))
+            self.figure.layout.yaxis.range = [0, min(1.02, 1.1 * top)]
             self.figure.data[0].x, self.figure.data[0].y = x, d["before"]
             self.figure.data[1].x, self.figure.data[1].y = x, d["after"]
             self.figure.data[2].x, self.figure.data[2].y = x, d["cumulative"]
@@ -129,64 +137,49 @@ class SamplingLab(widgets.VBox):
             self.figure.layout.xaxis.tickvals = x
             self.figure.layout.xaxis.ticktext = self.labels
             self.figure.layout.shapes = (
-                [dict(type="line", xref="paper", x0=0, x1=1, y0=s["top_p"], y1=s["top_p"],
+                [dict(type="line", xref="paper", yref="y2", x0=0, x1=1, y0=s["top_p"],
+                      y1=s["top_p"],
                       line=dict(dash="dot", color="#ff7f0e"))]
                 if s["top_p"] is not None else []
             )
         vocab = self._logits.numel()
+        # max(0, .): a distribution on one token has entropy 0, which rounding error shows as -0.00
         self.stats.value = (
-            f"entropy <b>{d['entropy_before']:.2f}</b> bits at temperature 1 &rarr; "
-            f"<b>{d['entropy_after']:.2f}</b> bits after your settings; "
+            f"entropy <b>{max(0.0, d['entropy_before']):.2f}</b> bits at temperature 1 &rarr; "
+            f"<b>{max(0.0, d['entropy_after']):.2f}</b> bits after your settings; "
             f"<b>{d['kept']}</b> of {vocab} tokens can still be sampled "
             f"(top one: {html.escape(repr(self.tokenizer.decode([d['ids'][0]])))}, "
             f"p = {d['after'][0]:.3f})"
         )
 
-    def _parse_seed(self) -> int | None:
-        text = self.seed.value.strip()
-        if not text:
-            return None
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"the seed must be a whole number or blank, got {text!r}") from None
-
     def generate(self) -> str | None:
-        """Stream max_new_tokens tokens after the prompt into `output`; returns the new text."""
-        ids = self._encode_prompt()
-        if ids is None:
+        """Stream max_new_tokens tokens after the prompt into `output`; returns the new text,
+        or None when the prompt or the seed is not usable (`message` says why)."""
+        ids = seed = None
+        with reported(self.message):
+            ids, _ = encode_text(self.tokenizer, self.prompt.value, what="prompt")
+            seed = parse_seed(self.seed.value)
+            self.message.value = ""
+        if ids is None or self.message.value:
             return None
-        try:
-            seed = self._parse_seed()
-        except ValueError as e:
-            self.message.value = _warn(str(e))
-            return None
-        self.message.value = ""
         self.generate_button.disabled = True
         prompt_html = html.escape(self.prompt.value)
-        new: list[int] = []
+        self.generated = ""
         try:
-            stream = stream_generate(self.model, ids, self.max_new_tokens.value, seed=seed,
-                                     **self.settings())
-            for token in stream:
-                new.append(int(token[0]))
-                # Decode the whole continuation each time: a character split across two byte
-                # tokens then shows as soon as its second half arrives.
-                self.generated = self.tokenizer.decode(new)
-                self.output.value = _pre(prompt_html + "<b>" + html.escape(self.generated)
-                                         + "</b>")
+            with reported(self.message):
+                self._stream(ids, seed, prompt_html)
         finally:
             self.generate_button.disabled = False
         return self.generated
 
+    def _stream(self, ids: list[int], seed: int | None, prompt_html: str) -> None:
+        new: list[int] = []
+        stream = stream_generate(self.model, ids, self.max_new_tokens.value, seed=seed,
+                                 **self.settings())
+        for token in stream:
+            new.append(int(token[0]))
+            # Decode the whole continuation each time: a character split across two byte
+            # tokens then shows as soon as its second half arrives.
+            self.generated = self.tokenizer.decode(new)
+            self.output.value = pre(prompt_html + "<b>" + html.escape(self.generated) + "</b>")
 
-def _pre(inner: str) -> str:
-    return f"<pre style='white-space:pre-wrap;font-size:13px'>{inner}</pre>"
-
-
-def _warn(text: str) -> str:
-    return f'<span style="color:#b3261e">{html.escape(text)}</span>'
-
-
-def _note(text: str) -> str:
-    return f'<span style="color:#555">{html.escape(text)}</span>'
