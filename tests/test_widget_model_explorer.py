@@ -98,11 +98,13 @@ def test_new_prompt_is_one_forward_pass(view, small_model, tokenizer):
 def test_bad_prompts_show_a_message(view, tokenizer):
     before = view.trace
     view.text.value = "   "
-    assert "at least one token" in view.message.value and view.trace is before
+    assert "empty" in view.message.value and view.trace is before
     view.text.value = "snow ☃ man"  # a character the tokenizer does not know
     assert "cannot be tokenized" in view.message.value and view.trace is before
     view.text.value = "x" * 40  # longer than block_size 32
     assert "last 32" in view.message.value and len(view.trace.ids) == 32
+    view.text.value = "ROMEO:"
+    assert "6 tokens" in view.message.value and "#b3261e" not in view.message.value
 
 
 def test_choose_between_two_models(small_model, tokenizer):

@@ -10,6 +10,8 @@ import plotly.graph_objects as go
 
 from course_lib.interpret import MODEL_STAGES, ModelTrace, model_trace, visible_piece
 from course_lib.model import GPT
+from widgets.common import encode_text, guarded, message_box, note
+from widgets.figure import FigureWidget
 
 DEFAULT_TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n\nJULIET:\n"
 PARTS = ("stream after the block", "attention adds", "MLP adds")
@@ -63,7 +65,7 @@ class ModelExplorer(widgets.VBox):
             self.model_name.layout.display = "none"
         self.text = widgets.Text(value=text, description="prompt", continuous_update=False,
                                  layout=widgets.Layout(width="95%"))
-        self.message = widgets.HTML()
+        self.message = message_box()
         self.diagram = widgets.HTML()
         self.stage = widgets.ToggleButtons(options=[(s, s) for s in MODEL_STAGES],
                                            value="blocks", description="stage",
@@ -103,7 +105,7 @@ class ModelExplorer(widgets.VBox):
         # each whole, instead of a placeholder and a stream of updates.
         self._set_text()
         self.figure, self.attention_figure, self.lens_chart = (
-            go.FigureWidget(f) for f in (self.figure, self.attention_figure, self.lens_chart)
+            FigureWidget(f) for f in (self.figure, self.attention_figure, self.lens_chart)
         )
         self._show_stage()
 
@@ -140,32 +142,14 @@ class ModelExplorer(widgets.VBox):
         self._set_text()
         self._show_stage()
 
+    @guarded
     def _set_text(self) -> None:
-        text = self.text.value
-        if not text.strip():
-            self._say("Type a prompt: the model needs at least one token.", error=True)
-            return
-        try:
-            ids = self.tokenizer.encode(text)
-        except Exception as e:  # a learner's text must never end in a traceback
-            self._say(f"This prompt cannot be tokenized: {e}", error=True)
-            return
-        if not ids:
-            self._say("This prompt gives no tokens; type some text.", error=True)
-            return
         limit = min(self.max_tokens, self.model.config.block_size)
-        note = ""
-        if len(ids) > limit:
-            note = (f"The prompt has {len(ids)} tokens; the explorer shows the last {limit}. ")
-            ids = ids[-limit:]
+        ids, cut = encode_text(self.tokenizer, self.text.value, max_tokens=limit, what="prompt")
         self.trace = model_trace(self.model, self.tokenizer, ids, k=self.k)
-        self._say(note + f"{len(ids)} tokens. Choose a stage to see what it holds.")
+        self.message.value = note((cut + " " if cut else "")
+                                  + f"{len(ids)} tokens. Choose a stage to see what it holds.")
         self._show_stage()
-
-    def _say(self, text: str, error: bool = False) -> None:
-        self.message.value = (
-            f'<span style="color:{"#b3261e" if error else "#555"}">{html.escape(text)}</span>'
-        )
 
     # ----- drawing: no forward pass ----------------------------------------------------------
 

@@ -61,6 +61,9 @@ def check_layer_norm(layer_norm) -> Feedback:
         result, failed = call_learner(layer_norm, x, weight, bias, eps)
         if failed is not None:  # a Feedback that is wrong is falsy
             return failed
+        if result is None:
+            return wrong("Your layer_norm returns None: write its body so that it returns the "
+                         "normalised tensor, then run the cell again.")
         if not isinstance(result, torch.Tensor):
             return wrong(f"layer_norm should return a tensor, got {shown(result)}.")
         if not torch.equal(x, before):
