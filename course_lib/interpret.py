@@ -2,66 +2,79 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from torch import nn
 
-from course_lib.model import GPT
-
-
-def _as_batch(model: GPT, ids) -> torch.Tensor:
-    ids = torch.as_tensor(ids, dtype=torch.long)
-    if ids.dim() == 1:
-        ids = ids[None]
-    if ids.shape[0] != 1:
-        raise ValueError(f"ids must be one sequence, got a batch of {ids.shape[0]}")
-    if ids.shape[1] == 0:
-        raise ValueError("ids is empty: give at least one token")
-    return ids[:, -model.config.block_size :].to(model.device)
+from course_lib.model import GPT, eval_mode
+from course_lib.tokenization import token_pieces, visible_piece  # noqa: F401  (re-exported)
+from course_lib.validation import check_int, check_str, check_token_ids
 
 
-@torch.no_grad()
+def _one_sequence(model: GPT, ids) -> torch.Tensor:
+    """ids as a (1, T) batch on the model's device, cropped to the last block_size tokens."""
+    idx = check_token_ids("ids", ids, model.config.vocab_size)
+    if idx.shape[0] != 1:
+        raise ValueError(f"ids must be one sequence, got a batch of {idx.shape[0]}")
+    return idx[:, -model.config.block_size :].to(model.device)
+
+
+def _check_head_mask(model: GPT, head_mask) -> torch.Tensor | None:
+    """head_mask as a float (n_layer, n_head) tensor of finite numbers on the model's device."""
+    if head_mask is None:
+        return None
+    expected = (model.config.n_layer, model.config.n_head)
+    try:
+        mask = torch.as_tensor(head_mask)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"head_mask must be a tensor of shape {expected}, got "
+                        f"{type(head_mask).__name__} ({e})") from None
+    if mask.is_complex():
+        raise TypeError(f"head_mask must hold real numbers, got dtype {mask.dtype}")
+    if tuple(mask.shape) != expected:
+        raise ValueError(f"head_mask must have shape (n_layer, n_head) = {expected}, "
+                         f"got {tuple(mask.shape)}")
+    mask = mask.float()
+    if not torch.isfinite(mask).all():
+        raise ValueError("head_mask holds NaN or infinity: 1 keeps a head, 0 switches it off")
+    return mask.to(model.device)
+
+
+def _forward(model: GPT, ids, head_mask=None, attention: bool = False):
+    """(logits (T, vocab) as float on the CPU, attention maps (n_layer, n_head, T, T) or None)."""
+    idx = _one_sequence(model, ids)
+    mask = _check_head_mask(model, head_mask)
+    with eval_mode(model):
+        out = model(idx, return_attention=True, head_mask=mask) if attention else model(
+            idx, head_mask=mask)
+    maps = torch.stack([w[0] for w in out[2]]).cpu() if attention else None
+    return out[0][0].float().cpu(), maps
+
+
 def attention_maps(model: GPT, ids) -> torch.Tensor:
     """Every head's attention weights for one sequence: (n_layer, n_head, T, T), rows sum to 1."""
-    _, _, weights = model.eval()(_as_batch(model, ids), return_attention=True)
-    return torch.stack([w[0] for w in weights]).cpu()
+    return _forward(model, ids, attention=True)[1]
 
 
-@torch.no_grad()
 def hidden_states(model: GPT, ids) -> list[torch.Tensor]:
     """The residual stream after the embeddings and after each block: n_layer + 1 tensors (T, C)."""
-    idx = _as_batch(model, ids)
-    model.eval()
-    states = []
-    hooks = [model.transformer.drop.register_forward_hook(lambda m, i, o: states.append(o[0]))]
-    hooks += [
-        block.register_forward_hook(lambda m, i, o: states.append(o[0][0]))
-        for block in model.transformer.h
-    ]
-    try:
-        model(idx)
-    finally:
-        for h in hooks:
-            h.remove()
-    return [s.cpu() for s in states]
+    idx = _one_sequence(model, ids)
+    with eval_mode(model):
+        stream = _run_with_stream(model, idx)[2]
+    return list(stream.cpu())
 
 
-@torch.no_grad()
 def next_token_probs_with_heads(
     model: GPT, ids, head_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Next-token probabilities (vocab,) with the heads where head_mask is 0 switched off."""
-    if head_mask is not None:
-        expected = (model.config.n_layer, model.config.n_head)
-        if tuple(head_mask.shape) != expected:
-            raise ValueError(f"head_mask must have shape {expected}, got {tuple(head_mask.shape)}")
-        head_mask = head_mask.to(model.device)
-    logits, _ = model.eval()(_as_batch(model, ids), head_mask=head_mask)
-    return torch.softmax(logits[0, -1].float(), dim=-1).cpu()
+    return torch.softmax(_forward(model, ids, head_mask)[0][-1], dim=-1)
 
 
 def top_tokens(probs: torch.Tensor, tokenizer, k: int = 10) -> list[tuple[str, float]]:
     """The k most likely tokens as (text piece, probability), most likely first."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    k = check_int("k", k, minimum=1)
     values, indices = torch.topk(probs, min(k, probs.numel()))
     return [(tokenizer.decode([i]), v) for i, v in zip(indices.tolist(), values.tolist(),
                                                           strict=True)]
@@ -78,23 +91,9 @@ HEAD_PATTERNS: tuple[str, ...] = (
 )
 
 
-def token_pieces(tokenizer, ids) -> list[bytes]:
-    """The bytes of each token, so that joined they give back the text exactly."""
-    ids = [int(i) for i in torch.as_tensor(ids).reshape(-1).tolist()]
-    if hasattr(tokenizer, "decode_bytes"):
-        return [tokenizer.decode_bytes([i]) for i in ids]
-    return [tokenizer.decode([i]).encode("utf-8") for i in ids]
-
-
-def visible_piece(piece: str) -> str:
-    """A token's text made visible on a plot axis: a space as '·', a newline as '↵', empty '∅'."""
-    return piece.replace(" ", "·").replace("\n", "↵") or "∅"
-
-
 def token_labels(tokenizer, ids) -> list[str]:
-    """Each token's text made visible for plot axes (see visible_piece)."""
-    return [visible_piece(p.decode("utf-8", errors="replace"))
-            for p in token_pieces(tokenizer, ids)]
+    """Each token's text made visible for plot axes (see tokenization.visible_piece)."""
+    return [visible_piece(p) for p in token_pieces(tokenizer, ids)]
 
 
 def _speaker_lines(text: bytes) -> list[tuple[int, int]]:
@@ -188,8 +187,9 @@ def text_windows(tokenizer, text: str, length: int, n: int) -> list[list[int]]:
 
     Starting at a line start keeps the line and speaker structure the patterns look for.
     """
-    if length < 2 or n < 1:
-        raise ValueError(f"length must be >= 2 and n >= 1, got length={length}, n={n}")
+    check_str("text", text)
+    length = check_int("length", length, minimum=2)
+    n = check_int("n", n, minimum=1)
     windows, start = [], 0
     while len(windows) < n and start < len(text):
         # A token is rarely longer than 16 characters, so this slice is always long enough.
@@ -231,49 +231,42 @@ def head_pattern_scores(
     return out
 
 
-@torch.no_grad()
 def head_ablation_losses(model: GPT, windows: list[list[int]]) -> tuple[float, torch.Tensor]:
     """The mean next-token loss of the whole model, and (n_layer, n_head) with each head off.
 
     windows are equal-length lists of at most block_size + 1 token ids; one batched forward
     pass per head.
     """
-    if not windows or len({len(w) for w in windows}) != 1:
+    if isinstance(windows, (list, tuple)) and (
+        not windows or len({len(w) if hasattr(w, "__len__") else -1 for w in windows}) != 1
+    ):
         raise ValueError("windows must be a non-empty list of equally long token-id lists")
-    if not 2 <= len(windows[0]) <= model.config.block_size + 1:
+    ids = check_token_ids("windows", windows, model.config.vocab_size)
+    if not 2 <= ids.shape[1] <= model.config.block_size + 1:
         raise ValueError(
             f"each window must hold 2 to block_size + 1 = {model.config.block_size + 1} ids, "
-            f"got {len(windows[0])}"
+            f"got {ids.shape[1]}"
         )
-    ids = torch.tensor(windows, dtype=torch.long, device=model.device)
+    ids = ids.to(model.device)
     x, y = ids[:, :-1], ids[:, 1:]
-    model.eval()
     n_layer, n_head = model.config.n_layer, model.config.n_head
-    full = model(x, y)[1].item()
     losses = torch.zeros(n_layer, n_head)
-    for layer in range(n_layer):
-        for head in range(n_head):
-            mask = torch.ones(n_layer, n_head, device=model.device)
-            mask[layer, head] = 0
-            losses[layer, head] = model(x, y, head_mask=mask)[1].item()
+    with eval_mode(model):
+        full = model(x, y)[1].item()
+        for layer in range(n_layer):
+            for head in range(n_head):
+                mask = torch.ones(n_layer, n_head, device=model.device)
+                mask[layer, head] = 0
+                losses[layer, head] = model(x, y, head_mask=mask)[1].item()
     return full, losses
 
 
-@torch.no_grad()
 def attention_and_probs(
     model: GPT, ids, head_mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass: every head's maps (n_layer, n_head, T, T) and next-token probabilities."""
-    if head_mask is not None:
-        expected = (model.config.n_layer, model.config.n_head)
-        if tuple(head_mask.shape) != expected:
-            raise ValueError(f"head_mask must have shape {expected}, got {tuple(head_mask.shape)}")
-        head_mask = head_mask.to(model.device)
-    logits, _, weights = model.eval()(
-        _as_batch(model, ids), return_attention=True, head_mask=head_mask
-    )
-    maps = torch.stack([w[0] for w in weights]).cpu()
-    return maps, torch.softmax(logits[0, -1].float(), dim=-1).cpu()
+    logits, maps = _forward(model, ids, head_mask, attention=True)
+    return maps, torch.softmax(logits[-1], dim=-1)
 
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
@@ -297,8 +290,7 @@ def compare_top_tokens(
     if before.shape != after.shape:
         raise ValueError(f"before and after must have the same shape, got {tuple(before.shape)} "
                          f"and {tuple(after.shape)}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    k = check_int("k", k, minimum=1)
     top = torch.topk(torch.maximum(before, after), min(k, before.numel())).indices.tolist()
     return [(tokenizer.decode([i]), before[i].item(), after[i].item()) for i in top]
 
@@ -310,8 +302,7 @@ def tile_heads(maps: torch.Tensor, gap: int = 1) -> torch.Tensor:
     """
     if maps.dim() != 4 or maps.shape[-1] != maps.shape[-2]:
         raise ValueError(f"maps must be (n_layer, n_head, T, T), got {tuple(maps.shape)}")
-    if gap < 0:
-        raise ValueError(f"gap must be >= 0, got {gap}")
+    gap = check_int("gap", gap, minimum=0)
     L, H, T, _ = maps.shape
     step = T + gap
     grid = torch.full((L * step - gap, H * step - gap), float("nan"))
@@ -325,26 +316,10 @@ def tile_heads(maps: torch.Tensor, gap: int = 1) -> torch.Tensor:
 # Lesson 6 and widgets/model_explorer.py use this section; it depends only on the public names
 # above (top_tokens, token_labels, visible_piece) and on course_lib.model and validation.
 
-from dataclasses import dataclass  # noqa: E402
-
-from torch import nn  # noqa: E402
-
-from course_lib.model import eval_mode  # noqa: E402
-from course_lib.validation import check_int, check_token_ids  # noqa: E402
 
 MODEL_STAGES: tuple[str, ...] = (
     "tokens", "embeddings", "blocks", "final norm", "logits", "next token",
 )
-
-
-def _one_sequence(model: GPT, ids) -> torch.Tensor:
-    """ids as a (1, T) batch on the model's device, cropped to the last block_size tokens."""
-    if isinstance(ids, (list, tuple)) and not ids:  # torch reads [] as a float tensor
-        raise ValueError("ids is empty: give at least one token id (an empty prompt?)")
-    idx = check_token_ids("ids", ids, model.config.vocab_size)
-    if idx.shape[0] != 1:
-        raise ValueError(f"ids must be one sequence, got a batch of {idx.shape[0]}")
-    return idx[:, -model.config.block_size :].to(model.device)
 
 
 def _unembed(model: GPT, residual: torch.Tensor) -> torch.Tensor:
