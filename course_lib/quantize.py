@@ -64,17 +64,26 @@ class QuantizedTensor:
         """Bits per weight of a tight packing: the codes plus each group's 16-bit scale."""
         return self.bits + 16 * self.scale.numel() / (self.shape[0] * self.shape[1])
 
-    def codes(self) -> torch.Tensor:
-        """The signed integer codes, int8 of the matrix's shape."""
+    def _offset_codes(self) -> torch.Tensor:
+        """The codes + qmax (uint8, >= 0), unpacked to the matrix's shape."""
         p = self.packed
         if self.bits <= 4:
             p = torch.stack([p & 0x0F, p >> 4], dim=-1).reshape(p.shape[0], -1)
             p = p[:, : self.shape[1]]
-        return p.to(torch.int16).sub(self.qmax).to(torch.int8)
+        return p
+
+    def codes(self) -> torch.Tensor:
+        """The signed integer codes, int8 of the matrix's shape."""
+        return self._offset_codes().to(torch.int16).sub(self.qmax).to(torch.int8)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The float matrix these codes stand for."""
-        return _dequantize_rows(self.codes(), self.scale, self.group_size, dtype)
+        # In place on one float buffer: a 28M-weight embedding costs one float copy, not four.
+        w = self._offset_codes().to(dtype).sub_(self.qmax)
+        rows, cols = self.shape
+        g = cols if self.group_size is None else self.group_size
+        w.view(rows, cols // g, g).mul_(self.scale.to(dtype)[:, :, None])
+        return w
 
     def dequantize_rows(self, rows: torch.Tensor, dtype: torch.dtype = torch.float32):
         """Only the chosen rows (an embedding lookup), without building the whole matrix."""
@@ -83,28 +92,24 @@ class QuantizedTensor:
         return sub.dequantize(dtype).reshape(*rows.shape, self.shape[1])
 
 
-def _dequantize_rows(codes: torch.Tensor, scale: torch.Tensor, group_size, dtype) -> torch.Tensor:
-    rows, cols = codes.shape
-    g = cols if group_size is None else group_size
-    w = codes.to(dtype).view(rows, cols // g, g) * scale.to(dtype)[:, :, None]
-    return w.view(rows, cols)
-
-
 def quantize(w: torch.Tensor, bits: int = 8, group_size: int | None = None) -> QuantizedTensor:
     """Absmax quantization of a 2-D matrix: each group's largest |w| maps to the largest code."""
     if not isinstance(w, torch.Tensor) or w.dim() != 2 or not w.is_floating_point():
         raise TypeError("w must be a 2-D float tensor (a weight matrix)")
     bits, group_size = _check_format(bits, group_size, w.shape[1])
-    w = w.detach().float()
     rows, cols = w.shape
     g = cols if group_size is None else group_size
-    groups = w.view(rows, cols // g, g)
     qmax = 2 ** (bits - 1) - 1
-    # Round the scale to float16 first, then quantize with the scale that will be stored.
-    scale = (groups.abs().amax(dim=-1) / qmax).half()
-    safe = scale.float().clamp_min(torch.finfo(torch.float16).tiny)[:, :, None]
-    codes = (groups / safe).round().clamp(-qmax, qmax).view(rows, cols)
-    packed = (codes + qmax).to(torch.uint8)
+    scale = torch.empty(rows, cols // g, dtype=torch.float16, device=w.device)
+    packed = torch.empty(rows, cols, dtype=torch.uint8, device=w.device)
+    chunk = max(1, 2**20 // cols)  # about a million weights at a time keeps temporaries small
+    for r in range(0, rows, chunk):
+        groups = w[r : r + chunk].detach().float().view(-1, cols // g, g)
+        # Round the scale to float16 first, then quantize with the scale that will be stored.
+        s = (groups.abs().amax(dim=-1) / qmax).half()
+        safe = s.float().clamp_min(torch.finfo(torch.float16).tiny)[:, :, None]
+        codes = (groups / safe).round_().clamp_(-qmax, qmax).add_(qmax)
+        scale[r : r + chunk], packed[r : r + chunk] = s, codes.view(-1, cols).to(torch.uint8)
     if bits <= 4:
         if cols % 2:
             packed = F.pad(packed, (0, 1))
