@@ -375,24 +375,48 @@ def dpo_step(policy: GPT, reference: GPT, optimizer: torch.optim.Optimizer, toke
             "pair_accuracy": (chosen > rejected).float().mean().item()}
 
 
+def pair_logratios(policy: GPT, reference: GPT, tokenizer,
+                   pairs: Sequence[tuple[str, str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) log-ratios log pi(answer) - log pi_ref(answer) for each pair, without
+    gradients: how far the policy has moved each answer from the reference."""
+    x, y = _pair_batches(tokenizer, pairs, policy.config.block_size)
+    with eval_mode(policy), eval_mode(reference):
+        diff = sequence_logprobs(policy, x, y) - sequence_logprobs(reference, x, y)
+    return diff[: len(pairs)], diff[len(pairs):]
+
+
 def dpo_train(policy: GPT, reference: GPT, tokenizer, pairs: Sequence[tuple[str, str, str]],
-              steps: int = 20, batch_size: int = 8, learning_rate: float = 5e-4,
-              beta: float = 0.1, seed: int = 0, progress: bool = True) -> dict[str, list]:
-    """dpo_step over random batches of pairs; returns each step's figures as lists."""
+              steps: int = 20, batch_size: int = 8, learning_rate: float = 1e-4,
+              beta: float = 0.1, seed: int = 0, progress: bool = True,
+              monitor: Sequence[tuple[str, str, str]] | None = None) -> dict[str, list]:
+    """dpo_step over random batches of pairs; returns each step's figures as lists. With
+    monitor (pairs not trained on), history["monitor_margin"] is their mean chosen-minus-rejected
+    log-ratio after each step."""
     steps = check_int("steps", steps, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     learning_rate = check_float("learning_rate", learning_rate, minimum=0, min_inclusive=False)
     if not pairs:
         raise ValueError("pairs is empty: give at least one (question, chosen, rejected)")
-    for p in reference.parameters():
-        p.requires_grad_(False)
+    if policy is reference or any(a is b for a, b in zip(policy.parameters(),
+                                                         reference.parameters(), strict=False)):
+        raise ValueError("reference must be a separate frozen copy of the policy "
+                         "(copy.deepcopy(policy)), not the policy itself")
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad],
                                   lr=learning_rate, weight_decay=0.0)
     rng = random.Random(check_seed("seed", seed))
     history: dict[str, list] = {}
+    if monitor:  # the reference never changes: score the monitor pairs under it once
+        mx, my = _pair_batches(tokenizer, monitor, policy.config.block_size)
+        with eval_mode(reference):
+            monitor_ref = sequence_logprobs(reference, mx, my)
     for _ in tqdm(range(steps), disable=not progress, desc="DPO", unit="step"):
         info = dpo_step(policy, reference, optimizer, tokenizer,
                         rng.sample(list(pairs), min(batch_size, len(pairs))), beta)
+        if monitor:
+            with eval_mode(policy):
+                diff = sequence_logprobs(policy, mx, my) - monitor_ref
+            n = len(monitor)
+            info["monitor_margin"] = (diff[:n] - diff[n:]).mean().item()
         for k, v in info.items():
             history.setdefault(k, []).append(v)
     return history

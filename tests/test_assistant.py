@@ -161,12 +161,19 @@ def test_dpo_raises_the_chosen_over_rejected_margin(model, tokenizer, split):
     assert all(c != r for _, c, r in pairs)
     reference = copy.deepcopy(model)
     frozen = {k: v.clone() for k, v in reference.state_dict().items()}
+    monitor = A.preference_pairs(split[1][:6])
     history = A.dpo_train(model, reference, tokenizer, pairs, steps=12, batch_size=len(pairs),
-                          learning_rate=3e-3, beta=0.5, progress=False)
+                          learning_rate=3e-3, beta=0.5, progress=False, monitor=monitor)
     assert history["loss"][0] == pytest.approx(math.log(2), abs=1e-5)  # policy = reference
     assert history["margin"][0] == pytest.approx(0.0, abs=1e-4)
     assert history["margin"][-1] > 1.0 and history["loss"][-1] < history["loss"][0]
     assert all(torch.equal(v, frozen[k]) for k, v in reference.state_dict().items())
+    assert all(p.requires_grad for p in reference.parameters())  # the caller's flags untouched
+    chosen, rejected = A.pair_logratios(model, reference, tokenizer, monitor)
+    assert history["monitor_margin"][-1] == pytest.approx((chosen - rejected).mean().item(),
+                                                          abs=1e-4)
+    with pytest.raises(ValueError, match="separate"):
+        A.dpo_train(model, model, tokenizer, pairs, steps=1, progress=False)
 
 
 def test_plain_chat_rendering_and_injection(tokenizer):
