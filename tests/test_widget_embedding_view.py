@@ -98,10 +98,19 @@ def test_adding_a_sentence(view):
     assert view.selected.value == "A monarch rules the land"
     assert view.neighbours[0][0] in {"The king is strong", "The queen is powerful"}
     assert "Added" in view.message.value
-    view.add_button.click()  # the same text again: no duplicate point
+    # Enter then Add, as a browser sends them: the box was emptied by the first, so the
+    # sentence is added once, and it is never its own neighbour.
+    assert view.new_text.value == ""
+    view.add_button.click()
+    assert len(view.labels) == 5 and "Type something" in view.message.value
+    view.new_text.value = "A monarch rules the land"  # typed again: still one point
     assert len(view.labels) == 5
+    assert all(label != view.selected.value for label, _ in view.neighbours)
     view.new_text.value = "   "
     assert len(view.labels) == 5
+    # only the selected point and its neighbours carry a label on the map
+    labelled = [t for t in view.figure.data[0].text if t]
+    assert len(labelled) == 1 + len(view.neighbours)
 
 
 def test_tokens_mode_neighbours_over_the_vocabulary(view, gpt, tokenizer):

@@ -32,7 +32,7 @@ def test_shows_every_heads_attention_for_the_text(view):
     assert torch.allclose(view.maps, attention_maps(view.model, ids))
     assert view.token.value == len(ids) - 1  # the last token, whose next token is predicted
     z = np.array(view.heatmap.data[0].z, dtype=float)
-    assert np.allclose(np.nan_to_num(z), view.maps[0, 0].numpy())
+    assert np.allclose(np.nan_to_num(z), view.maps[0, 0].numpy(), atol=5e-4)  # 3 decimals
     assert np.isnan(z[0, 1]) and not np.isnan(z[1, 0])  # the future is blank, not zero
     # a long text labels every n-th token, so that the labels do not overlap
     ticks = list(view.heatmap.layout.xaxis.tickvals)
@@ -43,7 +43,7 @@ def test_shows_every_heads_attention_for_the_text(view):
 def test_sliders_pick_the_head_without_a_forward_pass(view):
     view.layer.value, view.head.value = 1, 2
     z = np.nan_to_num(np.array(view.heatmap.data[0].z, dtype=float))
-    assert np.allclose(z, view.maps[1, 2].numpy())
+    assert np.allclose(z, view.maps[1, 2].numpy(), atol=5e-4)
     assert "layer 1, head 2" in view.heatmap.layout.title.text
     assert view.forward_calls == []
 
@@ -64,7 +64,7 @@ def test_grid_tiles_every_head_and_a_click_selects_one(view):
     T = len(view.ids)
     z = np.array(view.grid.data[0].z, dtype=float)
     assert z.shape == (2 * T + 1, 4 * T + 3)  # 2 layers x 4 heads, one blank cell between
-    assert np.allclose(z[T + 1 :, 3 * (T + 1) :], view.maps[1, 3].numpy())
+    assert np.allclose(z[T + 1 :, 3 * (T + 1) :], view.maps[1, 3].numpy(), atol=5e-3)  # 2 dp
     view.tabs.selected_index = 1
     view.select_head_at(x=2 * (T + 1) + 3, y=T + 4)
     assert (view.layer.value, view.head.value, view.tabs.selected_index) == (1, 2, 0)
@@ -79,7 +79,7 @@ def test_grid_shows_only_the_last_tokens_of_a_long_text(small_model, view):
     short = HeadExplorer(small_model, view.tokenizer, text=TEXT, grid_tokens=10)
     z = np.array(short.grid.data[0].z, dtype=float)
     assert z.shape == (2 * 11 - 1, 4 * 11 - 1)
-    assert np.allclose(z[11:, 33:], short.maps[1, 3, -10:, -10:].numpy())
+    assert np.allclose(z[11:, 33:], short.maps[1, 3, -10:, -10:].numpy(), atol=5e-3)
     assert "last 10 tokens" in short.grid.layout.title.text
     short.select_head_at(x=2 * 11 + 3, y=12)
     assert (short.layer.value, short.head.value) == (1, 2)
@@ -153,7 +153,7 @@ def test_figures_are_widgets_that_start_with_the_data(view):
         assert isinstance(figure, go.FigureWidget)
     # the state a browser first receives already holds the maps, not a placeholder
     first = np.array(view.heatmap._widget_data[0]["z"], dtype=float)
-    assert np.allclose(np.nan_to_num(first), view.maps[0, 0].numpy())
+    assert np.allclose(np.nan_to_num(first), view.maps[0, 0].numpy(), atol=5e-4)
 
 
 def test_an_empty_starting_text_waits_for_one(small_model):

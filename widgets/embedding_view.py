@@ -12,6 +12,7 @@ import torch
 
 from course_lib.embeddings import embed, load_sentence_model, nearest, pca
 from course_lib.interpret import visible_piece
+from widgets.common import MAX_TEXT_CHARS, guarded, message_box
 from widgets.figure import FigureWidget
 
 __all__ = ["DEFAULT_SENTENCES", "DEFAULT_WORDS", "EmbeddingView"]
@@ -135,8 +136,15 @@ class EmbeddingView(widgets.VBox):
         self.new_text = widgets.Text(continuous_update=False,
                                      layout=widgets.Layout(width="340px"))
         self.add_button = widgets.Button(description="Add", button_style="primary")
-        self.message = widgets.HTML()
+        self.message = message_box()
         self.neighbour_list = widgets.HTML()
+        self.legend = widgets.HTML(
+            "<span style='font-size:12px'>"
+            + " &nbsp; ".join(f"<span style='color:{colour}'>&#9679;</span> {name}"
+                              for colour, name in ((_SELECTED, "selected"),
+                                                   (_NEIGHBOUR, "nearest neighbours"),
+                                                   (_OTHER, "the rest (hover for the text)")))
+            + "</span>")
         self.figure = FigureWidget(
             layout=dict(width=640, height=480, margin=dict(l=10, r=10, t=40, b=10),
                         showlegend=False)
@@ -150,8 +158,9 @@ class EmbeddingView(widgets.VBox):
         self.mode.observe(self._on_mode, names="value")
         self.dims.observe(lambda _: self._redraw(), names="value")
         self.selected.observe(lambda _: self._on_select(), names="value")
-        self.new_text.observe(lambda _: self._add(), names="value")
-        self.add_button.on_click(lambda _: self._add())
+        self._clearing = False
+        self.new_text.observe(lambda _: self._clearing or self._add(), names="value")
+        self.add_button.on_click(lambda _: self._add(from_button=True))
 
         super().__init__(
             [
@@ -160,7 +169,8 @@ class EmbeddingView(widgets.VBox):
                 self.message,
                 # Wraps the list under the map when the notebook is narrow.
                 widgets.HBox(
-                    [self.figure, widgets.VBox([self.selected, self.neighbour_list])],
+                    [widgets.VBox([self.figure, self.legend]),
+                     widgets.VBox([self.selected, self.neighbour_list])],
                     layout=widgets.Layout(flex_flow="row wrap"),
                 ),
             ]
@@ -205,20 +215,28 @@ class EmbeddingView(widgets.VBox):
         finally:
             self._quiet = False
 
-    def _add(self) -> None:
+    @guarded
+    def _add(self, from_button: bool = False) -> None:
+        # Enter (or leaving the box) and the Add button both arrive here; the box is emptied
+        # once its text is added, so the second of the two finds nothing left to add.
         text = self.new_text.value
         if not text.strip():
+            if from_button:
+                self._say("Type something in the box first, then click Add or press Enter.",
+                          error=True)
             return
+        if len(text) > MAX_TEXT_CHARS:
+            raise ValueError(f"That is {len(text):,} characters; keep it under "
+                             f"{MAX_TEXT_CHARS:,}.")
         items = self._items
         if self.mode.value == "sentences":
             label = text.strip()
             if label not in items.labels:
-                try:
-                    vector = embed([label], self._sentence_model)[0]
-                except Exception as e:  # shown to the learner rather than raised
-                    self._say(f"Could not embed that sentence: {e}", error=True)
-                    return
-                items.add(label, vector)
+                vector = embed([label], self._sentence_model)[0]
+                # Checked again after the slow embedding: an item is added once, however the
+                # two triggers interleave.
+                if label not in items.labels:
+                    items.add(label, vector)
             self._say(f"Added: {label}")
         else:
             token_id = self._word_to_token(text)
@@ -229,6 +247,11 @@ class EmbeddingView(widgets.VBox):
                 items.add(label, self._wte[token_id])
                 self._token_ids.append(token_id)
             self._say(f"Added token {label!r} (id {token_id}).")
+        self._clearing = True
+        try:
+            self.new_text.value = ""
+        finally:
+            self._clearing = False
         self._set_options(label)
         self._redraw()
 
@@ -266,7 +289,9 @@ class EmbeddingView(widgets.VBox):
             self.neighbours = [(self._token_text(j), s) for j, s in found]
             where = "in the whole vocabulary"
         else:
-            found = nearest(items.vectors, items.vectors[i], self.k, exclude=[i])
+            found = nearest(items.vectors, items.vectors[i], self.k,
+                            exclude=[j for j, label in enumerate(items.labels)
+                                     if label == items.labels[i]])
             self.neighbours = [(items.labels[j], s) for j, s in found]
             where = "on the map"
         rows = "".join(
@@ -284,9 +309,16 @@ class EmbeddingView(widgets.VBox):
             for label in self.labels
         ]
 
+    def _point_labels(self) -> list[str]:
+        # Only the selected point and its neighbours are labelled: all labels would collide.
+        near = {label for label, _ in self.neighbours} | {self.selected.value}
+        return [_short(label) if label in near else "" for label in self.labels]
+
     def _recolour(self) -> None:
         if self.figure.data:
-            self.figure.data[0].marker.color = self._colours()
+            with self.figure.batch_update():
+                self.figure.data[0].marker.color = self._colours()
+                self.figure.data[0].text = self._point_labels()
 
     def _redraw(self) -> None:
         items = self._items
@@ -302,9 +334,8 @@ class EmbeddingView(widgets.VBox):
         self.coords, self.explained = coords, ratio
         self._update_neighbours()
 
-        text = [_short(label) for label in self.labels]
         marker = dict(size=9 if dims == 2 else 5, color=self._colours())
-        common = dict(mode="markers+text", text=text, hovertext=self.labels,
+        common = dict(mode="markers+text", text=self._point_labels(), hovertext=self.labels,
                       hoverinfo="text", textposition="top center", marker=marker)
         axis = [f"PC{j + 1} ({100 * ratio[j]:.0f}%)" for j in range(dims)]
         title = (f"{len(self.labels)} {self.mode.value}: PCA keeps {100 * ratio.sum():.0f}% "

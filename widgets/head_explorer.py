@@ -44,9 +44,10 @@ def _axis(labels: list[str], size: int = 9, **extra) -> dict:
                 tickfont=dict(size=size), **extra)
 
 
-def _gaps(z: np.ndarray) -> list[list[float | None]]:
-    # NaN cannot travel to the browser as JSON; None is plotly's blank cell.
-    return [[None if v != v else float(v) for v in row] for row in z.tolist()]
+def _gaps(z: np.ndarray, decimals: int = 3) -> list[list[float | None]]:
+    # NaN cannot travel to the browser as JSON; None is plotly's blank cell. Rounded, because
+    # a 2-D array travels as JSON text: 17 digits a cell would make the all-heads grid 1 MB.
+    return [[None if v != v else round(v, decimals) for v in row] for row in z.tolist()]
 
 
 class HeadExplorer(widgets.VBox):
@@ -233,7 +234,9 @@ class HeadExplorer(widgets.VBox):
         if T < len(self.ids):
             title = f"every head, last {T} tokens (click one to explore it)"
         with self.grid.batch_update():
-            self.grid.data[0].z = _gaps(tile_heads(self.maps[..., -T:, -T:], self._gap).numpy())
+            # Two decimals: the grid is for seeing patterns (and clicking), not reading values.
+            self.grid.data[0].z = _gaps(
+                tile_heads(self.maps[..., -T:, -T:], self._gap).numpy(), decimals=2)
             self.grid.layout.title = title
             self.grid.layout.xaxis = dict(tickmode="array", showgrid=False, zeroline=False,
                                           tickvals=[h * step + (T - 1) / 2
