@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from course_lib.validation import check_choice, check_device, check_int, check_str
+
 # Held out whole, one from each of three genres, so validation text is never seen in training.
 VAL_PLAYS: tuple[str, ...] = ("macbeth", "much-ado-about-nothing", "the-tempest")
 
@@ -41,6 +43,7 @@ def clean_play(markdown: str) -> str:
     Titles, act and scene headings and stage directions are dropped; a speech interrupted by
     a stage direction continues under the same speaker.
     """
+    check_str("markdown", markdown, allow_empty=True)
     speeches: list[tuple[str, list[str]]] = []
     in_direction = False  # stage directions in italics may run over several lines
     for raw in markdown.splitlines():
@@ -63,19 +66,22 @@ def clean_play(markdown: str) -> str:
     return "\n\n".join(f"{who}:\n" + "\n".join(lines) for who, lines in speeches if lines) + "\n"
 
 
-@functools.cache
 def load_play(name: str) -> str:
     """One play's cleaned text."""
     files = _play_files()
-    if name not in files:
-        raise ValueError(f"unknown play {name!r}; choose one of play_names(): {sorted(files)}")
-    return clean_play(files[name].read_text(encoding="utf-8"))
+    if not isinstance(name, str) or name not in files:
+        raise ValueError(f"unknown play {name!r:.60}; choose one of play_names(): {sorted(files)}")
+    return _load_play(name)
+
+
+@functools.cache
+def _load_play(name: str) -> str:
+    return clean_play(_play_files()[name].read_text(encoding="utf-8"))
 
 
 def load_corpus(split: str = "train") -> str:
     """The cleaned plays of one split ('train', 'val' or 'all'), in name order, blank-separated."""
-    if split not in ("train", "val", "all"):
-        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+    check_choice("split", split, ("train", "val", "all"))
     names = [
         n for n in play_names()
         if split == "all" or (n in VAL_PLAYS) == (split == "val")
@@ -91,8 +97,21 @@ def get_batch(
     device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows x of block_size tokens and their targets y, shifted one token right."""
+    # Checks on Python values only: this runs every training step, so nothing here may sync.
+    if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.is_complex() or (
+        ids.dtype == torch.bool
+    ):
+        raise TypeError("ids must be a tensor of integer token ids, e.g. "
+                        f"torch.tensor(tokenizer.encode(text)), got {type(ids).__name__}"
+                        + (f" of {ids.dtype}" if isinstance(ids, torch.Tensor) else ""))
     if ids.dim() != 1:
         raise ValueError(f"ids must be a 1-D tensor of token ids, got shape {tuple(ids.shape)}")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    block_size = check_int("block_size", block_size, minimum=1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
+    device = check_device("device", device)
     if len(ids) <= block_size:
         raise ValueError(
             f"need more than block_size={block_size} tokens to make a batch, got {len(ids)}"
@@ -141,9 +160,15 @@ def python_docs_text(modules: Iterable[str] = DOC_MODULES_TRAIN) -> str:
     import importlib
     import inspect
 
+    if isinstance(modules, str):  # one module, not its letters
+        modules = (modules,)
     docs: list[str] = []
     for name in modules:
-        module = importlib.import_module(name)
+        check_str("a name in modules", name)
+        try:
+            module = importlib.import_module(name)
+        except (ImportError, TypeError, ValueError) as e:  # a relative name is a TypeError
+            raise ValueError(f"modules names {name!r}, which Python cannot import: {e}") from None
         docs.append(inspect.getdoc(module) or "")
         for attr, obj in sorted(vars(module).items()):
             # Only what the module defines itself, so re-exports are not counted twice.
