@@ -141,3 +141,38 @@ def test_gpt2_small_counts_equal_transformers():
     assert total == sum(p.numel() for p in hf_tied.parameters()) == 124_439_808
     untied = sum(p.numel() for p in hf_untied.parameters())
     assert untied == 163_037_184 == total + 50257 * 768
+
+
+# ----- SmolLM2, the real model (fixtures in conftest.py; transformers reads the same GGUF) ------
+
+
+def test_smollm2_lens_equals_transformers_and_paris_rises(smollm2, smollm2_hf):
+    model, tokenizer = smollm2
+    ids = tokenizer.encode("The capital of France is")
+    lens = logit_lens(model, ids)
+    n_layer = model.config.n_layer
+    assert lens.shape == (n_layer + 1, model.config.vocab_size)
+    with torch.no_grad():
+        out = smollm2_hf(torch.tensor([ids]), output_hidden_states=True)
+        states = torch.stack([h[0, -1] for h in out.hidden_states[:-1]])
+        theirs = torch.softmax(smollm2_hf.lm_head(smollm2_hf.model.norm(states)), -1)
+    assert torch.allclose(lens[:-1], theirs, atol=1e-4)
+    assert torch.allclose(lens[-1], torch.softmax(out.logits[0, -1], -1), atol=1e-4)
+    (paris,) = tokenizer.encode(" Paris")
+    assert int(lens[-1].argmax()) == paris and lens[-1, paris] > 0.5
+    assert lens[: n_layer // 2, paris].max() < 0.01  # the first half of the stack has no idea
+
+
+def test_smollm2_trace_shapes_and_counts(smollm2):
+    model, tokenizer = smollm2
+    ids = tokenizer.encode("The capital of France is")
+    tr = model_trace(model, tokenizer, ids, k=3)
+    T, C, V = len(ids), 576, 49152
+    assert tr.shapes == {"tokens": (T,), "embeddings": (T, C), "blocks": (T, C),
+                         "final norm": (T, C), "logits": (T, V), "next token": (V,)}
+    assert tr.position_embeddings is None  # rotary: positions act inside attention
+    assert tr.attention.shape == (30, 9, T, T)
+    assert tr.top[0][0] == "·Paris"
+    counts = parameter_counts(model)
+    assert sum(counts.values()) == model.num_parameters() == 134_515_008
+    assert counts["positions"] == counts["head"] == 0
