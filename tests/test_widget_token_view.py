@@ -68,7 +68,7 @@ def test_partial_characters_show_as_bytes(view):
     view.tokenizer.value = OURS
     view.text.value = "日"  # 3 UTF-8 bytes; the plays contain no Chinese, so 3 byte tokens
     assert [p.partial for p in view.pieces] == [True, True, True]
-    assert [p.text for p in view.pieces] == ["E6", "97", "A5"]
+    assert [p.text for p in view.pieces] == ["\\xe6", "\\x97", "\\xa5"]
     assert "dashed" in view.output.value
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from course_lib.tokenization import BPETokenizer, get_encoding
+from course_lib import tokenization
+from course_lib.tokenization import BPETokenizer, get_encoding, visible_piece
 
 __all__ = ["CodePointTokenizer", "Piece", "TokenView", "default_tokenizers", "render_pieces",
            "token_pieces"]
@@ -18,9 +19,6 @@ DEFAULT_TEXT = "To be, or not to be: that is the question.\nTokenization isn't m
 
 # Pastel backgrounds that keep black text readable; neighbours never share a colour.
 PALETTE = ("#fde2a7", "#c9e4ff", "#d5f5c6", "#ffd1dc", "#e6d7ff", "#c8f1ee")
-
-# Whitespace made visible, as editors do: otherwise a token " the" looks like "the".
-_VISIBLE = {" ": "\u00b7", "\n": "\u21b5", "\t": "\u2192", "\r": "\u240d"}
 
 
 class CodePointTokenizer:
@@ -40,20 +38,13 @@ class CodePointTokenizer:
 
 @dataclass(frozen=True)
 class Piece:
-    """One token: its id, its bytes, and its text (partial=True if the bytes are not UTF-8)."""
+    """One token: its id, its bytes, and its text (partial=True if the bytes are not UTF-8:
+    then text is their escapes, as visible_piece shows them)."""
 
     id: int
     data: bytes
     text: str
     partial: bool
-
-
-def _token_bytes(tokenizer: Any, token_id: int) -> bytes:
-    if isinstance(tokenizer, BPETokenizer):
-        return tokenizer.token_bytes(token_id)
-    if hasattr(tokenizer, "decode_single_token_bytes"):  # a tiktoken Encoding
-        return tokenizer.decode_single_token_bytes(token_id)
-    return tokenizer.decode([token_id]).encode("utf-8")
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -68,27 +59,15 @@ def token_pieces(text: str, tokenizer: Any) -> list[Piece]:
     """Tokenize text and return each token with its bytes and (if whole UTF-8) its text."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
+    ids = _encode(tokenizer, text)
     pieces = []
-    for token_id in _encode(tokenizer, text):
-        data = _token_bytes(tokenizer, token_id)
+    for token_id, data in zip(ids, tokenization.token_pieces(tokenizer, ids), strict=True):
         try:
             pieces.append(Piece(token_id, data, data.decode("utf-8"), False))
         except UnicodeDecodeError:
             # Part of a multi-byte character: byte-level BPE may split one character in pieces.
-            pieces.append(Piece(token_id, data, " ".join(f"{b:02X}" for b in data), True))
+            pieces.append(Piece(token_id, data, visible_piece(data), True))
     return pieces
-
-
-def _visible(text: str) -> str:
-    out = []
-    for c in text:
-        if c in _VISIBLE:
-            out.append(_VISIBLE[c])
-        elif c.isprintable():
-            out.append(c)
-        else:
-            out.append(f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
-    return html.escape("".join(out))
 
 
 def render_pieces(pieces: list[Piece], show_ids: bool = True) -> str:
@@ -102,7 +81,7 @@ def render_pieces(pieces: list[Piece], show_ids: bool = True) -> str:
             f'<span title="{html.escape(title)}" style="display:inline-block;'
             f"background:{PALETTE[n % len(PALETTE)]};border:{border};border-radius:3px;"
             f'margin:1px;padding:0 3px;text-align:center;font-family:monospace;'
-            f'white-space:pre;line-height:1.25">{_visible(p.text)}{label}</span>'
+            f'white-space:pre;line-height:1.25">{html.escape(visible_piece(p.data))}{label}</span>'
         )
         # Keep the text's own line breaks, so a poem still looks like a poem.
         spans.append("<br>" * p.text.count("\n") if not p.partial else "")
