@@ -108,3 +108,28 @@ def score_text(model: GPT, tokenizer, text: str) -> dict[str, float | int]:
         "bits_per_token": total_nats / math.log(2) / len(nll),
         "bits_per_char": total_nats / math.log(2) / n_chars,
     }
+
+
+def surprisal_summary(
+    rows: list[tuple[str, float | None]], text: str
+) -> dict[str, float | int] | None:
+    """Totals of surprisal(model, tokenizer, text)'s rows, as score_text reports them.
+
+    tokens, chars, total_bits, bits_per_token, perplexity and bits_per_char, where chars counts
+    the characters of the scored tokens (every token after the first, as bits_per_char does);
+    None when no token is scored (a one-token text). bits_per_char is None when the scored
+    tokens cover no whole character (the rest of a character the first token began).
+    """
+    scored = [bits for _, bits in rows if bits is not None]
+    if not scored:
+        return None
+    total = sum(scored)
+    chars = len(text) - len(rows[0][0])
+    return {
+        "tokens": len(scored),
+        "chars": chars,
+        "total_bits": total,
+        "bits_per_token": total / len(scored),
+        "perplexity": 2 ** (total / len(scored)),
+        "bits_per_char": total / chars if chars > 0 else None,
+    }

@@ -226,3 +226,29 @@ def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn
             )
     model.load_state_dict(state, strict=False)
     return model
+
+
+def lora_budget(model: nn.Module, targets: Iterable[str] = ("c_attn",)) -> dict[str, int]:
+    """What LoRA on `targets` costs against the model, without building anything.
+
+    per_rank: trainable parameters per unit of rank (sum of in + out over the wrapped layers,
+    so rank r trains r * per_rank); full: the same layers' weight matrices trained in full
+    (sum of in * out); max_rank: the largest rank every wrapped layer allows (min of in, out);
+    base_total: the model's own parameters, adapters excluded, tied weights counted once.
+    """
+    targets = _check_targets(targets)
+    layers = list(lora_target_layers(model, targets).values())
+    if not layers:
+        raise ValueError(f"no nn.Linear layer in the model matches targets={targets}")
+    seen: set[int] = set()
+    base_total = 0
+    for name, p in model.named_parameters():
+        if "lora_" not in name and id(p) not in seen:
+            seen.add(id(p))
+            base_total += p.numel()
+    return {
+        "per_rank": sum(m.in_features + m.out_features for m in layers),
+        "full": sum(m.in_features * m.out_features for m in layers),
+        "max_rank": min(min(m.in_features, m.out_features) for m in layers),
+        "base_total": base_total,
+    }

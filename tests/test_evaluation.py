@@ -203,3 +203,20 @@ def test_dropout_does_not_change_the_score(small_model):
     small_model.train()
     assert token_nll(small_model, [1, 2, 3, 4]).tolist() == token_nll(small_model,
                                                                       [1, 2, 3, 4]).tolist()
+
+
+def test_surprisal_summary_matches_score_text():
+    from course_lib.evaluation import score_text, surprisal, surprisal_summary
+    from course_lib.model import GPT, GPTConfig
+    from course_lib.tokenization import CharTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer.from_text("abcdefgh ")
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2,
+                          n_embd=16))
+    text = "abc defg hab"
+    summary = surprisal_summary(surprisal(model, tokenizer, text), text)
+    score = score_text(model, tokenizer, text)
+    for key in ("tokens", "chars", "total_bits", "bits_per_token", "perplexity", "bits_per_char"):
+        assert summary[key] == pytest.approx(score[key], rel=1e-5), key
+    assert surprisal_summary([("a", None)], "a") is None

@@ -270,3 +270,20 @@ def test_parameter_count_rank(small_model, rank, error):
     else:
         with pytest.raises(error, match="rank"):
             lora_parameter_count(small_model, rank)
+
+
+def test_lora_budget_agrees_with_add_lora(small_model):
+    from course_lib.lora import lora_budget
+
+    budget = lora_budget(small_model, ("c_attn", "mlp.c_fc"))
+    base_total = trainable_parameters(small_model)[1]
+    model = copy.deepcopy(small_model)
+    add_lora(model, rank=3, targets=("c_attn", "mlp.c_fc"))
+    assert trainable_parameters(model)[0] == 3 * budget["per_rank"]
+    assert budget["base_total"] == base_total  # adapters are not the model's own parameters
+    assert lora_budget(model, ("c_attn", "mlp.c_fc")) == budget  # the same after add_lora
+    layers = lora_target_layers(small_model, ("c_attn", "mlp.c_fc")).values()
+    assert budget["full"] == sum(m.weight.numel() for m in layers)
+    assert budget["max_rank"] == min(min(m.weight.shape) for m in layers)
+    with pytest.raises(ValueError, match="targets"):
+        lora_budget(small_model, ("nothing_like_this",))

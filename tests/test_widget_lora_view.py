@@ -60,3 +60,22 @@ def test_a_model_with_lora_already_counts_the_same(small_model):
 def test_bad_targets(small_model):
     with pytest.raises(ValueError, match="choose from"):
         LoRAView(small_model, targets=("c_nope",))
+
+
+
+def test_nothing_ticked_hides_the_figure_and_says_why(small_model):
+    view = LoRAView(small_model, rank=4, targets=("attn.c_attn",))
+    view.checkboxes["attn.c_attn"].value = False
+    assert view.targets == () and view.trainable == 0
+    assert view.figure_box.layout.display == "none" and "Tick at least one" in view.summary.value
+    view.checkboxes["mlp.c_fc"].value = True
+    assert view.figure_box.layout.display is None and view.trainable > 0
+
+
+@pytest.mark.parametrize("bad", [dict(rank=0), dict(rank=10**6), dict(rank=2.5),
+                                 dict(targets=("no.such.layer",))])
+def test_nonsense_constructor_arguments_are_refused(small_model, bad):
+    with pytest.raises((ValueError, TypeError)):
+        LoRAView(small_model, **bad)
+    with pytest.raises(TypeError):
+        LoRAView("a model")

@@ -9,7 +9,9 @@ import ipywidgets as widgets
 from plotly.subplots import make_subplots
 from torch import nn
 
-from course_lib.lora import lora_target_layers
+from course_lib.lora import lora_budget, lora_target_layers
+from course_lib.validation import check_int
+from widgets.common import message_box, warn
 from widgets.figure import FigureWidget
 
 # The linear layers of a GPT block, by the suffix add_lora's targets match on.
@@ -19,17 +21,6 @@ LAYER_KINDS: dict[str, str] = {
     "mlp.c_fc": "MLP up",
     "mlp.c_proj": "MLP down",
 }
-
-
-def _base_parameter_count(model: nn.Module) -> int:
-    """Parameters of the model without any adapters, tied weights counted once."""
-    seen: set[int] = set()
-    total = 0
-    for name, p in model.named_parameters():
-        if "lora_" not in name and id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
 
 
 class LoRAView(widgets.VBox):
@@ -47,28 +38,32 @@ class LoRAView(widgets.VBox):
         rank: int = 8,
         targets: Iterable[str] = ("attn.c_attn",),
     ):
-        # Layer shapes never change, so each slider move is arithmetic, not a model pass.
-        self._layers: dict[str, list[tuple[int, int]]] = {}
-        for kind in LAYER_KINDS:
-            layers = lora_target_layers(model, (kind,)).values()
-            if layers:
-                self._layers[kind] = [(m.in_features, m.out_features) for m in layers]
-        if not self._layers:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+        # Layer shapes never change, so each slider move is arithmetic, not a model pass:
+        # course_lib.lora counts each layer kind once, here.
+        self._budgets = {kind: lora_budget(model, (kind,)) for kind in LAYER_KINDS
+                         if lora_target_layers(model, (kind,))}
+        if not self._budgets:
             raise ValueError(
                 f"model has none of the layers {list(LAYER_KINDS)}: is it a course_lib GPT?"
             )
-        self.model_total = _base_parameter_count(model)
-        self.max_rank = min(min(i, o) for shapes in self._layers.values() for i, o in shapes)
+        self._n_layers = {kind: len(lora_target_layers(model, (kind,))) for kind in self._budgets}
+        self.model_total = next(iter(self._budgets.values()))["base_total"]
+        self.max_rank = min(b["max_rank"] for b in self._budgets.values())
         self.ranks = list(range(1, self.max_rank + 1))
 
+        if isinstance(targets, str):
+            targets = (targets,)
         targets = tuple(targets)
-        unknown = [t for t in targets if t not in self._layers]
+        unknown = [t for t in targets if t not in self._budgets]
         if unknown:
             raise ValueError(f"targets {unknown} are not layer kinds of this model; "
-                             f"choose from {list(self._layers)}")
+                             f"choose from {list(self._budgets)}")
+        rank = check_int("rank", rank, minimum=1, maximum=self.max_rank)
         self.rank = widgets.IntSlider(
-            value=min(max(1, rank), self.max_rank), min=1, max=self.max_rank,
-            description="rank r", continuous_update=True,
+            value=rank, min=1, max=self.max_rank,
+            description="rank r", continuous_update=False,
             layout=widgets.Layout(width="420px"),
         )
         self.checkboxes: dict[str, widgets.Checkbox] = {
@@ -76,9 +71,9 @@ class LoRAView(widgets.VBox):
                 value=kind in targets, description=f"{kind} ({LAYER_KINDS[kind]})",
                 indent=False, layout=widgets.Layout(width="auto"),
             )
-            for kind in self._layers
+            for kind in self._budgets
         }
-        self.summary = widgets.HTML()
+        self.summary = message_box()
         self.figure = FigureWidget(
             make_subplots(rows=1, cols=2, horizontal_spacing=0.14, subplot_titles=(
                 "trainable parameters", "% of the model's parameters (log scales)")),
@@ -98,10 +93,14 @@ class LoRAView(widgets.VBox):
         # Log scales on the right: the small ranks people use are visible, and a count that
         # grows in proportion to r is a straight line of slope 1.
         self.figure.update_xaxes(type="log", row=1, col=2)
-        self.figure.update_yaxes(type="log", row=1, col=2)
+        self.figure.update_yaxes(title_text="parameters", tickformat="~s", row=1, col=1)
+        self.figure.update_yaxes(type="log", title_text="% of the model", ticksuffix=" %",
+                                 tickformat="~g", row=1, col=2)
         self.figure.update_layout(height=360, width=820, margin=dict(l=60, r=20, t=40, b=50),
                                   legend=dict(orientation="h", y=-0.22))
 
+        # The figure's own `layout` is plotly's; this box is what hides it.
+        self.figure_box = widgets.Box([self.figure])
         self.counts: list[int] = []
         self.full_count = 0
         self.trainable = 0
@@ -113,7 +112,7 @@ class LoRAView(widgets.VBox):
             widgets.HTML("<b>Apply LoRA to:</b>"),
             widgets.HBox(list(self.checkboxes.values()),
                          layout=widgets.Layout(flex_flow="row wrap")),
-            self.rank, self.summary, self.figure,
+            self.rank, self.summary, self.figure_box,
         ])
         self._on_targets()
 
@@ -122,20 +121,20 @@ class LoRAView(widgets.VBox):
         """The ticked layer kinds."""
         return tuple(k for k, box in self.checkboxes.items() if box.value)
 
-    def _shapes(self) -> list[tuple[int, int]]:
-        return [s for kind in self.targets for s in self._layers[kind]]
-
     def _on_targets(self, change=None) -> None:
-        shapes = self._shapes()
-        per_rank = sum(i + o for i, o in shapes)  # A is r x in, B is out x r
+        budgets = [self._budgets[kind] for kind in self.targets]
+        per_rank = sum(b["per_rank"] for b in budgets)  # A is r x in, B is out x r
         self.counts = [r * per_rank for r in self.ranks]
         # LoRA stands in for an update of the weight matrices, so compare with training those.
-        self.full_count = sum(i * o for i, o in shapes)
+        self.full_count = sum(b["full"] for b in budgets)
         pct = 100 / self.model_total
+        # With nothing ticked there is nothing to plot: hide the figure rather than show
+        # empty, meaningless axes.
+        self.figure_box.layout.display = None if budgets else "none"
         with self.figure.batch_update():
             for col, scale in ((0, 1), (3, pct)):
                 lora, full = self.figure.data[col], self.figure.data[col + 1]
-                if shapes:
+                if budgets:
                     lora.x, lora.y = self.ranks, [c * scale for c in self.counts]
                     full.x, full.y = [1, self.max_rank], [self.full_count * scale] * 2
                 else:
@@ -144,15 +143,13 @@ class LoRAView(widgets.VBox):
 
     def _on_rank(self, change=None) -> None:
         r = self.rank.value
-        shapes = self._shapes()
-        if not shapes:
+        n_layers = sum(self._n_layers[kind] for kind in self.targets)
+        if not n_layers:
             self.trainable, self.percent = 0, 0.0
             for col in (2, 5):
                 self.figure.data[col].x, self.figure.data[col].y = [], []
-            self.summary.value = (
-                "<span style='color:#b3261e'>Tick at least one layer kind: LoRA needs a layer "
-                "to adapt.</span>"
-            )
+            self.summary.value = warn("Tick at least one layer kind: LoRA needs a layer to "
+                                      "adapt.")
             return
         self.trainable = self.counts[r - 1]
         self.percent = 100 * self.trainable / self.model_total
@@ -166,7 +163,7 @@ class LoRAView(widgets.VBox):
             else "the same number of" if self.trainable == self.full_count else "more"
         )
         self.summary.value = (
-            f"<div style='line-height:1.5'>{len(shapes)} layers "
+            f"<div style='line-height:1.5'>{n_layers} layers "
             f"({html.escape(', '.join(self.targets))}), "
             f"each gets A (r &times; in) and B (out &times; r): "
             f"<b>{self.trainable:,}</b> trainable parameters at r = {r}, "
