@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from course_lib.embeddings import cosine_similarity
 from course_lib.validation import check_float, check_int, check_seed
@@ -46,30 +45,6 @@ def sinusoidal(n_positions: int, d_model: int) -> torch.Tensor:
     table[:, 0::2] = torch.sin(position * inv_freq)
     table[:, 1::2] = torch.cos(position * inv_freq)
     return table
-
-
-class LearnedPositionalEmbedding(nn.Module):
-    """One trainable vector per position, as in GPT-2."""
-
-    def __init__(self, n_positions: int, d_model: int):
-        super().__init__()
-        n_positions = check_int("n_positions", n_positions, minimum=1)
-        d_model = check_int("d_model", d_model, minimum=1)
-        if n_positions * d_model > MAX_TABLE_NUMBERS:
-            raise ValueError(f"n_positions x d_model = {n_positions} x {d_model} is more than "
-                             f"{MAX_TABLE_NUMBERS:,} numbers: choose smaller sizes")
-        self.n_positions = n_positions
-        self.weight = nn.Parameter(torch.randn(n_positions, d_model) * 0.02)
-
-    def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
-        seq_len = check_int("seq_len", seq_len, minimum=0)
-        offset = check_int("offset", offset, minimum=0)
-        if offset + seq_len > self.n_positions:
-            raise ValueError(
-                f"positions up to {offset + seq_len} requested but only "
-                f"n_positions={self.n_positions} are learned"
-            )
-        return self.weight[offset : offset + seq_len]
 
 
 def _inv_freq(head_dim: int, base: float) -> torch.Tensor:

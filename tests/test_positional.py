@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from course_lib.positional import (
-    LearnedPositionalEmbedding,
     apply_rope,
     cosine_similarity_matrix,
     diagonal_spread,
@@ -53,11 +52,7 @@ def test_rope_is_a_rotation():
     assert torch.allclose(apply_rope(x)[:, 0], x[:, 0])  # position 0: angle 0
 
 
-def test_learned_positions_and_bad_input():
-    emb = LearnedPositionalEmbedding(8, 4)
-    assert emb(3, offset=2).shape == (3, 4)
-    with pytest.raises(ValueError, match="n_positions"):
-        emb(5, offset=4)
+def test_sinusoidal_bad_input():
     with pytest.raises(ValueError, match="d_model"):
         sinusoidal(4, 7)
     with pytest.raises(ValueError, match="n_positions"):
@@ -225,24 +220,6 @@ def test_bad_rope_table_vector(x, error, match):
 def test_bad_rope_pair_rotation(args, error, match):
     with pytest.raises(error, match=match):
         rope_pair_rotation(*args)
-
-
-@pytest.mark.parametrize("args, error, match", [
-    ((0, 4), ValueError, "n_positions"), ((8, 0), ValueError, "d_model"),
-    ((8.0, 4), TypeError, "n_positions"), ((8, 10**9), ValueError, "more than"),
-])
-def test_bad_learned_positions(args, error, match):
-    with pytest.raises(error, match=match):
-        LearnedPositionalEmbedding(*args)
-
-
-@pytest.mark.parametrize("call, error, match", [
-    (lambda e: e(-1), ValueError, "seq_len"), (lambda e: e(2, offset=-1), ValueError, "offset"),
-    (lambda e: e(2.0), TypeError, "seq_len"), (lambda e: e(9), ValueError, "n_positions"),
-])
-def test_bad_learned_positions_call(call, error, match):
-    with pytest.raises(error, match=match):
-        call(LearnedPositionalEmbedding(8, 4))
 
 
 @pytest.mark.parametrize("call, error, match", [
