@@ -8,7 +8,7 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
-from course_lib.interpret import attention_maps, visible_piece
+from course_lib.interpret import attention_maps, token_labels
 from course_lib.model import GPT
 from course_lib.validation import check_int, check_str
 from widgets.common import encode_text, guarded, message_box, note
@@ -79,7 +79,7 @@ class AttentionView(widgets.VBox):
         ids, cut = encode_text(self.tokenizer, self.text.value, max_tokens=self.max_tokens,
                                what="sentence")
         self._maps = attention_maps(self.model, ids).numpy()  # the one forward pass
-        self.tokens = [visible_piece(self.tokenizer.decode([i])) for i in ids]
+        self.tokens = token_labels(self.tokenizer, ids)
         self.message.value = note(cut + " (so the labels stay readable)") if cut else ""
         self._show()
 

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import torch
 
 from course_lib.embeddings import embed, load_sentence_model, nearest, pca
-from course_lib.interpret import visible_piece
+from course_lib.tokenization import token_pieces, visible_piece
 from widgets.common import MAX_TEXT_CHARS, guarded, message_box
 from widgets.figure import FigureWidget
 
@@ -184,12 +184,7 @@ class EmbeddingView(widgets.VBox):
         return self._collections[self.mode.value]
 
     def _token_text(self, token_id: int) -> str:
-        data = (self._tokenizer.token_bytes(token_id) if hasattr(self._tokenizer, "token_bytes")
-                else self._tokenizer.decode([token_id]).encode("utf-8"))
-        try:
-            return visible_piece(data.decode("utf-8"))
-        except UnicodeDecodeError:  # part of a multi-byte character: show its bytes
-            return "<" + " ".join(f"{b:02X}" for b in data) + ">"
+        return visible_piece(token_pieces(self._tokenizer, [token_id])[0])
 
     def _say(self, text: str, error: bool = False) -> None:
         colour = "#b3261e" if error else "#333"

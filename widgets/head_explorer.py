@@ -19,6 +19,7 @@ from course_lib.interpret import (
     token_labels,
 )
 from course_lib.model import GPT
+from course_lib.tokenization import visible_piece
 from course_lib.validation import check_int, check_str
 from widgets.common import encode_text, guarded, message_box, note
 from widgets.figure import FigureWidget
@@ -303,7 +304,7 @@ class HeadExplorer(widgets.VBox):
         self.probs_off = probs_off
         self.top = compare_top_tokens(self.probs, probs_off, self.tokenizer, k=10)
         self.kl = kl_divergence(self.probs, probs_off)
-        labels = [text.replace(" ", "·").replace("\n", "↵") for text, _, _ in self.top]
+        labels = [visible_piece(text) for text, _, _ in self.top]
         n_off = int((self.head_mask == 0).sum())
         x = list(range(len(self.top)))
         with self.prob_chart.batch_update():

@@ -7,7 +7,7 @@ import html
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from course_lib.interpret import visible_piece
+from course_lib.interpret import token_labels
 from course_lib.sampling import describe_filtering, next_token_logits, stream_generate
 from course_lib.validation import check_int, check_str
 from widgets.common import encode_text, guarded, message_box, note, parse_seed, pre, reported
@@ -124,7 +124,7 @@ class SamplingLab(widgets.VBox):
         self.summary = describe_filtering(self._logits, s["temperature"], s["top_k"], s["top_p"],
                                           n=self.n_shown)
         d = self.summary
-        self.labels = [visible_piece(self.tokenizer.decode([i])) for i in d["ids"]]
+        self.labels = token_labels(self.tokenizer, d["ids"])
         x = list(range(len(d["ids"])))
         with self.figure.batch_update():
             # Fit the bars' axis to the tallest bar shown, with room above it.
