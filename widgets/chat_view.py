@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import ipywidgets as widgets
 
 from course_lib import assistant
+from course_lib.tokenization import token_pieces, visible_piece
 
 MAX_CHARS = 4000  # a longer message is refused before it is even tokenized
 
@@ -144,8 +145,7 @@ class ChatView(widgets.VBox):
         return i in getattr(self.tokenizer, "special_tokens", {}).values()
 
     def _piece(self, i: int) -> str:
-        text = self.tokenizer.decode([i])
-        return text.replace("\n", "\\n")
+        return visible_piece(token_pieces(self.tokenizer, [i])[0])
 
     # ----- sending -----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
-from course_lib.interpret import MODEL_STAGES, ModelTrace, model_trace, visible_piece
+from course_lib.interpret import MODEL_STAGES, ModelTrace, model_trace, token_labels
 from course_lib.model import GPT
 from widgets.common import encode_text, guarded, message_box, note
 from widgets.figure import FigureWidget
@@ -219,7 +219,7 @@ class ModelExplorer(widgets.VBox):
         elif stage == "logits":
             last = tr.logits[-1]
             top = np.argsort(-last.numpy(), kind="stable")[: self.k]
-            labels = [visible_piece(self.tokenizer.decode([int(i)])) for i in top]
+            labels = token_labels(self.tokenizer, [int(i) for i in top])
             self._bars(list(range(len(top))), last[top].tolist(), labels,
                        "logits of the last position (largest)", "logit")
             vocab = tr.shapes["logits"][1]
