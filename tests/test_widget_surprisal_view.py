@@ -87,3 +87,34 @@ def test_shipped_model_and_any_unicode():
     assert view.bits_per_char == pytest.approx(bits_per_char(model, tokenizer, text))
     assert "<b>na" not in view.html.value  # the learner's text is escaped, not rendered
     assert view.model_name.layout.display == "none"  # one model: no menu
+
+
+def test_tokens_holding_part_of_a_character_show_their_bytes():
+    import torch
+
+    from course_lib.model import GPT, GPTConfig
+    from course_lib.tokenization import BPETokenizer
+
+    tokenizer = BPETokenizer.train("a cafe, a cab, a car " * 20, vocab_size=260)
+    assert len(tokenizer.encode("\u00e9")) == 2  # 'é' is two byte tokens here
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2,
+                          n_embd=16))
+    view = SurprisalView(model, tokenizer, text="a caf\u00e9")
+    assert [p for p, _ in view.rows][-2:] == ["\\xc3", "\\xa9"]
+    assert "\ufffd" not in view.html.value and "\\xc3" in view.html.value
+
+
+@pytest.mark.parametrize("text", ["\x00", "\ud800", "a" * 5000, "ÜBER", " \n\t "])
+def test_no_text_raises_out_of_the_view(small_model, text):
+    view = SurprisalView(small_model, Chars(), text="hello")
+    view.text.value = text  # whatever it holds, the view shows something and stays usable
+    view.text.value = "hello again"
+    assert view.rows and view.rows[0][0] == "h" and view.message.value == ""
+
+
+@pytest.mark.parametrize("bad", [dict(max_bits=0), dict(max_bits=float("nan")),
+                                 dict(max_chars=0), dict(text=None)])
+def test_nonsense_constructor_arguments_are_refused(small_model, bad):
+    with pytest.raises((ValueError, TypeError)):
+        SurprisalView(small_model, Chars(), **bad)

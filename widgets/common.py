@@ -112,3 +112,10 @@ def parse_seed(text: str) -> int | None:
     except ValueError:
         raise ValueError(f"The seed must be between 0 and 2**64 - 1, got {text}.") from None
 
+
+
+def piece_text(data: bytes) -> str:
+    """A token's bytes as text, keeping spaces and newlines; a token that holds part of a
+    character shows its bytes as escapes ('\\xc3'), as course_lib.tokenization.visible_piece
+    does, never as U+FFFD."""
+    return data.decode("utf-8", errors="backslashreplace")

@@ -8,8 +8,11 @@ from collections.abc import Mapping
 
 import ipywidgets as widgets
 
-from course_lib.evaluation import surprisal
+from course_lib.evaluation import surprisal, surprisal_summary
+from course_lib.interpret import token_pieces
 from course_lib.model import GPT
+from course_lib.validation import check_float, check_int, check_str
+from widgets.common import encode_text, message_box, note, piece_text, reported, warn
 
 # Light yellow to dark red (ColorBrewer YlOrRd): more surprise, hotter colour.
 _STOPS = ((0.0, (255, 255, 204)), (0.25, (254, 217, 118)), (0.5, (253, 141, 60)),
@@ -69,8 +72,9 @@ class SurprisalView(widgets.VBox):
             models = {"model": models}
         if not models or not all(isinstance(m, GPT) for m in models.values()):
             raise TypeError("models must be a GPT or a non-empty dict of name -> GPT")
-        if not max_bits > 0:
-            raise ValueError(f"max_bits must be > 0, got {max_bits}")
+        check_str("text", text, allow_empty=True)
+        max_bits = check_float("max_bits", max_bits, minimum=0.5, maximum=64)
+        max_chars = check_int("max_chars", max_chars, minimum=1, maximum=100_000)
         self.models = dict(models)
         self.tokenizer = tokenizer
         self.max_bits = float(max_bits)
@@ -84,7 +88,7 @@ class SurprisalView(widgets.VBox):
                                                display=None if len(self.models) > 1 else "none"))
         self.html = widgets.HTML()
         self.summary = widgets.HTML()
-        self.message = widgets.HTML()
+        self.message = message_box()
         self.rows: list[tuple[str, float | None]] = []
         self.bits_per_char: float | None = None
         self.text.observe(self._update, names="value")
@@ -96,39 +100,40 @@ class SurprisalView(widgets.VBox):
     def _show_problem(self, problem: str) -> None:
         self.rows, self.bits_per_char = [], None
         self.html.value = self.summary.value = ""
-        self.message.value = f"<span style='color:#b3261e'>{html.escape(problem)}</span>"
+        self.message.value = warn(problem)
 
     def _update(self, change=None) -> None:
         text = self.text.value
         if not text.strip():
             self._show_problem("Type some text above to see how surprising each token is.")
             return
-        note = ""
+        cut = ""
         if len(text) > self.max_chars:
             text = text[: self.max_chars]
-            note = f"Showing the first {self.max_chars} characters only."
-        try:
+            cut = f"Showing the first {self.max_chars} characters only."
+        self._show_problem("")
+        with reported(self.message):  # the learner's text, refused by the library: shown
+            ids, _ = encode_text(self.tokenizer, text)
             rows = surprisal(self.models[self.model_name.value], self.tokenizer, text)
-        except (ValueError, TypeError) as e:  # learner's text the library refuses
-            self._show_problem(str(e))
-            return
-        self.rows = rows
-        self.message.value = f"<i>{note}</i>" if note else ""
-        self.html.value = self._render(rows)
-        scored = [b for _, b in rows if b is not None]
-        if not scored:
-            self.bits_per_char = None
-            self.summary.value = "<i>One token only: type more, it has nothing to predict.</i>"
-            return
-        # As course_lib.evaluation.bits_per_char: the first token's characters are not scored.
-        chars = len(text) - len(rows[0][0])
-        self.bits_per_char = sum(scored) / chars
-        self.summary.value = (
-            f"{len(scored)} tokens scored, {sum(scored):.1f} bits in all: "
-            f"<b>{sum(scored) / len(scored):.2f} bits/token</b> "
-            f"(perplexity {2 ** (sum(scored) / len(scored)):.1f}), "
-            f"<b>{self.bits_per_char:.2f} bits/char</b>."
-        )
+            # A token holding part of a character decodes to U+FFFD: show its bytes instead.
+            self.rows = [(piece_text(data), bits)
+                         for data, (_, bits) in zip(token_pieces(self.tokenizer, ids), rows,
+                                                    strict=True)]
+            self.message.value = note(cut) if cut else ""
+            self.html.value = self._render(self.rows)
+            totals = surprisal_summary(rows, text)
+            if totals is None:
+                self.bits_per_char = None
+                self.summary.value = "<i>One token only: type more, it has nothing to predict.</i>"
+                return
+            self.bits_per_char = totals["bits_per_char"]
+            per_char = ("" if self.bits_per_char is None
+                        else f", <b>{self.bits_per_char:.2f} bits/char</b>")
+            self.summary.value = (
+                f"{totals['tokens']} tokens scored, {totals['total_bits']:.1f} bits in all: "
+                f"<b>{totals['bits_per_token']:.2f} bits/token</b> "
+                f"(perplexity {totals['perplexity']:.1f}){per_char}."
+            )
 
     def _render(self, rows: list[tuple[str, float | None]]) -> str:
         spans = []
