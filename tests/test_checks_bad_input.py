@@ -11,6 +11,7 @@ import torch
 from course_lib.evaluation import bits_per_char, perplexity
 from course_lib.lora import lora_parameter_count
 from widgets.checks import (
+    assistant,
     decoding,
     embeddings,
     evaluation,
@@ -21,7 +22,9 @@ from widgets.checks import (
     shipped,
     tokenization,
     training,
+    transformer_block,
 )
+from widgets.checks import fast_inference as fast
 from widgets.feedback import Feedback
 
 
@@ -59,6 +62,15 @@ CHECKS = {
         evaluation.check_perplexity,
         evaluation.check_bits_per_char,
         evaluation.check_low_perplexity_text,
+        transformer_block.check_layer_norm,
+        transformer_block.check_block_parameters,
+        transformer_block.check_lens_block,
+        fast.check_absmax_int8,
+        fast.check_kv_cache_bytes,
+        fast.check_tokens_per_round,
+        assistant.check_masked_targets,
+        assistant.check_dpo_loss,
+        assistant.check_dpo_by_hand,
     ]
 }
 CHECKS["check_pattern_head"] = _check_pattern_head
@@ -234,6 +246,14 @@ def _right_answers():
                                torch.Size([2, 6, 10, 32])], multi_head.check_split_shape),
         "check_first_merge": ([(np.int64(ord("w")), np.uint8(ord("e"))),
                                np.array(["w", "e"])], tokenization.check_first_merge),
+        "check_block_parameters": (_scalars(transformer_block.block_parameters(768), True),
+                                   transformer_block.check_block_parameters),
+        "check_kv_cache_bytes": (_scalars(2 * 32 * 8 * 128 * 8192 * 2, True),
+                                 fast.check_kv_cache_bytes),
+        "check_tokens_per_round": (_scalars(sum(0.8**i for i in range(5)), False),
+                                   fast.check_tokens_per_round),
+        "check_dpo_by_hand": (_scalars(math.log1p(math.exp(-0.3)), False),
+                              assistant.check_dpo_by_hand),
         "check_merge": ([lambda W, A, B, alpha, rank: (W.double() + alpha / rank * B.double()
                                                         @ A.double()),
                          lambda W, A, B, alpha, rank: (W + alpha / rank * B @ A).numpy()],
@@ -248,6 +268,8 @@ RIGHT = [
     "check_initial_loss", "check_first_adam_step", "check_perplexity", "check_bits_per_char",
     "check_softmax", "check_unchanged_rows", "check_causal_mask", "check_rope_same_score",
     "check_shift", "check_split_shape", "check_first_merge", "check_merge",
+    "check_block_parameters", "check_kv_cache_bytes", "check_tokens_per_round",
+    "check_dpo_by_hand",
 ]
 
 

@@ -7,7 +7,16 @@ import math
 import torch
 
 from course_lib.assistant import dpo_loss, masked_targets
-from widgets.feedback import Feedback, right, wrong
+from widgets.feedback import (
+    Feedback,
+    as_ints,
+    as_number,
+    call_learner,
+    exercise,
+    right,
+    shown,
+    wrong,
+)
 
 # Exercise 3: the policy moved the chosen answer up and the rejected one down, against the
 # reference, by these many nats; beta as in the lesson.
@@ -18,30 +27,17 @@ BY_HAND_REJECTED_DOWN = 1.0
 _CASES = [([10, 11, 12], [20, 21, 2]), ([7], [8, 9]), ([1, 2, 3, 4, 5], [6])]
 
 
-def _as_list(value) -> list | None:
-    if isinstance(value, torch.Tensor):
-        return value.reshape(-1).tolist()
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return None
-
-
+@exercise("Replace None with your function masked(prompt_ids, answer_ids).")
 def check_masked_targets(fn: object) -> Feedback:
     """Exercise 1: fn(prompt_ids, answer_ids) -> (inputs, targets) with -1 on the prompt."""
-    if fn is None:
-        return wrong("Replace None with your function masked(prompt_ids, answer_ids).")
-    if not callable(fn):
-        return wrong(f"Give a function, not a {type(fn).__name__}.")
     for prompt, answer in _CASES:
         expected_x, expected_y = masked_targets(prompt, answer)
-        try:
-            out = fn(list(prompt), list(answer))
-        except Exception as e:  # the learner's code: report whatever it raised
-            return wrong(f"Your function raised {type(e).__name__}: {e} "
-                         f"(on prompt {prompt}, answer {answer}).")
+        out, failed = call_learner(fn, list(prompt), list(answer))
+        if failed is not None:  # a wrong Feedback is falsy
+            return wrong(f"{failed.message} (on prompt {prompt}, answer {answer}).")
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             return wrong("Return a pair (inputs, targets).")
-        x, y = _as_list(out[0]), _as_list(out[1])
+        x, y = as_ints(out[0]), as_ints(out[1])
         if x is None or y is None:
             return wrong("inputs and targets should be lists (or 1-D tensors) of ints.")
         ids = prompt + answer
@@ -70,28 +66,23 @@ def check_masked_targets(fn: object) -> Feedback:
                  "counts the answer tokens only.")
 
 
+@exercise("Replace None with your function dpo(pc, pr, rc, rr, beta).")
 def check_dpo_loss(fn: object) -> Feedback:
     """Exercise 2: fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> loss."""
-    if fn is None:
-        return wrong("Replace None with your function dpo(pc, pr, rc, rr, beta).")
-    if not callable(fn):
-        return wrong(f"Give a function, not a {type(fn).__name__}.")
     g = torch.Generator().manual_seed(12)
     pc, pr, rc, rr = (torch.randn(5, generator=g) * 4 - 20 for _ in range(4))
     beta = 0.2
-    try:
-        out = fn(pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
-    except Exception as e:  # the learner's code: report whatever it raised
-        return wrong(f"Your function raised {type(e).__name__}: {e}.")
+    out, failed = call_learner(fn, pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
+    if failed is not None:
+        return failed
     if out is None:
         return wrong("Your function returns None: return the mean loss.")
-    if isinstance(out, torch.Tensor):
-        if out.numel() != 1:
-            return wrong(f"Return one number, the mean over the pairs; got shape "
-                         f"{tuple(out.shape)}.")
-        out = out.item()
-    if not isinstance(out, (int, float)) or isinstance(out, bool) or not math.isfinite(out):
-        return wrong(f"Return a number (or a 1-element tensor), got {out!r:.60}.")
+    if isinstance(out, torch.Tensor) and out.numel() != 1:
+        return wrong(f"Return one number, the mean over the pairs; got shape "
+                     f"{tuple(out.shape)}.")
+    given, out = out, as_number(out)
+    if out is None:
+        return wrong(f"Return a finite number (or a 1-element tensor), got {shown(given)}.")
     expected = dpo_loss(pc, pr, rc, rr, beta).item()
 
     def close(value: torch.Tensor | float) -> bool:
@@ -123,15 +114,13 @@ def F_logsigmoid(x: torch.Tensor) -> torch.Tensor:  # noqa: N802 (named after F.
     return torch.nn.functional.logsigmoid(x)
 
 
+@exercise("Replace None with the loss, a number.")
 def check_dpo_by_hand(answer: object) -> Feedback:
     """Exercise 3: the DPO loss of one pair, the chosen answer up 2 nats and the rejected down 1
     nat against the reference, beta 0.1."""
+    given, answer = answer, as_number(answer)
     if answer is None:
-        return wrong("Replace None with the loss, a number.")
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        answer = answer.item()
-    if not isinstance(answer, (int, float)) or isinstance(answer, bool):
-        return wrong(f"The answer should be a number, got {type(answer).__name__}.")
+        return wrong(f"The answer should be a finite number, got {shown(given)}.")
     margin = BY_HAND_CHOSEN_UP + BY_HAND_REJECTED_DOWN
     expected = math.log1p(math.exp(-BY_HAND_BETA * margin))
     if abs(answer - expected) < 5e-3:

@@ -9,7 +9,7 @@ import torch
 
 from course_lib.fast_attention import kv_cache_bytes
 from course_lib.quantize import quantize
-from widgets.feedback import Feedback, right, wrong
+from widgets.feedback import Feedback, as_number, call_learner, exercise, right, shown, wrong
 
 # Exercise 2: Llama 3 8B's published config (config.json: num_hidden_layers 32,
 # num_attention_heads 32, num_key_value_heads 8, hidden_size 4096), bfloat16, 8,192 tokens.
@@ -21,31 +21,19 @@ ACCEPTANCE = 0.8
 DRAFT_TOKENS = 4
 
 
-def _number(answer: object) -> float | None:
-    if hasattr(answer, "item") and getattr(answer, "numel", lambda: 0)() == 1:
-        answer = answer.item()
-    if isinstance(answer, (int, float)) and not isinstance(answer, bool) and math.isfinite(answer):
-        return float(answer)
-    return None
-
-
 def _near(a: float, b: float, rel: float = 1e-3) -> bool:
     return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
 
 
+@exercise("Replace None with your function absmax_int8(w) returning (q, scale).")
 def check_absmax_int8(fn: object) -> Feedback:
     """Exercise 1: fn(w) -> (q, scale), absmax int8 per row, so that q * scale ~ w."""
-    if fn is None:
-        return wrong("Replace None with your function absmax_int8(w) returning (q, scale).")
-    if not callable(fn):
-        return wrong(f"The answer should be a function, got {type(fn).__name__}.")
     g = torch.Generator().manual_seed(11)
     w = torch.randn(6, 64, generator=g) * torch.tensor([0.02, 0.1, 1.0, 3.0, 0.5, 0.05])[:, None]
     w[1, 5] = -0.9  # a row whose largest magnitude is negative
-    try:
-        result = fn(w.clone())
-    except Exception as e:  # a learner's bug: report it, do not raise
-        return wrong(f"Your function raised {type(e).__name__}: {e}")
+    result, failed = call_learner(fn, w.clone())
+    if failed is not None:  # a wrong Feedback is falsy
+        return failed
     if not isinstance(result, tuple) or len(result) != 2:
         return wrong("Return a pair (q, scale): the int8 codes and the scale of each row.")
     q, scale = result
@@ -54,7 +42,7 @@ def check_absmax_int8(fn: object) -> Feedback:
     if q.dtype != torch.int8:
         return wrong(f"q should be stored as torch.int8 (1 byte per weight), got {q.dtype}: "
                      "round, then .to(torch.int8).")
-    if not isinstance(scale, torch.Tensor) or scale.numel() != w.shape[0]:
+    if not isinstance(scale, torch.Tensor) or scale.is_complex() or scale.numel() != w.shape[0]:
         n = scale.numel() if isinstance(scale, torch.Tensor) else "no"
         return wrong(f"scale should hold one number per row ({w.shape[0]}), got {n}. Per row "
                      "means a small row is not crushed by a large one.")
@@ -81,13 +69,12 @@ def check_absmax_int8(fn: object) -> Feedback:
                  "of itself: 1 byte per weight instead of 4, with course_lib's answer.")
 
 
+@exercise("Replace None with the number of bytes you computed.")
 def check_kv_cache_bytes(answer: object) -> Feedback:
     """Exercise 2: the KV cache of Llama 3 8B for 8,192 tokens in bfloat16, in bytes."""
-    if answer is None:
-        return wrong("Replace None with the number of bytes you computed.")
-    x = _number(answer)
+    x = as_number(answer)
     if x is None:
-        return wrong(f"The answer should be a number of bytes, got {type(answer).__name__}.")
+        return wrong(f"The answer should be a number of bytes, got {shown(answer)}.")
     c = LLAMA3_8B
     expected = kv_cache_bytes(c["n_layer"], c["n_kv_head"], c["head_dim"], KV_TOKENS,
                               bytes_per_value=KV_BYTES_PER_VALUE)
@@ -116,13 +103,12 @@ def expected_tokens_per_round(acceptance: float, k: int) -> float:
     return float(k + 1) if acceptance == 1 else (1 - acceptance ** (k + 1)) / (1 - acceptance)
 
 
+@exercise("Replace None with the expected number of tokens per round.")
 def check_tokens_per_round(answer: object) -> Feedback:
     """Exercise 3: expected tokens per target pass for ACCEPTANCE and DRAFT_TOKENS."""
-    if answer is None:
-        return wrong("Replace None with the expected number of tokens per round.")
-    x = _number(answer)
+    x = as_number(answer)
     if x is None:
-        return wrong(f"The answer should be a number, got {type(answer).__name__}.")
+        return wrong(f"The answer should be a finite number, got {shown(answer)}.")
     a, k = ACCEPTANCE, DRAFT_TOKENS
     expected = expected_tokens_per_round(a, k)
     if _near(x, expected):

@@ -64,8 +64,8 @@ def check_layer_norm(layer_norm) -> Feedback:
         if result is None:
             return wrong("Your layer_norm returns None: write its body so that it returns the "
                          "normalised tensor, then run the cell again.")
-        if not isinstance(result, torch.Tensor):
-            return wrong(f"layer_norm should return a tensor, got {shown(result)}.")
+        if not isinstance(result, torch.Tensor) or not result.is_floating_point():
+            return wrong(f"layer_norm should return a float tensor, got {shown(result)}.")
         if not torch.equal(x, before):
             return wrong("Your function changed its input x in place; compute a new tensor.")
         expected = F.layer_norm(x, x.shape[-1:], weight, bias, eps)
