@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from course_lib.model import GPT, eval_mode
+from course_lib.tokenization import token_pieces
 from course_lib.validation import check_float, check_int, check_seed, check_token_ids
 
 
@@ -232,13 +233,6 @@ def stream_text(
     yield from utf8_pieces(tokenizer, tokens, stop_set)
 
 
-def _token_bytes(tokenizer, token: int) -> bytes:
-    decode_bytes = getattr(tokenizer, "decode_bytes", None)
-    if decode_bytes is not None:
-        return decode_bytes([token])
-    return tokenizer.decode([token]).encode("utf-8")  # a tokenizer of whole characters
-
-
 def utf8_pieces(tokenizer, tokens: Iterable[int], stop_ids: Iterable[int] = ()) -> Iterator[str]:
     """The text of a stream of token ids, as pieces that never split a character.
 
@@ -250,7 +244,7 @@ def utf8_pieces(tokenizer, tokens: Iterable[int], stop_ids: Iterable[int] = ()) 
     for token in tokens:
         if token in stop_ids:
             break
-        piece = decoder.decode(_token_bytes(tokenizer, token))
+        piece = decoder.decode(token_pieces(tokenizer, [token])[0])
         if piece:
             yield piece
     piece = decoder.decode(b"", final=True)  # an unfinished character at the end: U+FFFD

@@ -951,8 +951,8 @@ _EMPTY_PIECE = "\u2205"
 def token_pieces(tokenizer: Any, ids: Iterable[int]) -> list[bytes]:
     """The bytes of each token; joined, they are exactly the bytes of the decoded text.
 
-    Works for BPETokenizer, CharTokenizer, a tiktoken Encoding, and any tokenizer with a
-    `decode(ids) -> str` of whole characters. A token holding part of a character keeps its
+    Works for BPETokenizer, CharTokenizer, a tiktoken Encoding, any tokenizer with a
+    `decode_bytes(ids) -> bytes`, and any with a `decode(ids) -> str` of whole characters. A token holding part of a character keeps its
     own bytes (decoding it alone would give U+FFFD). ids: a list, a 1-D array or tensor, or a
     batch of one sequence.
     """
@@ -972,6 +972,8 @@ def token_pieces(tokenizer: Any, ids: Iterable[int]) -> list[bytes]:
                     f"and assigned), got {i}"
                 ) from None
         return pieces
+    if callable(getattr(tokenizer, "decode_bytes", None)):  # another byte-level tokenizer
+        return [tokenizer.decode_bytes([i]) for i in ids]
     if not callable(getattr(tokenizer, "decode", None)):
         raise TypeError(f"tokenizer must have a decode method, got {type(tokenizer).__name__}")
     # Character tokenizers: every token is whole characters, so decoding one alone is exact.
