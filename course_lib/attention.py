@@ -79,6 +79,11 @@ class KVCache:
         return self._lengths[layer]
 
     @property
+    def batch_size(self) -> int | None:
+        """The batch size of what is cached, or None while the cache is empty."""
+        return None if self._keys[0] is None else self._keys[0].shape[0]
+
+    @property
     def keys(self) -> list[torch.Tensor | None]:
         """Each layer's cached keys, (batch, kv heads, positions, head size), or None."""
         return [_filled(k, n) for k, n in zip(self._keys, self._lengths, strict=True)]

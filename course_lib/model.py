@@ -290,9 +290,9 @@ class GPT(nn.Module):
             if kv_cache.n_layer != self.config.n_layer:
                 raise ValueError(f"kv_cache has {kv_cache.n_layer} layers but this model has "
                                  f"{self.config.n_layer}: make it with model.new_cache()")
-            first = kv_cache.keys[0]
-            if first is not None and first.shape[0] != idx.shape[0]:
-                raise ValueError(f"kv_cache holds a batch of {first.shape[0]} but idx has "
+            batch = kv_cache.batch_size
+            if batch is not None and batch != idx.shape[0]:
+                raise ValueError(f"kv_cache holds a batch of {batch} but idx has "
                                  f"{idx.shape[0]} rows")
         if head_mask is not None:
             shape = (self.config.n_layer, self.config.n_head)
