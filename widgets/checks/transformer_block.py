@@ -65,7 +65,7 @@ def check_layer_norm(layer_norm) -> Feedback:
             return wrong("Your layer_norm returns None: write its body so that it returns the "
                          "normalised tensor, then run the cell again.")
         if not isinstance(result, torch.Tensor) or not result.is_floating_point():
-            return wrong(f"layer_norm should return a float tensor, got {shown(result)}.")
+            return wrong(f"layer_norm should return a tensor (of floats), got {shown(result)}.")
         if not torch.equal(x, before):
             return wrong("Your function changed its input x in place; compute a new tensor.")
         expected = F.layer_norm(x, x.shape[-1:], weight, bias, eps)
