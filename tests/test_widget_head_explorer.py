@@ -64,7 +64,7 @@ def test_grid_tiles_every_head_and_a_click_selects_one(view):
     T = len(view.ids)
     z = np.array(view.grid.data[0].z, dtype=float)
     assert z.shape == (2 * T + 1, 4 * T + 3)  # 2 layers x 4 heads, one blank cell between
-    assert np.allclose(z[T + 1 :, 3 * (T + 1) :], view.maps[1, 3].numpy(), atol=5e-3)  # 2 dp
+    assert np.allclose(z[T + 1 :, 3 * (T + 1) :] / 100, view.maps[1, 3].numpy(), atol=5e-3)
     view.tabs.selected_index = 1
     view.select_head_at(x=2 * (T + 1) + 3, y=T + 4)
     assert (view.layer.value, view.head.value, view.tabs.selected_index) == (1, 2, 0)
@@ -79,7 +79,7 @@ def test_grid_shows_only_the_last_tokens_of_a_long_text(small_model, view):
     short = HeadExplorer(small_model, view.tokenizer, text=TEXT, grid_tokens=10)
     z = np.array(short.grid.data[0].z, dtype=float)
     assert z.shape == (2 * 11 - 1, 4 * 11 - 1)
-    assert np.allclose(z[11:, 33:], short.maps[1, 3, -10:, -10:].numpy(), atol=5e-3)
+    assert np.allclose(z[11:, 33:] / 100, short.maps[1, 3, -10:, -10:].numpy(), atol=5e-3)
     assert "last 10 tokens" in short.grid.layout.title.text
     short.select_head_at(x=2 * 11 + 3, y=12)
     assert (short.layer.value, short.head.value) == (1, 2)
