@@ -72,17 +72,24 @@ def shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def exercise(no_answer: str = NO_ANSWER):
+def exercise(no_answer: str = NO_ANSWER, read: Callable | None = None, expect: str = ""):
     """Decorator for a check_...(answer, ...): None gets `no_answer`, and whatever else happens
-    while checking, the learner gets a Feedback back, never a traceback."""
+    while checking, the learner gets a Feedback back, never a traceback.
+
+    With `read` (as_number, as_int, ...), the check receives read(answer); an answer it cannot
+    read gets "The answer should be {expect}".
+    """
 
     def wrap(check):
         @functools.wraps(check)
         def checked(answer=None, *args, **kwargs) -> Feedback:
             if answer is None:
                 return wrong(no_answer)
+            value = answer if read is None else read(answer)
+            if value is None:
+                return wrong(f"The answer should be {expect}; got {shown(answer)}.")
             try:
-                return check(answer, *args, **kwargs)
+                return check(value, *args, **kwargs)
             except Exception as e:  # a last resort: each check reads its answer carefully first
                 return wrong(f"This check could not read your answer {shown(answer)} "
                              f"({type(e).__name__}). Look at the form the exercise asks for.")
@@ -194,3 +201,8 @@ def _message_of(error: BaseException) -> str:
         return str(error)[:300]
     except Exception:  # an exception whose __str__ itself raises
         return type(error).__name__
+
+
+# The usual forms of an answer, for exercise(..., **A_NUMBER) and the like.
+A_NUMBER = {"read": as_number, "expect": "a finite number"}
+A_WHOLE_NUMBER = {"read": as_int, "expect": "a whole number (an int)"}

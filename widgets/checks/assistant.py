@@ -8,6 +8,7 @@ import torch
 
 from course_lib.assistant import dpo_loss, masked_targets
 from widgets.feedback import (
+    A_NUMBER,
     Feedback,
     as_ints,
     as_number,
@@ -114,13 +115,10 @@ def F_logsigmoid(x: torch.Tensor) -> torch.Tensor:  # noqa: N802 (named after F.
     return torch.nn.functional.logsigmoid(x)
 
 
-@exercise("Replace None with the loss, a number.")
-def check_dpo_by_hand(answer: object) -> Feedback:
+@exercise("Replace None with the loss, a number.", **A_NUMBER)
+def check_dpo_by_hand(answer: float) -> Feedback:
     """Exercise 3: the DPO loss of one pair, the chosen answer up 2 nats and the rejected down 1
     nat against the reference, beta 0.1."""
-    given, answer = answer, as_number(answer)
-    if answer is None:
-        return wrong(f"The answer should be a finite number, got {shown(given)}.")
     margin = BY_HAND_CHOSEN_UP + BY_HAND_REJECTED_DOWN
     expected = math.log1p(math.exp(-BY_HAND_BETA * margin))
     if abs(answer - expected) < 5e-3:

@@ -6,7 +6,15 @@ import torch
 
 from course_lib.sampling import next_token_logits, top_p_filter
 from widgets.checks import shipped
-from widgets.feedback import Feedback, as_int, as_text, exercise, right, shown, wrong
+from widgets.feedback import (
+    A_WHOLE_NUMBER,
+    Feedback,
+    as_text,
+    exercise,
+    right,
+    shown,
+    wrong,
+)
 
 GREEDY_PROMPT = "KING RICHARD III:\nNow is the winter of our"
 
@@ -51,13 +59,9 @@ def check_greedy_token(my_answer, model=None, tokenizer=None) -> Feedback:
                  "the most likely token: that is all temperature 0 does.")
 
 
-@exercise("Replace None with a whole number: how many tokens survive.")
-def check_top_p_count(my_answer) -> Feedback:
+@exercise("Replace None with a whole number: how many tokens survive.", **A_WHOLE_NUMBER)
+def check_top_p_count(my_answer: int) -> Feedback:
     """my_answer: how many tokens of TOP_P_PROBS top-p with p = TOP_P keeps."""
-    given = my_answer
-    my_answer = as_int(my_answer)
-    if my_answer is None:
-        return wrong(f"Give a whole number, not {shown(given)}.")
     probs = torch.tensor(TOP_P_PROBS)
     want = int(torch.isfinite(top_p_filter(probs.log(), TOP_P)).sum())
     running = [round(float(c), 2) for c in probs.cumsum(0)]

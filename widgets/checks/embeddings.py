@@ -7,7 +7,16 @@ import re
 
 from course_lib.embeddings import SemanticIndex, load_sentence_model
 from widgets.checks import shipped
-from widgets.feedback import Feedback, as_int, as_text, exercise, right, shown, wrong
+from widgets.feedback import (
+    A_WHOLE_NUMBER,
+    Feedback,
+    as_int,
+    as_text,
+    exercise,
+    right,
+    shown,
+    wrong,
+)
 
 __all__ = [
     "LINES",
@@ -52,12 +61,9 @@ def _index(texts: tuple[str, ...]) -> SemanticIndex:
     return SemanticIndex(list(texts), load_sentence_model())
 
 
-@exercise("Replace None with a whole number: the count of numbers in the table.")
-def check_table_size(answer: int | None) -> Feedback:
+@exercise("Replace None with a whole number: the count of numbers in the table.", **A_WHOLE_NUMBER)
+def check_table_size(answer: int) -> Feedback:
     """Exercise 1: how many numbers the shipped model's token embedding table holds."""
-    given, answer = answer, as_int(answer)
-    if answer is None:
-        return wrong(f"Give a whole number (an int), not {shown(given)}.")
     vocab_size, n_embd = _table_shape()
     expected = vocab_size * n_embd
     if answer == expected:

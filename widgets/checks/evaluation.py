@@ -9,7 +9,15 @@ import math
 from course_lib.data import load_corpus
 from course_lib.evaluation import bits_per_char, perplexity, surprisal
 from widgets.checks import shipped
-from widgets.feedback import Feedback, as_number, as_text, exercise, right, shown, wrong
+from widgets.feedback import (
+    A_NUMBER,
+    Feedback,
+    as_text,
+    exercise,
+    right,
+    shown,
+    wrong,
+)
 
 SENTENCE = "Fair is foul, and foul is fair: hover through the fog and filthy air."
 MIN_FOOL_CHARS = 200
@@ -26,12 +34,9 @@ def _near(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-6)
 
 
-@exercise("Replace None with the perplexity you computed (a number).")
-def check_perplexity(answer: object, model=None, tokenizer=None) -> Feedback:
+@exercise("Replace None with the perplexity you computed (a number).", **A_NUMBER)
+def check_perplexity(x: float, model=None, tokenizer=None) -> Feedback:
     """Exercise 1: the per-token perplexity of SENTENCE, from its surprisals."""
-    x = as_number(answer)
-    if x is None:
-        return wrong(f"The answer should be a finite number, got {shown(answer)}.")
     model, tokenizer = shipped(model, tokenizer)
     bits = [b for _, b in surprisal(model, tokenizer, SENTENCE) if b is not None]
     mean_bits = sum(bits) / len(bits)
@@ -51,12 +56,9 @@ def check_perplexity(answer: object, model=None, tokenizer=None) -> Feedback:
                  "the rest, and raise 2 to that.")
 
 
-@exercise("Replace None with the bits per character you computed (a number).")
-def check_bits_per_char(answer: object, model=None, tokenizer=None) -> Feedback:
+@exercise("Replace None with the bits per character you computed (a number).", **A_NUMBER)
+def check_bits_per_char(x: float, model=None, tokenizer=None) -> Feedback:
     """Exercise 2: the bits per character of SENTENCE, from its surprisals."""
-    x = as_number(answer)
-    if x is None:
-        return wrong(f"The answer should be a finite number, got {shown(answer)}.")
     model, tokenizer = shipped(model, tokenizer)
     rows = surprisal(model, tokenizer, SENTENCE)
     bits = [b for _, b in rows if b is not None]

@@ -9,7 +9,15 @@ import torch
 
 from course_lib.fast_attention import kv_cache_bytes
 from course_lib.quantize import quantize
-from widgets.feedback import Feedback, as_number, call_learner, exercise, right, shown, wrong
+from widgets.feedback import (
+    A_NUMBER,
+    Feedback,
+    as_number,
+    call_learner,
+    exercise,
+    right,
+    wrong,
+)
 
 # Exercise 2: Llama 3 8B's published config (config.json: num_hidden_layers 32,
 # num_attention_heads 32, num_key_value_heads 8, hidden_size 4096), bfloat16, 8,192 tokens.
@@ -69,12 +77,9 @@ def check_absmax_int8(fn: object) -> Feedback:
                  "of itself: 1 byte per weight instead of 4, with course_lib's answer.")
 
 
-@exercise("Replace None with the number of bytes you computed.")
-def check_kv_cache_bytes(answer: object) -> Feedback:
+@exercise("Replace None with the number of bytes you computed.", as_number, "a number of bytes")
+def check_kv_cache_bytes(x: float) -> Feedback:
     """Exercise 2: the KV cache of Llama 3 8B for 8,192 tokens in bfloat16, in bytes."""
-    x = as_number(answer)
-    if x is None:
-        return wrong(f"The answer should be a number of bytes, got {shown(answer)}.")
     c = LLAMA3_8B
     expected = kv_cache_bytes(c["n_layer"], c["n_kv_head"], c["head_dim"], KV_TOKENS,
                               bytes_per_value=KV_BYTES_PER_VALUE)
@@ -103,12 +108,9 @@ def expected_tokens_per_round(acceptance: float, k: int) -> float:
     return float(k + 1) if acceptance == 1 else (1 - acceptance ** (k + 1)) / (1 - acceptance)
 
 
-@exercise("Replace None with the expected number of tokens per round.")
-def check_tokens_per_round(answer: object) -> Feedback:
+@exercise("Replace None with the expected number of tokens per round.", **A_NUMBER)
+def check_tokens_per_round(x: float) -> Feedback:
     """Exercise 3: expected tokens per target pass for ACCEPTANCE and DRAFT_TOKENS."""
-    x = as_number(answer)
-    if x is None:
-        return wrong(f"The answer should be a finite number, got {shown(answer)}.")
     a, k = ACCEPTANCE, DRAFT_TOKENS
     expected = expected_tokens_per_round(a, k)
     if _near(x, expected):

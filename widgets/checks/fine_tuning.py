@@ -11,9 +11,9 @@ from torch import nn
 from course_lib.lora import LoRALinear, lora_parameter_count, lora_target_layers
 from widgets.checks import shipped
 from widgets.feedback import (
+    A_NUMBER,
+    A_WHOLE_NUMBER,
     Feedback,
-    as_int,
-    as_number,
     call_learner,
     exercise,
     right,
@@ -26,12 +26,9 @@ COUNT_TARGETS = ("attn.c_attn", "mlp.c_fc")
 BREAK_EVEN_TARGET = "attn.c_attn"
 
 
-@exercise("Replace None with your count, a whole number.")
-def check_lora_count(answer: object, model: nn.Module | None = None) -> Feedback:
+@exercise("Replace None with your count, a whole number.", **A_WHOLE_NUMBER)
+def check_lora_count(answer: int, model: nn.Module | None = None) -> Feedback:
     """Exercise 1: trainable parameters of rank-8 LoRA on every attn.c_attn and mlp.c_fc."""
-    given, answer = answer, as_int(answer)
-    if answer is None:
-        return wrong(f"The answer should be a whole number, got {shown(given)}.")
     model = model if model is not None else shipped()[0]
     expected = lora_parameter_count(model, COUNT_RANK, COUNT_TARGETS)
     if answer == expected:
@@ -102,12 +99,9 @@ def check_merge(merge: object) -> Feedback:
     return wrong("Not the merged weight. It is W + (alpha / rank) * (B @ A).")
 
 
-@exercise("Replace None with the rank (a number).")
-def check_break_even_rank(answer: object, model: nn.Module | None = None) -> Feedback:
+@exercise("Replace None with the rank (a number).", **A_NUMBER)
+def check_break_even_rank(answer: float, model: nn.Module | None = None) -> Feedback:
     """Exercise 3: the rank at which LoRA on attn.c_attn trains as many parameters as W."""
-    given, answer = answer, as_number(answer)
-    if answer is None:
-        return wrong(f"The answer should be a finite number, got {shown(given)}.")
     model = model if model is not None else shipped()[0]
     layer = next(iter(lora_target_layers(model, (BREAK_EVEN_TARGET,)).values()))
     d_in, d_out = layer.in_features, layer.out_features

@@ -52,12 +52,9 @@ def check_split_shape(
                  "or the axes are in another order: splitting only regroups the numbers.")
 
 
-@exercise()
-def check_attention_parameters(answer, n_embd: int = 768, n_head: int = 12) -> Feedback:
+@exercise(read=as_int, expect="a whole number, like 1234")
+def check_attention_parameters(answer: int, n_embd: int = 768, n_head: int = 12) -> Feedback:
     """Parameters of one attention block (qkv and output projections, with biases)."""
-    given, answer = answer, as_int(answer)
-    if answer is None:
-        return wrong(f"Give a whole number, like 1234; got {shown(given)}.")
     block = MultiHeadAttention(n_embd, n_head, bias=True)
     expected = sum(p.numel() for p in block.parameters())  # counted, not trusted to a formula
     C = n_embd

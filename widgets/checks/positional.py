@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 from widgets.feedback import Feedback, as_int_pairs, as_ints, as_number, exercise, right, wrong
 
@@ -16,12 +15,9 @@ ROPE_CANDIDATES = [(5, 0), (4, 9), (10, 4), (20, 15), (13, 8), (9, 9)]
 SENTENCE_1, SENTENCE_2 = ["A", "B", "C", "D"], ["B", "A", "C", "D"]
 
 
-@exercise()
-def check_sinusoid_value(answer: float | None) -> Feedback:
+@exercise(read=as_number, expect="one finite number (a float)")
+def check_sinusoid_value(value: float) -> Feedback:
     """Exercise 1: the value of the sinusoidal encoding at position POS, dimension DIM."""
-    value = as_number(answer)
-    if value is None:
-        return wrong(f"Give one number (a float), got {type(answer).__name__}.")
     i = DIM // 2
     angle = POS / 10000 ** (2 * i / D_MODEL)
     if abs(value - math.cos(angle)) < 1e-3:
@@ -46,12 +42,10 @@ def check_sinusoid_value(answer: float | None) -> Feedback:
     )
 
 
-@exercise()
-def check_rope_same_score(answer: Iterable[tuple[int, int]] | None) -> Feedback:
+@exercise(read=as_int_pairs,
+          expect="a list of (query position, key position) pairs, e.g. [(1, 0), (2, 1)]")
+def check_rope_same_score(chosen: set[tuple[int, int]]) -> Feedback:
     """Exercise 2: the pairs of ROPE_CANDIDATES whose RoPE score equals that of QUERY_KEY."""
-    chosen = as_int_pairs(answer)
-    if chosen is None:
-        return wrong("Give a list of (query position, key position) pairs, e.g. [(1, 0), (2, 1)].")
     offset = QUERY_KEY[0] - QUERY_KEY[1]
     expected = {(m, n) for m, n in ROPE_CANDIDATES if m - n == offset}
     if chosen == expected:
@@ -75,13 +69,10 @@ def check_rope_same_score(answer: Iterable[tuple[int, int]] | None) -> Feedback:
     )
 
 
-@exercise()
-def check_unchanged_rows(answer: Iterable[int] | None) -> Feedback:
+@exercise(read=as_ints, expect="a list of positions (integers from 0 to 3), e.g. [0, 1]")
+def check_unchanged_rows(positions: list[int]) -> Feedback:
     """Exercise 3: output positions that are identical for SENTENCE_1 and SENTENCE_2."""
-    chosen = as_ints(answer)
-    if chosen is None:
-        return wrong("Give a list of positions (integers from 0 to 3), e.g. [0, 1].")
-    chosen = set(chosen)
+    chosen = set(positions)
     if chosen == {2, 3}:
         return right(
             "Positions 2 and 3 see the same tokens ({A, B, C} and {A, B, C, D}) with the same "

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 from widgets.feedback import (
+    A_NUMBER,
     Feedback,
     as_int_pairs,
-    as_number,
     as_numbers,
     exercise,
     right,
-    shown,
     wrong,
 )
 
@@ -24,12 +22,9 @@ T = 4
 D = 256
 
 
-@exercise()
-def check_softmax(answer: Iterable[float] | None) -> Feedback:
+@exercise(read=as_numbers, expect="a list of three numbers, one probability per score")
+def check_softmax(values: list[float]) -> Feedback:
     """Exercise 1: softmax(SCORES), three probabilities."""
-    values = as_numbers(answer)
-    if values is None:
-        return wrong("Give a list of three numbers, one probability per score.")
     if len(values) != len(SCORES):
         return wrong(f"There are {len(SCORES)} scores, so give {len(SCORES)} probabilities.")
     exps = [math.exp(s) for s in SCORES]
@@ -51,12 +46,9 @@ def check_softmax(answer: Iterable[float] | None) -> Feedback:
     return wrong("Exponentiate each score, then divide each by the sum of the exponentials.")
 
 
-@exercise()
-def check_causal_mask(answer: Iterable[tuple[int, int]] | None) -> Feedback:
+@exercise(read=as_int_pairs, expect="a list of (query, key) pairs of positions, e.g. [(0, 1)]")
+def check_causal_mask(chosen: set[tuple[int, int]]) -> Feedback:
     """Exercise 2: every (query, key) pair whose weight the causal mask sets to 0, for T tokens."""
-    chosen = as_int_pairs(answer)
-    if chosen is None:
-        return wrong("Give a list of (query, key) pairs of positions, e.g. [(0, 1), (0, 2)].")
     expected = {(q, k) for q in range(T) for k in range(T) if k > q}
     if chosen == expected:
         return right(
@@ -76,12 +68,9 @@ def check_causal_mask(answer: Iterable[tuple[int, int]] | None) -> Feedback:
     )
 
 
-@exercise()
-def check_scale(answer: float | None) -> Feedback:
+@exercise(**A_NUMBER)
+def check_scale(value: float) -> Feedback:
     """Exercise 3: the number to divide q.k by so the scores have standard deviation 1."""
-    value = as_number(answer)
-    if value is None:
-        return wrong(f"Give one finite number, got {shown(answer)}.")
     if abs(value - math.sqrt(D)) < 1e-6 * D:
         return right(
             f"q.k is a sum of {D} products, each with variance 1, so its variance is {D} and its "

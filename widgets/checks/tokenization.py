@@ -13,7 +13,17 @@ from course_lib.tokenization import (
     naive_train_bpe,
 )
 from widgets.checks import shipped
-from widgets.feedback import Feedback, as_int, as_list, as_text, exercise, right, shown, wrong
+from widgets.feedback import (
+    A_WHOLE_NUMBER,
+    Feedback,
+    as_int,
+    as_list,
+    as_text,
+    exercise,
+    right,
+    shown,
+    wrong,
+)
 
 __all__ = [
     "NUMBER",
@@ -31,12 +41,9 @@ TINY_CORPUS = "low lower lowest newer newest"
 MAX_WORD_CHARS = 100  # a word, not a text: no token is longer
 
 
-@exercise("Replace None with your prediction, a whole number such as 5.")
-def check_number_tokens(answer: int | None) -> Feedback:
+@exercise("Replace None with your prediction, a whole number such as 5.", **A_WHOLE_NUMBER)
+def check_number_tokens(answer: int) -> Feedback:
     """Exercise 1: the number of cl100k_base tokens in NUMBER."""
-    given, answer = answer, as_int(answer)
-    if answer is None:
-        return wrong(f"Give a whole number (an int), not {shown(given)}.")
     enc = get_encoding("cl100k_base")
     ids = enc.encode(NUMBER)
     if answer == len(ids):

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import math
 
-from widgets.feedback import Feedback, as_ints, as_number, exercise, right, shown, wrong
+from widgets.feedback import (
+    A_NUMBER,
+    Feedback,
+    as_ints,
+    exercise,
+    right,
+    wrong,
+)
 
 # The token ids of the first exercise, printed in the lesson.
 SHIFT_IDS: list[int] = [40, 7, 312, 9, 58, 1021, 11, 64, 5]
@@ -42,12 +49,9 @@ def check_shift(my_answer) -> Feedback:
                  "y the same window moved one token to the right.")
 
 
-@exercise("Replace None with a number: the loss you expect at step 0.")
-def check_initial_loss(my_answer) -> Feedback:
+@exercise("Replace None with a number: the loss you expect at step 0.", **A_NUMBER)
+def check_initial_loss(my_answer: float) -> Feedback:
     """my_answer: the loss at step 0 of a model with GPT-2's vocabulary of 50,257 tokens."""
-    given, my_answer = my_answer, as_number(my_answer)
-    if my_answer is None:
-        return wrong(f"Give a finite number, not {shown(given)}.")
     want = math.log(GPT2_VOCAB)
     if abs(my_answer - want) < 0.05:
         return right(f"ln(50257) = {want:.3f}. A fresh model spreads its probability about "
@@ -69,12 +73,9 @@ def check_initial_loss(my_answer) -> Feedback:
 ADAM_LR, ADAM_GRAD, ADAM_BETAS = 0.01, 0.003, (0.9, 0.999)
 
 
-@exercise("Replace None with a number: the size of the first step.")
-def check_first_adam_step(my_answer) -> Feedback:
+@exercise("Replace None with a number: the size of the first step.", **A_NUMBER)
+def check_first_adam_step(my_answer: float) -> Feedback:
     """my_answer: how far AdamW's first step moves a weight with gradient ADAM_GRAD."""
-    given, my_answer = my_answer, as_number(my_answer)
-    if my_answer is None:
-        return wrong(f"Give a finite number, not {shown(given)}.")
     size = abs(my_answer)
     # m_hat = g and v_hat = g^2 after bias correction, so the step is lr * g / (|g| + eps).
     want = ADAM_LR * ADAM_GRAD / (ADAM_GRAD + 1e-8)

@@ -100,12 +100,9 @@ def block_parameters(n_embd: int, n_head: int = 12) -> int:
     return sum(p.numel() for p in block.parameters())
 
 
-@exercise()
-def check_block_parameters(answer, n_embd: int = 768) -> Feedback:
+@exercise(read=as_int, expect="a whole number, like 1234")
+def check_block_parameters(answer: int, n_embd: int = 768) -> Feedback:
     """Parameters of one GPT-2 block (two LayerNorms, attention, a 4x MLP, all with biases)."""
-    given, answer = answer, as_int(answer)
-    if answer is None:
-        return wrong(f"Give a whole number, like 1234; got {shown(given)}.")
     C = n_embd
     expected = block_parameters(C)
     attention, mlp, norms = 4 * C * C + 4 * C, 8 * C * C + 5 * C, 4 * C
@@ -129,15 +126,12 @@ def check_block_parameters(answer, n_embd: int = 768) -> Feedback:
                  f"the MLP ({C} x {4 * C} and {4 * C} x {C}, with biases) and two LayerNorms.")
 
 
-@exercise()
+@exercise(read=as_int, expect="a block number, a whole number like 0")
 def check_lens_block(
-    answer, model=None, tokenizer=None, text: str = LENS_TEXT, token: str = LENS_TOKEN
+    answer: int, model=None, tokenizer=None, text: str = LENS_TEXT, token: str = LENS_TOKEN
 ) -> Feedback:
     """After which block (numbered from 0) does the logit lens first rank `token` top?"""
     model, tokenizer = shipped(model, tokenizer)
-    given, answer = answer, as_int(answer)
-    if answer is None:
-        return wrong(f"Give a block number, a whole number like 0; got {shown(given)}.")
     n_layer = model.config.n_layer
     if not 0 <= answer < n_layer:
         return wrong(f"The blocks are numbered 0 to {n_layer - 1}, as on the explorer's block "
