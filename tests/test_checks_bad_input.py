@@ -290,3 +290,23 @@ def test_right_answers_as_numpy_and_torch(name, right_answers):
         assert fb.ok, (name, answer, fb.message)
 
 
+
+
+def test_checks_leave_the_callers_model_in_its_mode():
+    model, tokenizer = shipped()
+    was_training = model.training
+    calls = [
+        lambda: evaluation.check_perplexity(1.0, model, tokenizer),
+        lambda: evaluation.check_bits_per_char(1.0, model, tokenizer),
+        lambda: decoding.check_greedy_token(" x", model, tokenizer),
+        lambda: transformer_block.check_lens_block(0, model, tokenizer),
+        lambda: multi_head.check_pattern_head((0, 0), model, tokenizer, n_windows=1),
+    ]
+    try:
+        for mode in (True, False):
+            for call in calls:
+                model.train(mode)
+                assert isinstance(call(), Feedback)
+                assert model.training == mode and all(m.training == mode for m in model.modules())
+    finally:
+        model.train(was_training)
