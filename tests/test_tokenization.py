@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -14,8 +15,10 @@ from collections import Counter
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pytest
 import regex
+import torch
 
 from course_lib.tokenization import (
     ENDOFTEXT,
@@ -24,6 +27,8 @@ from course_lib.tokenization import (
     CharTokenizer,
     get_encoding,
     naive_train_bpe,
+    token_pieces,
+    visible_piece,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -340,7 +345,6 @@ def test_save_load_roundtrip(trained, tmp_path):
 
 
 def test_decode_accepts_tensors(trained):
-    torch = pytest.importorskip("torch")
     ids = trained.encode("To be, or not to be")
     assert trained.decode(torch.tensor(ids)) == "To be, or not to be"
 
@@ -427,8 +431,6 @@ def test_load_binary_garbage(tmp_path):
 
 def _tokenizer_file(**changes) -> str:
     """A valid saved-tokenizer JSON (bytes and <|endoftext|>), with fields changed or removed."""
-    import base64
-
     data = {
         "format": "course_lib.BPETokenizer",
         "version": 2,
@@ -446,7 +448,7 @@ def _tokenizer_file(**changes) -> str:
 
 
 _REMOVE = object()
-_ALL_BYTES = [[b, __import__("base64").b64encode(bytes([b])).decode()] for b in range(256)]
+_ALL_BYTES = [[b, base64.b64encode(bytes([b])).decode()] for b in range(256)]
 _AB = [257, "YWI="]  # b"ab"
 
 BAD_TOKENIZER_FILES = {
@@ -523,8 +525,6 @@ def test_load_accepts_the_valid_base_of_the_bad_files(tmp_path):
 
 def test_load_reads_version_1_files(trained, tmp_path):
     # The format before merges were stored: base64 tokens in id order.
-    import base64
-
     ordered = sorted(trained.ranks, key=trained.ranks.get)
     path = tmp_path / "v1.json"
     path.write_text(json.dumps({
@@ -608,9 +608,9 @@ BAD_CALLS = {
     "decode_nested": (lambda t, c: t.decode([[1, 2]]), TypeError, "ids"),
     "decode_single_int": (lambda t, c: t.decode(5), TypeError, "ids"),
     "decode_none": (lambda t, c: t.decode(None), TypeError, "ids"),
-    "decode_float_tensor": (lambda t, c: t.decode(__import__("torch").tensor([1.0])), TypeError,
+    "decode_float_tensor": (lambda t, c: t.decode(torch.tensor([1.0])), TypeError,
                             "ids"),
-    "decode_2d_tensor": (lambda t, c: t.decode(__import__("torch").tensor([[1, 2]])), TypeError,
+    "decode_2d_tensor": (lambda t, c: t.decode(torch.tensor([[1, 2]])), TypeError,
                          "ids"),
     "decode_gap_id": (lambda t, c: c.decode([100265]), ValueError, "100265"),
     "decode_bytes_float": (lambda t, c: t.decode_bytes([1.5]), TypeError, "ids"),
@@ -669,10 +669,10 @@ def test_bad_arguments(trained, cl100k, name):
 GOOD_ID_CONTAINERS = {
     "list": lambda ids: list(ids),
     "tuple": lambda ids: tuple(ids),
-    "numpy_int32": lambda ids: __import__("numpy").array(ids, dtype="int32"),
-    "numpy_scalars": lambda ids: [__import__("numpy").int64(i) for i in ids],
-    "torch_long": lambda ids: __import__("torch").tensor(ids),
-    "torch_scalars": lambda ids: [__import__("torch").tensor(i) for i in ids],
+    "numpy_int32": lambda ids: np.array(ids, dtype="int32"),
+    "numpy_scalars": lambda ids: [np.int64(i) for i in ids],
+    "torch_long": lambda ids: torch.tensor(ids),
+    "torch_scalars": lambda ids: [torch.tensor(i) for i in ids],
     "generator": lambda ids: (i for i in ids),
 }
 
@@ -681,6 +681,95 @@ GOOD_ID_CONTAINERS = {
 def test_decode_accepts_integer_containers(trained, name):
     ids = trained.encode("To be, or not to be")
     assert trained.decode(GOOD_ID_CONTAINERS[name](ids)) == "To be, or not to be"
+
+
+# -- token pieces and how they are shown -----------------------------------------------------
+
+
+PIECE_TEXTS = ["Hello, world!\n\tnaïve 🙂 日本", "", " ", "a\r\nb", "👨\u200d👩\u200d👧"]
+
+
+@pytest.mark.parametrize("text", PIECE_TEXTS)
+def test_token_pieces_join_to_the_decoded_bytes(trained, cl100k, enc, text):
+    for tok, ids in [(trained, trained.encode(text)), (cl100k, cl100k.encode(text)),
+                     (enc, enc.encode(text))]:
+        pieces = token_pieces(tok, ids)
+        assert len(pieces) == len(ids) and b"".join(pieces) == text.encode()
+    # The real thing, piece by piece: tiktoken's own bytes of each token.
+    ids = enc.encode(text)
+    assert token_pieces(enc, ids) == [enc.decode_single_token_bytes(i) for i in ids]
+    assert token_pieces(cl100k, ids) == token_pieces(enc, ids)
+    if text:
+        chars = CharTokenizer.from_text(text)
+        assert token_pieces(chars, chars.encode(text)) == [c.encode() for c in text]
+
+
+def test_token_pieces_accepts_tensors_and_a_batch_of_one(trained):
+    ids = trained.encode("To be")
+    expected = token_pieces(trained, ids)
+    assert token_pieces(trained, torch.tensor(ids)) == expected
+    assert token_pieces(trained, torch.tensor([ids])) == expected
+    assert token_pieces(trained, np.array(ids)) == expected
+    with pytest.raises(TypeError, match="ids"):
+        token_pieces(trained, torch.tensor([ids, ids]))  # two sequences: which one?
+
+
+VISIBLE = {
+    "spaces": (" the  end", "·the··end"),
+    "newline_tab_cr": ("a\n\tb\r", "a↵→b␍"),
+    "empty": ("", "∅"),
+    "empty_bytes": (b"", "∅"),
+    "whole_utf8_bytes": ("naïve 🙂".encode(), "naïve·🙂"),
+    "partial_character": (b"\xf0\x9f", "\\xf0\\x9f"),
+    "partial_then_text": (b"\xa5 ok", "\\xa5·ok"),
+    "zero_width_joiner": ("a\u200db", "a\\u200db"),
+    "control_char": ("\x04", "\\x04"),
+    "no_break_space": ("a\u00a0b", "a\\xa0b"),
+    "lone_surrogate": ("\ud800", "\\ud800"),
+    "replacement_char_kept": ("\ufffd", "\ufffd"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VISIBLE))
+def test_visible_piece(name):
+    piece, shown = VISIBLE[name]
+    assert visible_piece(piece) == shown
+
+
+def test_visible_piece_never_shows_replacement_for_split_characters(cl100k):
+    text = "🙂日本語"
+    shown = [visible_piece(p) for p in token_pieces(cl100k, cl100k.encode(text))]
+    assert "\ufffd" not in "".join(shown) and any("\\x" in s for s in shown)
+
+
+@pytest.mark.parametrize(
+    "call, exception, words",
+    [
+        (lambda t: visible_piece(5),
+         TypeError, "piece"),
+        (lambda t: token_pieces(t, [10**6]),
+         ValueError, "ids"),
+        (lambda t: token_pieces(t, [1.0]),
+         TypeError, "ids"),
+        (lambda t: token_pieces(object(), [1]),
+         TypeError, "tokenizer"),
+        (lambda t: token_pieces(
+            get_encoding("cl100k_base"), [100265]), ValueError, "100265"),
+        (lambda t: token_pieces(
+            get_encoding("cl100k_base"), [-3]), ValueError, "-3"),
+    ],
+)
+def test_token_pieces_bad_input(trained, call, exception, words):
+    with pytest.raises(exception, match=re.escape(words)):
+        call(trained)
+
+
+def test_interpret_reexports_the_same_functions():
+    # Lesson 5 imports these from course_lib.interpret; they must be the one implementation.
+    from course_lib import interpret, tokenization
+
+    assert interpret.token_pieces is tokenization.token_pieces
+    assert interpret.visible_piece is tokenization.visible_piece
 
 
 # -- character tokenizer ---------------------------------------------------------------------
