@@ -54,9 +54,52 @@ def test_runs_are_repeatable_and_the_controls_change_them(view):
     assert tuple(view.figure.layout.xaxis.range) == (0, 60)
 
 
-def test_the_button_runs_training(view):
+def test_the_button_runs_training_in_the_background(view):
     view.start.click()
+    view._thread.join(timeout=300)
     assert view.history is not None and len(view.history["step"]) == 40
+    assert not view.start.disabled and view.stop.disabled
+
+
+def test_stop_ends_the_run_early_and_keeps_what_it_has(view):
+    view.steps.value = 3000
+    stopped_at = []
+
+    def stop_soon(info, step=view._on_step):
+        result = step(info)
+        if info["step"] == 5:
+            assert not view.stop.disabled  # Stop is offered while a run is going
+            view.stop.click()
+            stopped_at.append(5)
+        return result
+
+    view._on_step = stop_soon
+    view.start.click()
+    view._thread.join(timeout=300)
+    # clicked during step 5's callback: the run ends after the next step
+    assert stopped_at == [5] and len(view.history["step"]) == 6
+    assert view.status.value.startswith("stopped: 6 steps") and view.stop.disabled
+
+
+def test_earlier_runs_stay_drawn_faintly(view):
+    first = view.run()["train_loss"]
+    assert not any(trace.visible for trace in view.figure.data[2:])
+    view.learning_rate.value = 1e-3
+    view.run()
+    ghost = view.figure.data[2]
+    assert ghost.visible and list(ghost.y) == first and "1.0e-02" in ghost.name
+    for _ in range(4):
+        view.run()
+    assert len(view.figure.data) == 2 + 3 and all(t.visible for t in view.figure.data[2:])
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(steps=10**6), dict(learning_rate=float("nan")),
+                                 dict(learning_rate=5.0), dict(batch_size=0),
+                                 dict(eval_text=""), dict(prompt=None)])
+def test_nonsense_constructor_arguments_are_refused(view, bad):
+    kwargs = dict(eval_text=view.eval_text) | bad
+    with pytest.raises((ValueError, TypeError)):
+        TrainingView(view.tokenizer, view.train_ids, view.model_config, **kwargs)
 
 
 def test_an_empty_prompt_gets_a_message_not_a_traceback(view):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import threading
 import time
 
 import ipywidgets as widgets
@@ -13,7 +14,11 @@ import torch
 from course_lib.evaluation import cross_entropy
 from course_lib.model import GPT, GPTConfig
 from course_lib.train import TrainConfig, sample_report, train_with_reports
+from course_lib.validation import check_int, check_str
+from widgets.common import warn
 from widgets.figure import FigureWidget
+
+EARLIER_RUNS = 3  # how many earlier runs stay drawn, faintly, to compare with
 
 
 class TrainingView(widgets.VBox):
@@ -23,9 +28,11 @@ class TrainingView(widgets.VBox):
     `course_lib.train.train_with_reports`; its callback feeds the plot. Ten times per run the
     held-out loss is measured on `eval_text` (text the model never trains on); at step 0,
     halfway and at the end a sample from `prompt` (same seed) and bits per character join it.
-    `run()` does what the button does. After a run: `model`, `history`, `reports` (one dict per
-    checkpoint), `figure` (train and held-out loss), `val_steps`/`val_losses` (the red curve)
-    and `samples` (the HTML table shown).
+    `run()` trains in the calling thread; the Train button runs it in a background thread, so
+    that the kernel stays free and `stop` (the Stop button) can end the run after the current
+    step. After a run: `model`, `history`, `reports` (one dict per checkpoint), `figure` (train
+    and held-out loss; traces 2 and on are the last EARLIER_RUNS runs' train loss, faint),
+    `val_steps`/`val_losses` (the red curve) and `samples` (the HTML table shown).
     """
 
     def __init__(
@@ -46,6 +53,14 @@ class TrainingView(widgets.VBox):
         if model_config.vocab_size != tokenizer.vocab_size:
             raise ValueError(f"model_config.vocab_size ({model_config.vocab_size}) must equal the "
                              f"tokenizer's ({tokenizer.vocab_size})")
+        check_str("eval_text", eval_text)
+        check_str("prompt", prompt, allow_empty=True)
+        steps = check_int("steps", steps, minimum=20, maximum=3000)
+        batch_size = check_int("batch_size", batch_size, minimum=1, maximum=4096)
+        sample_tokens = check_int("sample_tokens", sample_tokens, minimum=1, maximum=1000)
+        if not (isinstance(learning_rate, (int, float)) and 1e-4 <= learning_rate <= 10 ** -0.5):
+            raise ValueError(f"learning_rate must be a number in [1e-4, 0.316], got "
+                             f"{learning_rate!r}")
         self.tokenizer, self.train_ids = tokenizer, torch.as_tensor(train_ids, dtype=torch.long)
         self.model_config, self.eval_text = model_config, eval_text
         self._eval_ids = tokenizer.encode(eval_text)
@@ -60,6 +75,8 @@ class TrainingView(widgets.VBox):
         self.prompt = widgets.Text(value=prompt, description="sample from",
                                    style={"description_width": "initial"})
         self.start = widgets.Button(description="Train", button_style="primary", icon="play")
+        self.stop = widgets.Button(description="Stop", icon="stop", disabled=True,
+                                   tooltip="end the run after the current step")
         self.progress = widgets.IntProgress(value=0, min=0, max=steps, description="step 0",
                                             layout=widgets.Layout(width="420px"))
         self.status = widgets.HTML()
@@ -71,6 +88,9 @@ class TrainingView(widgets.VBox):
                            line=dict(width=1, color="#1f77b4")),
                 go.Scatter(x=[], y=[], mode="lines+markers", name="held-out loss",
                            line=dict(width=2, color="#d62728")),
+                *(go.Scatter(x=[], y=[], mode="lines", name="earlier run", visible=False,
+                             line=dict(width=1, color="#7f7f7f"), opacity=0.45 - 0.1 * i)
+                  for i in range(EARLIER_RUNS)),
             ],
             layout=go.Layout(
                 height=360, width=700, margin=dict(l=60, r=20, t=40, b=50),
@@ -93,32 +113,54 @@ class TrainingView(widgets.VBox):
         self.val_losses: list[float] = []
         self._eval_every = 1
         self._last_draw = self._t0 = 0.0
+        self._stop_requested = False
+        self._thread: threading.Thread | None = None
+        self._run_name = ""
 
-        self.start.on_click(lambda _: self.run())
+        self.start.on_click(lambda _: self.start_in_background())
+        self.stop.on_click(lambda _: self.request_stop())
         super().__init__([
             widgets.HBox([self.learning_rate, self.steps]),
-            widgets.HBox([self.prompt, self.start]),
+            widgets.HBox([self.prompt, self.start, self.stop]),
             widgets.HBox([self.progress, self.status]),
             self.figure,
             self.samples,
         ])
 
+    def start_in_background(self) -> threading.Thread | None:
+        """What the Train button does: run() in a thread, so that Stop can reach it."""
+        if self._thread is not None and self._thread.is_alive():
+            return None  # one run at a time
+        self._thread = threading.Thread(target=self.run, daemon=True, name="TrainingView")
+        self._thread.start()
+        return self._thread
+
+    def request_stop(self) -> None:
+        """End the current run after its current step (what the Stop button does)."""
+        self._stop_requested = True
+
     def run(self) -> dict[str, list] | None:
-        """Train a fresh model with the current controls; returns its history (None on error)."""
+        """Train a fresh model with the current controls; returns its history (None on error).
+
+        The run ends early, with what it has, when request_stop() is called meanwhile.
+        """
         prompt, steps = self.prompt.value, self.steps.value
         if not prompt:
-            self.status.value = _warn("Type a prompt to sample from first (the box is empty).")
+            self.status.value = warn("Type a prompt to sample from first (the box is empty).")
             return None
+        self._stop_requested = False
         for control in (self.learning_rate, self.steps, self.prompt, self.start):
             control.disabled = True
+        self.stop.disabled = False
         try:
             return self._train(prompt, steps)
         except Exception as e:  # shown in the view: a learner should never face a traceback
-            self.status.value = _warn(f"Training stopped: {e}")
+            self.status.value = warn(f"Training stopped: {e}")
             return None
         finally:
             for control in (self.learning_rate, self.steps, self.prompt, self.start):
                 control.disabled = False
+            self.stop.disabled = True
 
     def _train(self, prompt: str, steps: int) -> dict[str, list]:
         config = TrainConfig(
@@ -129,6 +171,8 @@ class TrainingView(widgets.VBox):
         )
         report = sample_report(self.tokenizer, prompt, self.eval_text,
                                max_new_tokens=self.sample_tokens, seed=self.seed)
+        self._keep_as_earlier_run()
+        self._run_name = f"lr {self.learning_rate.value:.1e}, {steps} steps"
         self._train_x, self._train_y, self.val_steps, self.val_losses = [], [], [], []
         self._eval_every = max(1, steps // 10)
         self.reports = []
@@ -151,11 +195,27 @@ class TrainingView(widgets.VBox):
         self.progress.description = f"step {len(self.history['step'])}"
         self._draw()
         elapsed = time.perf_counter() - self._t0
-        self.status.value = (f"done: {len(self.history['step'])} steps in {elapsed:.1f} s, "
-                             f"final train loss {self.history['train_loss'][-1]:.3f}")
+        done = len(self.history["step"])
+        verb = "stopped" if self._stop_requested and done < steps else "done"
+        final = (f", final train loss {self.history['train_loss'][-1]:.3f}"
+                 if self.history["train_loss"] else "")
+        self.status.value = f"{verb}: {done} steps in {elapsed:.1f} s{final}"
         return self.history
 
-    def _on_step(self, info: dict) -> None:
+    def _keep_as_earlier_run(self) -> None:
+        # The run on screen moves to the first faint trace; older ones shift along, the oldest
+        # drops off. Comparing runs is the point of the lesson.
+        if not self._train_x:
+            return
+        ghosts = self.figure.data[2:]
+        with self.figure.batch_update():
+            for newer, older in zip(reversed(ghosts[:-1]), reversed(ghosts[1:]), strict=True):
+                older.x, older.y, older.name = newer.x, newer.y, newer.name
+                older.visible = newer.visible
+            ghosts[0].x, ghosts[0].y = list(self._train_x), list(self._train_y)
+            ghosts[0].name, ghosts[0].visible = f"earlier: {self._run_name}", True
+
+    def _on_step(self, info: dict) -> bool | None:
         step = info["step"]
         if "train_loss" in info:
             self._train_x.append(step)
@@ -179,6 +239,7 @@ class TrainingView(widgets.VBox):
                                      f"{info['tokens_per_s']:,.0f} tokens/s")
             self._draw()
             self._last_draw = now
+        return False if self._stop_requested else None  # False ends train()'s loop
 
     def _draw(self) -> None:
         with self.figure.batch_update():
@@ -196,6 +257,3 @@ class TrainingView(widgets.VBox):
         return ("<table><tr><th>step</th><th>held-out loss</th><th>bits/char</th>"
                 f"<th style='text-align:left'>sample (same seed)</th></tr>{rows}</table>")
 
-
-def _warn(text: str) -> str:
-    return f'<span style="color:#b3261e">{html.escape(text)}</span>'
