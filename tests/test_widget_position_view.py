@@ -66,3 +66,20 @@ def test_rotation_follows_the_position_and_equals_apply_rope(view):
     title = view.rotation_figure.layout.title.text
     view.position.value = 10
     assert view.rotation_figure.layout.title.text != title
+
+
+def test_the_wave_is_drawn_continuously_through_the_positions():
+    view = PositionView(n_positions=64, d_model=16)
+    view.dimension.value = 1  # the fastest cosine: 1 radian per position
+    fine = view.wave_figure.data[2]
+    assert len(fine.x) == 8 * 63 + 1
+    whole = np.asarray(fine.x[::8])
+    assert np.allclose(whole, np.arange(64))
+    assert np.allclose(np.asarray(fine.y)[::8], view.wave, atol=1e-6)  # through every marker
+
+
+@pytest.mark.parametrize("bad", [dict(n_positions=1), dict(d_model=7), dict(d_model=0),
+                                 dict(n_positions=2.5), dict(learned="table")])
+def test_nonsense_constructor_arguments_are_refused(bad):
+    with pytest.raises((ValueError, TypeError)):
+        PositionView(**bad)

@@ -15,6 +15,7 @@ from course_lib.positional import (
     similarity_by_offset,
     sinusoidal,
 )
+from course_lib.validation import check_int
 from widgets.figure import FigureWidget
 
 _COLOURS = {"sinusoidal": "#1f77b4", "learned": "#d62728", "rotary": "#2ca02c"}
@@ -40,10 +41,18 @@ class PositionView(widgets.VBox):
         d_model: int | None = None,
     ):
         if learned is not None:
+            if not isinstance(learned, torch.Tensor) or learned.dim() != 2:
+                raise TypeError("learned must be a 2-D tensor (positions x dimensions), got "
+                                f"{type(learned).__name__}")
             learned = learned.detach().float().cpu()
             n_positions = n_positions or learned.shape[0]
             d_model = d_model or learned.shape[1]
-        n_positions, d_model = n_positions or 128, d_model or 64
+        n_positions = check_int("n_positions", 128 if n_positions is None else n_positions,
+                                minimum=2, maximum=4096)
+        d_model = check_int("d_model", 64 if d_model is None else d_model, minimum=2,
+                            maximum=4096)
+        if d_model % 2:
+            raise ValueError(f"d_model must be even (sin and cos come in pairs), got {d_model}")
         self.n_positions, self.d_model = n_positions, d_model
         self.table = sinusoidal(n_positions, d_model).numpy()
         self.similarities = {
@@ -53,20 +62,27 @@ class PositionView(widgets.VBox):
 
         self.position = widgets.IntSlider(
             value=min(20, n_positions - 1), min=0, max=n_positions - 1, description="position",
-            continuous_update=True,
+            continuous_update=False,  # on release: a drag would queue three redraws per pixel
         )
         self.dimension = widgets.IntSlider(
             value=min(8, d_model - 1), min=0, max=d_model - 1, description="dimension",
-            continuous_update=True,
+            continuous_update=False,
         )
 
         positions = np.arange(n_positions)
+        self._fine = np.linspace(0, n_positions - 1, 8 * (n_positions - 1) + 1)
         self.wave_figure = FigureWidget(
             data=[
-                go.Scatter(x=positions, y=self.table[:, 0], mode="lines", name="encoding",
-                           line=dict(color=_COLOURS["sinusoidal"])),
+                go.Scatter(x=positions, y=self.table[:, 0], mode="markers",
+                           name="encoding (at each position)",
+                           marker=dict(size=5, color=_COLOURS["sinusoidal"])),
                 go.Scatter(x=[0], y=[0], mode="markers", name="chosen position",
                            marker=dict(size=11, color="black")),
+                # The wave between positions: fast ones, joined only at whole positions, would
+                # look like zig-zags.
+                go.Scatter(x=self._fine, y=np.zeros_like(self._fine), mode="lines",
+                           name="the continuous wave", hoverinfo="skip",
+                           line=dict(color=_COLOURS["sinusoidal"], width=1)),
             ],
             layout=go.Layout(
                 height=260, margin=dict(l=50, r=20, t=40, b=40), showlegend=False,
@@ -127,6 +143,8 @@ class PositionView(widgets.VBox):
             self.wave_figure.data[0].y = self.wave
             self.wave_figure.data[1].x = [pos]
             self.wave_figure.data[1].y = [self.wave[pos]]
+            angles = self._fine * 10000 ** (-2 * pair / self.d_model)
+            self.wave_figure.data[2].y = np.sin(angles) if dim % 2 == 0 else np.cos(angles)
             self.wave_figure.layout.title = (
                 f"dimension {dim} = {fn}(position x {10000 ** (-2 * pair / self.d_model):.3g}): "
                 f"repeats every {wavelength:.1f} positions"
