@@ -245,16 +245,20 @@ def dequantize_q4_1(raw: np.ndarray) -> np.ndarray:
     return out.reshape(*raw.shape[:-1], raw.shape[-1] // Q4_1_BLOCK_BYTES * Q4_1_BLOCK)
 
 
-def gguf_tensor(path, name: str):
-    """(raw bytes as a uint8 array, quantization type name, shape) of one tensor of a GGUF file."""
-    import gguf
+def gguf_tensor(path, name: str) -> tuple[np.ndarray, str, tuple[int, ...]]:
+    """(raw bytes as uint8 rows, quantization type name, shape) of one tensor of a GGUF file.
 
-    reader = gguf.GGUFReader(str(path))
-    for t in reader.tensors:
-        if t.name == name:
-            shape = tuple(int(s) for s in reversed(t.shape.tolist()))  # ggml lists dims inner first
-            return np.array(t.data), t.tensor_type.name, shape
-    raise ValueError(f"no tensor named {name!r} in {path}")
+    The bytes are exactly as stored (one row of the matrix per row of bytes), read by offset
+    from course_lib.gguf_file's tensor table, without decoding anything.
+    """
+    from course_lib.gguf_file import read_gguf
+
+    table = read_gguf(path).tensors
+    if name not in table:
+        raise ValueError(f"no tensor named {name!r} in {path}")
+    t = table[name]
+    raw = np.fromfile(path, dtype=np.uint8, count=t.n_bytes, offset=t.offset)
+    return raw.reshape(*t.shape[:-1], -1), t.type_name, tuple(t.shape)
 
 
 def quantization_summary(

@@ -136,6 +136,9 @@ def test_q4_1_decoder_equals_gguf():
     assert kind == "Q4_1" and shape == (192, 576)
     ref = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q4_1)
     assert ref.shape == shape
+    # the raw bytes are the ones gguf's own reader finds for that tensor
+    stored = {t.name: t for t in gguf.GGUFReader(str(_gguf_path())).tensors}
+    np.testing.assert_array_equal(raw, np.asarray(stored["blk.0.attn_k.weight"].data))
     np.testing.assert_array_equal(dequantize_q4_1(raw), ref)
     for row, block in [(0, 0), (5, 3), (191, 17)]:
         one = raw[row, block * 20 : (block + 1) * 20].tobytes()
