@@ -121,3 +121,12 @@ def test_bad_arguments():
         TokenView({"x": 3})
     with pytest.raises(TypeError, match="text must be a str"):
         token_pieces(5, CodePointTokenizer())
+
+
+@pytest.mark.parametrize("text", ["\ud800 lone surrogate", "\x00\x01", "a" * 30_000,
+                                  "<|endoftext|>", "🙂" * 50])
+def test_no_text_raises_out_of_the_view(tokenizers, text):
+    view = TokenView(tokenizers, text="hello")
+    view.text.value = text  # whatever a learner types or pastes: a message or tokens
+    view.text.value = "hello again"
+    assert view.pieces and view.message.value == ""

@@ -11,6 +11,7 @@ import ipywidgets as widgets
 
 from course_lib import tokenization
 from course_lib.tokenization import BPETokenizer, get_encoding, visible_piece
+from widgets.common import MAX_TEXT_CHARS, guarded, message_box
 
 __all__ = ["CodePointTokenizer", "Piece", "TokenView", "default_tokenizers", "render_pieces",
            "token_pieces"]
@@ -137,7 +138,7 @@ class TokenView(widgets.VBox):
         self.show_ids = widgets.Checkbox(value=True, description="show ids", indent=False)
         self.summary = widgets.HTML()
         self.output = widgets.HTML()
-        self.message = widgets.HTML()
+        self.message = message_box()
         self.pieces: list[Piece] = []
         self.counts: dict[str, int] = {}
 
@@ -158,9 +159,14 @@ class TokenView(widgets.VBox):
     def ids(self) -> list[int]:
         return [p.id for p in self.pieces]
 
+    @guarded
     def _update(self, _change: object = None) -> None:
         text = self.text.value
         self.message.value = ""
+        if len(text) > MAX_TEXT_CHARS:
+            self.pieces, self.counts, self.summary.value, self.output.value = [], {}, "", ""
+            raise ValueError(f"That is {len(text):,} characters; keep it under "
+                             f"{MAX_TEXT_CHARS:,} so the tokens can be drawn.")
         if not text:
             self.pieces, self.counts = [], {}
             self.summary.value = ""
