@@ -228,6 +228,34 @@ def _wait_for_kernel(page) -> None:
     )
 
 
+def _readout(scope, label: str) -> str:
+    """The readout of the slider labelled exactly `label` inside `scope`."""
+    slider = scope.locator(".widget-slider",
+                           has=scope.page.locator(".widget-label",
+                                                  has_text=re.compile(f"^{re.escape(label)}$")))
+    return slider.first.locator(".widget-readout").inner_text()
+
+
+def _click_head_in_grid(page, layer: int, head: int) -> None:
+    """Click the map of one head in the head explorer's "all heads" grid, as a learner would."""
+    explorer = page.locator(".jupyter-widget-tab, .widget-tab").filter(has_text="all heads").first
+    explorer.locator(".lm-TabBar-tab", has_text="all heads").click()
+    grid = explorer.locator(".js-plotly-plot", has=page.locator(".gtitle", has_text="every head"))
+    grid.wait_for(state="visible", timeout=60_000)
+    x, y = grid.evaluate(
+        """(el, [layer, head]) => {
+            const fl = el._fullLayout, rect = el.getBoundingClientRect();
+            const nHeads = fl.xaxis.ticktext.length, width = el.data[0].z[0].length;
+            const T = (width - (nHeads - 1)) / nHeads;  // one map, then a gap of one cell
+            const cx = head * (T + 1) + T / 2, cy = layer * (T + 1) + T / 2;
+            return [rect.left + fl.xaxis._offset + fl.xaxis.d2p(cx),
+                    rect.top + fl.yaxis._offset + fl.yaxis.d2p(cy)];
+        }""",
+        [layer, head],
+    )
+    page.mouse.click(x, y)
+
+
 def _menu(page, menu: str, item: str) -> None:
     page.locator(".lm-MenuBar-item", has_text=menu).first.click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$")).click()
@@ -253,20 +281,105 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
         assert traffic.bytes <= WEBSOCKET_LIMIT_BYTES, \
             f"{lesson}: Run All sent {traffic.bytes:,} bytes over the websockets"
 
+        if lesson.startswith("07"):
+            # A run started with the button can be stopped with Stop.
+            _set_slider(page, "steps", "3000")
+            page.locator("button", has_text=re.compile("^Train$")).first.click()
+            stop = page.locator("button", has_text=re.compile("^Stop$")).first
+            page.wait_for_function("b => !b.disabled", arg=stop.element_handle(),
+                                   timeout=120_000, polling=250)
+            stop.click()
+            page.get_by_text(re.compile(r"stopped: \d+ steps")).first.wait_for(timeout=120_000)
         if lesson.startswith("08"):
+            # The lab shows what the lesson's code set last: temperature 1, top-k 0, top-p 1.
+            lab = page.locator(".widget-vbox", has=page.locator(".widget-label",
+                                                                has_text="top-p")).last
+            assert (_readout(lab, "temperature"), _readout(lab, "top-k (0 = off)"),
+                    _readout(lab, "top-p (1 = off)")) == ("1.00", "0", "1.0")
             before = _plot_data(page)
             assert before, "lesson 8 shows no plotly graph"
             _set_slider(page, "temperature", "0.1")
             assert _wait_for_plots_to_change(page, before), \
                 "moving the temperature slider did not change the distribution shown"
+        if lesson.startswith("02"):
+            # Typing a sentence and clicking Add (the box's own submit fires too) adds it once.
+            sentence = "A browser test adds this sentence"
+            box = page.locator(".widget-text input[placeholder^='Add a sentence']").first
+            box.scroll_into_view_if_needed()
+            box.fill(sentence)
+            page.locator("button", has_text=re.compile("^Add$")).first.click()
+            page.get_by_text(f"Added: {sentence}").first.wait_for(timeout=60_000)
+            _wait_for_kernel(page)
+            selected = page.locator(".widget-dropdown",
+                                    has=page.locator(".widget-label", has_text="Selected:"))
+            options = selected.first.locator("select").evaluate(
+                "s => Array.from(s.options).map(o => o.textContent)")
+            n = options.count(sentence)
+            assert n == 1, f"the sentence was added {n} times"
         if lesson.startswith("05"):
             before = _plot_data(page)
             assert before, "lesson 5 shows no plotly graph"
             _set_slider(page, "head", "2")
             assert _wait_for_plots_to_change(page, before), \
                 "changing the head did not change the heatmap"
+            # Clicking a head in the grid moves the explorer to it, on its first tab.
+            explorer = page.locator(".jupyter-widget-tab, .widget-tab") \
+                .filter(has_text="all heads").first
+            _click_head_in_grid(page, layer=1, head=3)
+            page.wait_for_function(
+                """(el) => Array.from(el.querySelectorAll('.widget-slider')).map(
+                    s => s.textContent).join('|').match(/layer\\s*1.*head\\s*3/s)""",
+                arg=explorer.element_handle(), timeout=60_000, polling=250)
+            assert (_readout(explorer, "layer"), _readout(explorer, "head")) == ("1", "3")
     finally:
         page.screenshot(path=str(ARTIFACTS / f"{lesson.removesuffix('.ipynb')}.png"),
                         full_page=False)
         page.close()
 
+
+def test_reloading_a_page_with_two_lessons_open_renders_every_view(lab_url, browser):
+    """Run two lessons in two tabs, save them, reload the page: every view comes back."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("dialog", lambda dialog: dialog.accept())  # "leave the page?" on reload
+    try:
+        first, second = "03_positional_encoding.ipynb", "04_self_attention.ipynb"
+        for lesson in (first, second):
+            url = f"{lab_url}/lab/tree/lessons/{lesson}" + ("?reset" if lesson == first else "")
+            _run_in_open_page(page, url)
+            page.keyboard.press("Control+s")
+            page.wait_for_function(
+                "() => !document.querySelector('.lm-TabBar-tab.lm-mod-current.jp-mod-dirty')",
+                timeout=60_000, polling=250)
+        page.reload(wait_until="domcontentloaded")
+        for lesson in (second, first):
+            page.locator(".lm-TabBar-tab", has_text=lesson.removesuffix(".ipynb")[:12]) \
+                .first.click()
+            _wait_for_kernel(page)
+            panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").first
+            views = panel.locator(".jp-OutputArea-output .jupyter-widgets")
+            page.wait_for_function(
+                """(panel) => panel.querySelectorAll('.jp-OutputArea-output .js-plotly-plot')
+                    .length > 0""", arg=panel.element_handle(), timeout=120_000, polling=500)
+            assert views.count() > 0, f"{lesson}: no view after the reload"
+            text = panel.inner_text()
+            assert "Error displaying widget" not in text and "model not found" not in text, \
+                f"{lesson}: a view failed to come back after the reload"
+    finally:
+        page.screenshot(path=str(ARTIFACTS / "reload.png"), full_page=False)
+        page.close()
+
+
+def _run_in_open_page(page, url: str) -> None:
+    """Open a lesson in the page (a new tab of the same JupyterLab) and run it all."""
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    _wait_for_kernel(page)
+    _menu(page, "Edit", "Clear Outputs of All Cells")
+    _menu(page, "Run", "Run All Cells")
+    prompts = ("Array.from(document.querySelectorAll("
+               "'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt'))")
+    page.wait_for_function(f"() => {prompts}.some(p => /\\[\\d+\\]/.test(p.textContent))",
+                           timeout=120_000, polling=250)
+    page.wait_for_function(f"() => !{prompts}.some(p => p.textContent.includes('*'))",
+                           timeout=CELL_TIMEOUT_S * 1000, polling=500)
+    _wait_for_kernel(page)
