@@ -629,11 +629,12 @@ class BPETokenizer:
 
     @property
     def merges(self) -> list[tuple[int, int]]:
-        """Merges in order: merges[i] is the pair of ids that became token 256 + i.
+        """Merges in order, as pairs of token ids; for a tokenizer trained here or built from
+        tiktoken, merges[i] is the pair that became token 256 + i.
 
-        Known directly after training; otherwise (loaded, or from tiktoken) recovered from the
-        ranks the way minbpe does it: re-run BPE on each token's bytes using only lower ranks,
-        which must stop at exactly two pieces.
+        Known directly after training or from a merge list (merge rule "merges"); otherwise
+        (loaded, or from tiktoken) recovered from the ranks the way minbpe does it: re-run BPE
+        on each token's bytes using only lower ranks, which must stop at exactly two pieces.
         """
         if self._merges is None:
             merges = []
@@ -952,9 +953,9 @@ def token_pieces(tokenizer: Any, ids: Iterable[int]) -> list[bytes]:
     """The bytes of each token; joined, they are exactly the bytes of the decoded text.
 
     Works for BPETokenizer, CharTokenizer, a tiktoken Encoding, any tokenizer with a
-    `decode_bytes(ids) -> bytes`, and any with a `decode(ids) -> str` of whole characters. A token holding part of a character keeps its
-    own bytes (decoding it alone would give U+FFFD). ids: a list, a 1-D array or tensor, or a
-    batch of one sequence.
+    `decode_bytes(ids) -> bytes`, and any with a `decode(ids) -> str` of whole characters. A
+    token holding part of a character keeps its own bytes (decoding it alone would give
+    U+FFFD). ids: a list, a 1-D array or tensor, or a batch of one sequence.
     """
     if hasattr(ids, "ndim") and ids.ndim == 2 and ids.shape[0] == 1:
         ids = ids[0]
