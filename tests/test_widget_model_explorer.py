@@ -78,7 +78,8 @@ def test_layer_part_and_head_controls(view):
     assert view.lens_rows == tr.lens_top[2]
     view.layer.value = 0
     assert view.lens_rows == tr.lens_top[1]
-    assert list(view.lens_chart.data[1].x) == [1]
+    assert list(view.lens_chart.data[1].x) == [0]  # block 0, as on the slider
+    assert list(view.lens_chart.data[0].x) == [-1, 0, 1]  # -1: the embeddings
     top_id = int(tr.probs.argmax())
     assert np.allclose(view.lens_chart.data[0].y, tr.lens[:, top_id].numpy())
     assert view.forward_calls == []

@@ -69,7 +69,7 @@ class ModelExplorer(widgets.VBox):
         self.diagram = widgets.HTML()
         self.stage = widgets.ToggleButtons(options=[(s, s) for s in MODEL_STAGES],
                                            value="blocks", description="stage",
-                                           style=dict(button_width="150px"))
+                                           style=dict(button_width="185px"))
         self.layer = widgets.IntSlider(0, min=0, max=1, description="block")
         self.part = widgets.Dropdown(options=PARTS, description="show")
         self.head = widgets.IntSlider(0, min=0, max=1, description="head")
@@ -96,7 +96,7 @@ class ModelExplorer(widgets.VBox):
                   go.Scatter(x=[0], y=[0.0], mode="markers",
                              marker=dict(color=_ACCENT, size=12), showlegend=False)],
             layout=go.Layout(height=280, width=420, margin=_MARGIN, showlegend=False,
-                             xaxis_title="after block (0 = embeddings)",
+                             xaxis_title="after block (-1 = the embeddings)",
                              yaxis=dict(title="probability", range=[0, 1.02])),
         )
 
@@ -270,9 +270,10 @@ class ModelExplorer(widgets.VBox):
         final_id = int(tr.probs.argmax())
         track = tr.lens[:, final_id].tolist()
         with self.lens_chart.batch_update():
-            self.lens_chart.data[0].x = list(range(len(track)))
+            # x is the block number, as on the slider; the embeddings sit at -1
+            self.lens_chart.data[0].x = list(range(-1, len(track) - 1))
             self.lens_chart.data[0].y = track
-            self.lens_chart.data[1].x = [layer + 1]
+            self.lens_chart.data[1].x = [layer]
             self.lens_chart.data[1].y = [track[layer + 1]]
             self.lens_chart.layout.title = (f"logit lens: p({tr.top[0][0]!r}) after each block")
         self.lens_rows = tr.lens_top[layer + 1]
