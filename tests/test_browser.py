@@ -310,10 +310,11 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
             page.locator("button", has_text=re.compile("^Add$")).first.click()
             page.get_by_text(f"Added: {sentence}").first.wait_for(timeout=60_000)
             _wait_for_kernel(page)
-            selected = page.locator(".widget-dropdown",
-                                    has=page.locator(".widget-label", has_text="Selected:"))
-            options = selected.first.locator("select").evaluate(
-                "s => Array.from(s.options).map(o => o.textContent)")
+            # The map's points, by their full text (the hover text of the one scatter trace).
+            options = page.evaluate(
+                """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+                    .filter(el => /sentences: PCA/.test(el.textContent))
+                    .flatMap(el => Array.from(el.data[0].hovertext || []))""")
             n = options.count(sentence)
             assert n == 1, f"the sentence was added {n} times"
         if lesson.startswith("05"):

@@ -100,9 +100,12 @@ def test_adding_a_sentence(view):
     assert "Added" in view.message.value
     # Enter then Add, as a browser sends them: the box was emptied by the first, so the
     # sentence is added once, and it is never its own neighbour.
-    assert view.new_text.value == ""
+    assert view.new_text.value == "" and "Added" in view.message.value
     view.add_button.click()
-    assert len(view.labels) == 5 and "Type something" in view.message.value
+    assert len(view.labels) == 5 and "Added" in view.message.value  # no hint right after
+    view._added_at -= 10
+    view.add_button.click()  # an Add with nothing typed, later: a hint
+    assert "Type something" in view.message.value
     view.new_text.value = "A monarch rules the land"  # typed again: still one point
     assert len(view.labels) == 5
     assert all(label != view.selected.value for label, _ in view.neighbours)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import math
+import time
 from typing import Any
 
 import ipywidgets as widgets
@@ -159,6 +161,7 @@ class EmbeddingView(widgets.VBox):
         self.dims.observe(lambda _: self._redraw(), names="value")
         self.selected.observe(lambda _: self._on_select(), names="value")
         self._clearing = False
+        self._added_at = -math.inf
         self.new_text.observe(lambda _: self._clearing or self._add(), names="value")
         self.add_button.on_click(lambda _: self._add(from_button=True))
 
@@ -216,7 +219,9 @@ class EmbeddingView(widgets.VBox):
         # once its text is added, so the second of the two finds nothing left to add.
         text = self.new_text.value
         if not text.strip():
-            if from_button:
+            # Typing then clicking Add sends the box's text first (it was just added): say
+            # nothing then; an Add with nothing typed gets a hint.
+            if from_button and time.monotonic() - self._added_at > 2.0:
                 self._say("Type something in the box first, then click Add or press Enter.",
                           error=True)
             return
@@ -242,6 +247,7 @@ class EmbeddingView(widgets.VBox):
                 items.add(label, self._wte[token_id])
                 self._token_ids.append(token_id)
             self._say(f"Added token {label!r} (id {token_id}).")
+        self._added_at = time.monotonic()
         self._clearing = True
         try:
             self.new_text.value = ""
