@@ -44,10 +44,33 @@ def test_command_line_writes_its_figures_as_json(tmp_path, capsys):
     import json
 
     out = tmp_path / "bench.json"
-    bench.main(["--quick", "--skip", "training", "generation", "cache", "--json", str(out)])
+    bench.main(["--quick", "--skip", "training", "generation", "cache", "smollm2", "--json",
+                str(out)])
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and set(report["shapes"]) == {"course", "small"}
     (bpe,) = report["rows"]
     assert bpe["figure"].startswith("BPE train") and "same merges: True" in bpe["note"]
     assert bpe["ratio"] > 1 and bpe["meets"] == (bpe["ratio"] >= bpe["target"])
     assert "BPE train" in capsys.readouterr().out
+
+
+def test_matvec_limit_times_every_weight_matrix_once():
+    import torch
+
+    from course_lib.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16))
+    calls = []
+    real = torch.nn.functional.linear
+
+    def counting(x, w, *args):
+        calls.append(tuple(w.shape))
+        return real(x, w, *args)
+
+    torch.nn.functional.linear = counting
+    try:
+        assert bench.matvec_seconds(model, repeats=1) > 0
+    finally:
+        torch.nn.functional.linear = real
+    # 4 matrices per layer and the head, per timed step (one warm-up, one timed run).
+    assert len(calls) == 2 * (2 * 4 + 1) and calls.count((50, 16)) == 2
