@@ -8,10 +8,8 @@ import functools
 import hashlib
 import heapq
 import json
-import mmap
 import os
 import shutil
-import struct
 import sys
 import tempfile
 import warnings
@@ -19,12 +17,15 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Set
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import regex
 import tiktoken
 
 from course_lib.validation import check_choice, check_int, check_str
+
+if TYPE_CHECKING:
+    from course_lib.gguf_file import GGUFFile
 
 __all__ = [
     "ENDOFTEXT",
@@ -548,7 +549,7 @@ class BPETokenizer:
         return cls(dict(enc._mergeable_ranks), dict(enc._special_tokens), enc._pat_str)
 
     @classmethod
-    def from_gguf(cls, path: str | os.PathLike[str]) -> BPETokenizer:
+    def from_gguf(cls, path: str | os.PathLike[str] | GGUFFile) -> BPETokenizer:
         """The tokenizer stored in a GGUF model file (byte-level BPE, e.g. SmolLM2's).
 
         Gives the ids of transformers' `AutoTokenizer.from_pretrained(folder, gguf_file=name)`
@@ -558,13 +559,13 @@ class BPETokenizer:
         special-token strings in the text into their ids, as transformers does; to encode text
         from a user as plain text, use `encode_ordinary(text)` (or `allowed_special="none"`).
 
-        Reads only the file's metadata, with a small reader of its own: gguf's GGUFReader
-        builds numpy views of all 100k strings and takes seconds longer.
+        path may also be a file already parsed by `course_lib.gguf_file.read_gguf`, so that
+        loading a model reads the metadata once.
         """
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
-        path = Path(path)
-        meta = _read_gguf_tokenizer_metadata(path)
+        from course_lib.gguf_file import GGUFFile, read_gguf
+
+        gguf = path if isinstance(path, GGUFFile) else read_gguf(path)
+        path, meta = gguf.path, gguf.metadata
 
         def fail(problem: str) -> ValueError:
             return ValueError(f"{path}: {problem}")
@@ -575,16 +576,18 @@ class BPETokenizer:
                 f"tokenizer.ggml.model is {model!r}; only byte-level BPE ('gpt2') is supported"
             )
         pre = meta.get("tokenizer.ggml.pre", "default")
-        pattern = _GGUF_PRE_SPLITS.get(pre)
+        pattern = _GGUF_PRE_SPLITS.get(pre) if isinstance(pre, str) else None
         if pattern is None:
             raise fail(
                 f"pre-tokenizer {pre!r} is not supported; supported: {sorted(_GGUF_PRE_SPLITS)}"
             )
         tokens = meta.get("tokenizer.ggml.tokens")
         merges = meta.get("tokenizer.ggml.merges")
-        types = meta.get("tokenizer.ggml.token_type") or [_GGUF_NORMAL] * len(tokens or ())
-        if not isinstance(tokens, list) or not isinstance(merges, list):
+        if not (isinstance(tokens, list) and isinstance(merges, list)
+                and all(isinstance(t, str) for t in tokens)
+                and all(isinstance(m, str) for m in merges)):
             raise fail("no tokenizer.ggml.tokens and tokenizer.ggml.merges string arrays")
+        types = meta.get("tokenizer.ggml.token_type", [_GGUF_NORMAL] * len(tokens))
         if not isinstance(types, list) or len(types) != len(tokens):
             raise fail("tokenizer.ggml.token_type must give one type per token")
         if len(tokens) > MAX_VOCAB_SIZE:
@@ -1010,7 +1013,7 @@ def visible_piece(piece: str | bytes) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# GGUF: just the tokenizer's metadata
+# GGUF tokenizers
 # ---------------------------------------------------------------------------------------------
 
 # llama.cpp's token types (llama_token_type / gguf TokenType).
@@ -1021,13 +1024,6 @@ _GGUF_NORMAL, _GGUF_CONTROL, _GGUF_USER_DEFINED = 1, 3, 4
 # does; transformers does not, and it is the reference the tests hold us to.)
 _GGUF_PRE_SPLITS = {"default": GPT2_SPLIT_PATTERN, "gpt2": GPT2_SPLIT_PATTERN,
                     "smollm": GPT2_SPLIT_PATTERN}
-_GGUF_MAGIC = b"GGUF"
-# GGUF metadata value types: fixed-size scalars (struct format), 8 = string, 9 = array.
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q",
-                 11: "q", 12: "d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
 @functools.cache
 def _byte_level_alphabet() -> tuple[frozenset[str], dict[int, int]]:
     """GPT-2's bytes_to_unicode, inverted: the 256 characters that stand for bytes, and a
@@ -1042,82 +1038,6 @@ def _byte_level_alphabet() -> tuple[frozenset[str], dict[int, int]]:
             chars[b] = chr(256 + extra)
             extra += 1
     return frozenset(chars.values()), {ord(c): b for b, c in chars.items()}
-
-
-def _read_gguf_tokenizer_metadata(path: Path) -> dict[str, Any]:
-    """The `tokenizer.*` and `general.architecture` metadata of a GGUF file; nothing else.
-
-    Every problem (not GGUF, truncated, a value type that makes no sense) is a ValueError naming
-    the file.
-    """
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return _parse_gguf_metadata(buf)
-    except (struct.error, UnicodeDecodeError, ValueError, OverflowError, MemoryError) as e:
-        raise ValueError(f"{path} is not a readable GGUF file: {e}") from None
-
-
-def _parse_gguf_metadata(buf: mmap.mmap) -> dict[str, Any]:
-    if buf[:4] != _GGUF_MAGIC:
-        raise ValueError("it does not start with the GGUF magic bytes")
-    version, _tensor_count, kv_count = struct.unpack_from("<IQQ", buf, 4)
-    if version not in (2, 3):
-        raise ValueError(f"GGUF version {version} is not supported (2 and 3 are)")
-    size = len(buf)
-    pos = 24
-
-    def string_at(pos: int) -> tuple[str, int]:
-        (length,) = struct.unpack_from("<Q", buf, pos)
-        end = pos + 8 + length
-        if end > size:
-            raise ValueError("the file is truncated (a string runs past its end)")
-        return buf[pos + 8 : end].decode("utf-8"), end
-
-    def skip_strings(pos: int, count: int) -> int:
-        for _ in range(count):
-            (length,) = struct.unpack_from("<Q", buf, pos)
-            pos += 8 + length
-        return pos
-
-    meta: dict[str, Any] = {}
-    for _ in range(kv_count):
-        key, pos = string_at(pos)
-        (kind,) = struct.unpack_from("<I", buf, pos)
-        pos += 4
-        wanted = key.startswith("tokenizer.") or key == "general.architecture"
-        if kind in _GGUF_SCALARS:
-            fmt = "<" + _GGUF_SCALARS[kind]
-            value = struct.unpack_from(fmt, buf, pos)[0]
-            pos += struct.calcsize(fmt)
-        elif kind == _GGUF_STRING:
-            value, pos = string_at(pos)
-        elif kind == _GGUF_ARRAY:
-            item_kind, count = struct.unpack_from("<IQ", buf, pos)
-            pos += 12
-            if item_kind in _GGUF_SCALARS:
-                width = struct.calcsize("<" + _GGUF_SCALARS[item_kind])
-                if pos + width * count > size:
-                    raise ValueError(f"the file is truncated (array {key!r} runs past its end)")
-                value = (list(struct.unpack_from(f"<{count}{_GGUF_SCALARS[item_kind]}", buf, pos))
-                         if wanted else None)
-                pos += width * count
-            elif item_kind == _GGUF_STRING:
-                if count > size:
-                    raise ValueError(f"array {key!r} claims {count} strings")
-                if wanted:
-                    value = []
-                    for _ in range(count):
-                        item, pos = string_at(pos)
-                        value.append(item)
-                else:
-                    pos = skip_strings(pos, count)
-            else:
-                raise ValueError(f"metadata {key!r} is an array of type {item_kind}")
-        else:
-            raise ValueError(f"metadata {key!r} has unknown value type {kind}")
-        if wanted:
-            meta[key] = value
-    return meta
 
 
 def _hashable_in(item: object, mapping: dict[int, Any]) -> bool:

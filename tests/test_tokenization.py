@@ -960,19 +960,6 @@ def test_smollm2_special_tokens_as_plain_text(smollm2, hf_smollm2):
 
 
 @needs_smollm2
-def test_smollm2_metadata_reader_matches_gguf_reader(smollm2):
-    # Our small metadata reader against llama.cpp's own reader (the gguf package).
-    gguf = pytest.importorskip("gguf")
-    from course_lib.tokenization import _read_gguf_tokenizer_metadata
-
-    reader = gguf.GGUFReader(SMOLLM2_GGUF)
-    ours = _read_gguf_tokenizer_metadata(SMOLLM2_GGUF)
-    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
-                "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.eos_token_id"):
-        assert ours[key] == reader.get_field(key).contents(), key
-
-
-@needs_smollm2
 def test_smollm2_save_load_roundtrip(smollm2, tmp_path):
     path = tmp_path / "smollm2.json"
     smollm2.save(path)
@@ -980,3 +967,108 @@ def test_smollm2_save_load_roundtrip(smollm2, tmp_path):
     assert loaded.merge_rule == "merges" and loaded.merges == smollm2.merges
     for text in SMOLLM2_TEXTS.values():
         assert loaded.encode(text) == smollm2.encode(text)
+
+
+@needs_smollm2
+def test_from_gguf_takes_a_parsed_file(smollm2):
+    from course_lib.gguf_file import read_gguf
+
+    again = BPETokenizer.from_gguf(read_gguf(SMOLLM2_GGUF))
+    assert again.ranks == smollm2.ranks and again.merges == smollm2.merges
+
+
+# A tiny byte-level GGUF vocabulary, written with llama.cpp's own writer (the gguf package):
+# the 256 bytes spelled GPT-2's way, "ab" and "abc" by merges, and two control tokens.
+def _spell(data: bytes) -> str:
+    from course_lib.tokenization import _byte_level_alphabet
+
+    _, table = _byte_level_alphabet()
+    to_char = {b: chr(c) for c, b in table.items()}
+    return "".join(to_char[b] for b in data)
+
+
+TINY_TOKENS = ["<|endoftext|>", "<|im_end|>", *(_spell(bytes([b])) for b in range(256)),
+               _spell(b"ab"), _spell(b"abc")]
+TINY_MERGES = [f"{_spell(b'a')} {_spell(b'b')}", f"{_spell(b'ab')} {_spell(b'c')}"]
+TINY_TYPES = [3, 3] + [1] * 258
+
+
+def _write_tiny_gguf(path: Path, **changes) -> Path:
+    gguf = pytest.importorskip("gguf")
+    fields = {"model": "gpt2", "pre": "smollm", "tokens": TINY_TOKENS, "merges": TINY_MERGES,
+              "types": TINY_TYPES, **changes}
+    writer = gguf.GGUFWriter(str(path), "llama")
+    if fields["model"] is not None:
+        writer.add_tokenizer_model(fields["model"])
+    if fields["pre"] is not None:
+        writer.add_tokenizer_pre(fields["pre"])
+    if fields["tokens"] is not None:
+        writer.add_token_list(fields["tokens"])
+    if fields["merges"] is not None:
+        writer.add_token_merges(fields["merges"])
+    if fields["types"] is not None:
+        writer.add_token_types(fields["types"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_from_gguf_tiny_vocabulary(tmp_path):
+    tok = BPETokenizer.from_gguf(_write_tiny_gguf(tmp_path / "tiny.gguf"))
+    assert tok.special_tokens == {"<|endoftext|>": 0, "<|im_end|>": 1}
+    assert tok.vocab_size == 260 and tok.merges == [(2 + 97, 2 + 98), (258, 2 + 99)]
+    assert tok.encode("abc abx<|im_end|>") == [259, 2 + 32, 258, 2 + 120, 1]
+    assert tok.encode_ordinary("<|im_end|>")[0] == 2 + ord("<")
+    assert tok.decode(tok.encode("abc abx<|im_end|>")) == "abc abx<|im_end|>"
+
+
+BAD_GGUF_TOKENIZERS = {
+    "sentencepiece": ({"model": "llama"}, "only byte-level BPE"),
+    "no_model": ({"model": None}, "tokenizer.ggml.model is None"),
+    "unknown_pre": ({"pre": "qwen2"}, "pre-tokenizer 'qwen2' is not supported"),
+    "no_tokens": ({"tokens": None}, "tokenizer.ggml.tokens"),
+    "no_merges": ({"merges": None}, "tokenizer.ggml.merges"),
+    "types_too_short": ({"types": TINY_TYPES[:-1]}, "one type per token"),
+    "user_defined": ({"types": [3, 4] + [1] * 258}, "user-defined"),
+    "duplicate_bytes": ({"tokens": [*TINY_TOKENS[:-1], _spell(b"ab")]}, "bytes of another"),
+    "merge_unknown_token": ({"merges": [*TINY_MERGES, f"{_spell(b'q')} zzz"]},
+                            "is not two tokens"),
+    "merge_one_token": ({"merges": [_spell(b"ab")]}, "is not two tokens"),
+    "merge_makes_no_token": ({"merges": [*TINY_MERGES, f"{_spell(b'b')} {_spell(b'a')}"]},
+                             "no token"),
+    "merge_of_special": ({"merges": ["<|endoftext|> <|im_end|>"]}, "unknown token id"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_GGUF_TOKENIZERS))
+def test_from_gguf_bad_tokenizer(tmp_path, name):
+    changes, problem = BAD_GGUF_TOKENIZERS[name]
+    path = _write_tiny_gguf(tmp_path / f"{name}.gguf", **changes)
+    with pytest.raises(ValueError, match=re.escape(problem)) as info:
+        BPETokenizer.from_gguf(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"GGUF", b"not a gguf file at all", b"GGUF\x03\x00"])
+def test_from_gguf_not_a_gguf_file(tmp_path, content):
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        BPETokenizer.from_gguf(path)
+
+
+def test_from_gguf_truncated_file(tmp_path):
+    whole = _write_tiny_gguf(tmp_path / "tiny.gguf").read_bytes()
+    last_merge = whole.rindex(TINY_MERGES[-1].encode())  # the end holds only padding
+    for cut in (30, len(whole) // 2, last_merge + 2):
+        path = tmp_path / f"cut{cut}.gguf"
+        path.write_bytes(whole[:cut])
+        with pytest.raises(ValueError, match=re.escape(str(path))):
+            BPETokenizer.from_gguf(path)
+
+
+def test_from_gguf_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        BPETokenizer.from_gguf(tmp_path / "nope.gguf")
