@@ -177,7 +177,7 @@ def load_gguf(
     model.load_state_dict(state, strict=False, assign=True)
     if config.tie_embeddings:
         model.lm_head.weight = model.transformer.wte.weight
-    tokenizer = BPETokenizer.from_gguf(gguf.path)
+    tokenizer = BPETokenizer.from_gguf(gguf)  # the metadata is already read
     if tokenizer.vocab_size > config.vocab_size:
         raise ValueError(f"{gguf.path}: its tokenizer has {tokenizer.vocab_size} tokens but the "
                          f"model only {config.vocab_size}")
