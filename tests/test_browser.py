@@ -296,6 +296,8 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
                                                                 has_text="top-p")).last
             assert (_readout(lab, "temperature"), _readout(lab, "top-k (0 = off)"),
                     _readout(lab, "top-p (1 = off)")) == ("1.00", "0", "1.0")
+            lab.scroll_into_view_if_needed()
+            lab.screenshot(path=str(ARTIFACTS / "sampling_lab.png"))  # README's picture
             before = _plot_data(page)
             assert before, "lesson 8 shows no plotly graph"
             _set_slider(page, "temperature", "0.1")
@@ -353,8 +355,9 @@ def test_reloading_a_page_with_two_lessons_open_renders_every_view(lab_url, brow
                 timeout=60_000, polling=250)
         page.reload(wait_until="domcontentloaded")
         for lesson in (second, first):
+            _wait_for_kernel(page)
             page.locator(".lm-TabBar-tab", has_text=lesson.removesuffix(".ipynb")[:12]) \
-                .first.click()
+                .first.click(timeout=120_000)
             _wait_for_kernel(page)
             panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").first
             views = panel.locator(".jp-OutputArea-output .jupyter-widgets")
