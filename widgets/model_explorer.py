@@ -69,7 +69,7 @@ class ModelExplorer(widgets.VBox):
         self.diagram = widgets.HTML()
         self.stage = widgets.ToggleButtons(options=[(s, s) for s in MODEL_STAGES],
                                            value="blocks", description="stage",
-                                           style=dict(button_width="185px"))
+                                           style=dict(button_width="auto"))
         self.layer = widgets.IntSlider(0, min=0, max=1, description="block")
         self.part = widgets.Dropdown(options=PARTS, description="show")
         self.head = widgets.IntSlider(0, min=0, max=1, description="head")
