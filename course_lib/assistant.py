@@ -361,13 +361,14 @@ def dpo_step(policy: GPT, reference: GPT, optimizer: torch.optim.Optimizer, toke
     n = len(pairs)
     with eval_mode(reference):
         ref = sequence_logprobs(reference, x, y)
-    policy.train()
-    logps = sequence_logprobs(policy, x, y)
-    loss = dpo_loss(logps[:n], logps[n:], ref[:n], ref[n:], beta)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    policy.eval()
+    # Dropout off in the policy too (as TRL's DPOTrainer does by default): the log-ratios then
+    # compare like with like, and start at exactly 0 when the policy equals the reference.
+    with eval_mode(policy, no_grad=False):
+        logps = sequence_logprobs(policy, x, y)
+        loss = dpo_loss(logps[:n], logps[n:], ref[:n], ref[n:], beta)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
     chosen, rejected = (logps[:n] - ref[:n]).detach(), (logps[n:] - ref[n:]).detach()
     return {"loss": loss.item(), "chosen_logratio": chosen.mean().item(),
             "rejected_logratio": rejected.mean().item(),

@@ -216,3 +216,14 @@ def test_stream_reply_is_greedy_generation_up_to_the_end_token(model, tokenizer)
     assert eot not in new
     text = "".join(A.stream_reply(model, tokenizer, messages, max_new_tokens=10, temperature=0))
     assert text == tokenizer.decode(new)
+
+
+def test_dpo_runs_the_policy_without_dropout(tokenizer, split):
+    torch.manual_seed(0)
+    policy = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=96, n_layer=1, n_head=2,
+                           n_embd=16, dropout=0.5))
+    reference = copy.deepcopy(policy).eval()
+    history = A.dpo_train(policy, reference, tokenizer, A.preference_pairs(split[0][:4]),
+                          steps=1, batch_size=4, progress=False)
+    assert history["loss"][0] == pytest.approx(math.log(2), abs=1e-6)
+    assert policy.training  # the caller's mode is kept
