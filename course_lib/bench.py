@@ -39,6 +39,8 @@ SHAPES = {
     # A CPU-sized model: big enough that framework overhead is not the whole story.
     "small": dict(n_layer=6, n_head=6, n_embd=384, n_positions=512, vocab_size=8192),
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50304),
+    # nanoGPT's README run on a CPU (shakespeare_char: 65 characters, batch 12, context 64).
+    "nanogpt": dict(n_layer=4, n_head=4, n_embd=128, n_positions=64, vocab_size=65),
 }
 
 
@@ -127,6 +129,51 @@ def bench_training(shape: str, batch_size: int, seq_len: int, steps: int,
                                            device, bf16=True))
     seconds = _best_times(fns, device, 3)
     return {f"{name}_tok_s": tokens * steps / s for name, s in seconds.items()}
+
+
+def bench_ddp(nproc: int, steps: int, device: torch.device) -> dict:
+    """The trainer's own tokens/s, `python -m course_lib.train` against the same run under
+    `torchrun --nproc_per_node=nproc` (gloo on CPUs, nccl on GPUs), same global batch.
+
+    Figures are the medians over steps of the whole job's tokens/s and of each process's. Every
+    process gets one thread (torchrun's default), so the ratio is what nproc workers buy over one.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    from course_lib.data import load_corpus
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = Path(tmp) / "tokenizer.json"
+        BPETokenizer.train(load_corpus("train")[:20_000], 320).save(tokenizer)
+        args = ["-m", "course_lib.train", "--config", "tiny", "--tokenizer", str(tokenizer),
+                "--max-steps", str(steps), "--batch-size", "32", "--eval-chars", "2000",
+                "--device", device.type]
+        with socket.socket() as sock:  # a free port on loopback for the rendezvous
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        runs = {
+            "one": ([sys.executable, *args, "--out", f"{tmp}/one"], {"OMP_NUM_THREADS": "1"}),
+            "ddp": ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                     "--nnodes=1", "--master_addr=127.0.0.1", f"--master_port={port}", *args,
+                     "--out", f"{tmp}/ddp"], {"OMP_NUM_THREADS": "1"}),
+        }
+        summaries = {}
+        for name, (cmd, env) in runs.items():
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                                  env=os.environ | env)
+            if done.returncode:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}"
+                                   f"{done.stderr[-2000:]}")
+            summaries[name] = json.loads((Path(tmp) / name / "summary.json").read_text())
+    one, ddp = summaries["one"], summaries["ddp"]
+    return {"processes": nproc, "one_tok_s": one["median_tokens_per_s"],
+            "ddp_tok_s": ddp["median_tokens_per_s"],
+            "ddp_tok_s_per_process": ddp["median_tokens_per_s_per_process"],
+            "same_final_loss": abs(one["final_train_loss"] - ddp["final_train_loss"]) < 1e-4}
 
 
 def _random_prompt(shape: str, length: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -335,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-compile", action="store_true",
                         help="skip the torch.compile training figure (compiling takes minutes)")
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["training", "generation", "cache", "bpe", "mfu", "smollm2"])
+                        choices=["training", "generation", "cache", "bpe", "mfu", "smollm2",
+                                 "ddp"])
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     args = parser.parse_args(argv)
     device = torch.device(args.device) if args.device else default_device()
@@ -385,6 +433,17 @@ def main(argv: list[str] | None = None) -> None:
             row(f"cached generation tokens/s, {name}", f"{r['ours_tok_s']:,.1f}",
                 f"HF generate {r['hf_tok_s']:,.1f}", r["ours_tok_s"] / r["hf_tok_s"], 1.5,
                 f", {new_tokens} tokens, same greedy tokens: {r['same_tokens']}")
+    if "training" not in args.skip:  # the shape nanoGPT's README trains on a CPU
+        r = bench_training("nanogpt", 12, 64, 5 if q else 20, device, compile=False)
+        row("training tokens/s, nanogpt 12x64", f"{r['ours_tok_s']:,.0f}",
+            f"HF GPT2LMHeadModel {r['hf_tok_s']:,.0f}", r["ours_tok_s"] / r["hf_tok_s"], 1.2)
+    if "ddp" not in args.skip:
+        nproc = torch.cuda.device_count() if gpu else 2
+        r = bench_ddp(nproc, 10 if q else 40, device)
+        row(f"trainer tokens/s, {nproc} DDP processes", f"{r['ddp_tok_s']:,.0f}",
+            f"1 process {r['one_tok_s']:,.0f}", r["ddp_tok_s"] / r["one_tok_s"], None,
+            f", {r['ddp_tok_s_per_process']:,.0f} per process, same final loss: "
+            f"{r['same_final_loss']}")
     if "cache" not in args.skip:
         r = bench_cache(big, 16, 64 if q else 256, device)
         row(f"cached vs uncached, {64 if q else 256} new tokens", f"{r['cached_tok_s']:,.1f}",

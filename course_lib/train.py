@@ -462,7 +462,7 @@ def sample_report(
     report.val_loss(model) is the held-out loss alone (cheap enough to measure often), the
     same figure as the report's "val_loss".
     """
-    from course_lib.evaluation import bits_per_char, cross_entropy
+    from course_lib.evaluation import bits_per_char, mean_loss
     from course_lib.sampling import generate_text
 
     if not isinstance(prompt, str) or not prompt:
@@ -472,7 +472,7 @@ def sample_report(
         raise ValueError("eval_text must encode to at least 2 tokens")
 
     def val_loss(model: GPT) -> float:
-        return cross_entropy(model, eval_ids)
+        return mean_loss(model, eval_ids)
 
     def report(model: GPT) -> dict:
         return {
@@ -646,6 +646,7 @@ def _main(args, device: torch.device, rank: int, world_size: int) -> None:
         f"val {len(val_ids):,} tokens")
 
     shape = preset["model"] | ({} if args.dropout is None else {"dropout": args.dropout})
+    torch.manual_seed(args.seed)  # the initial weights too follow --seed (DDP sends rank 0's)
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **shape))
     if args.init_from:
         start = GPT.load(args.init_from)

@@ -44,8 +44,8 @@ def test_command_line_writes_its_figures_as_json(tmp_path, capsys):
     import json
 
     out = tmp_path / "bench.json"
-    bench.main(["--quick", "--skip", "training", "generation", "cache", "smollm2", "--json",
-                str(out)])
+    bench.main(["--quick", "--skip", "training", "generation", "cache", "smollm2", "ddp",
+                "--json", str(out)])
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and set(report["shapes"]) == {"course", "small"}
     (bpe,) = report["rows"]
@@ -74,3 +74,21 @@ def test_matvec_limit_times_every_weight_matrix_once():
         torch.nn.functional.linear = real
     # 4 matrices per layer and the head, per timed step (one warm-up, one timed run).
     assert len(calls) == 2 * (2 * 4 + 1) and calls.count((50, 16)) == 2
+
+
+def test_nanogpt_row_is_nanogpts_cpu_shape_and_compares_like_with_like():
+    # nanoGPT's README CPU run: --n_layer=4 --n_head=4 --n_embd=128 --block_size=64, on
+    # shakespeare_char's 65 characters.
+    assert bench.SHAPES["nanogpt"] == dict(n_layer=4, n_head=4, n_embd=128, n_positions=64,
+                                           vocab_size=65)
+    hf, ours = bench.hf_and_ours("nanogpt", CPU)
+    x = torch.randint(0, 65, (12, 65))
+    inputs, targets = x[:, :-1], x[:, 1:].contiguous()
+    hf_loss = hf(inputs, labels=targets, shift_labels=targets).loss
+    assert abs(ours(inputs, targets)[1].item() - hf_loss.item()) < 1e-5
+
+
+def test_ddp_figures_come_from_the_trainer_with_the_same_losses():
+    r = bench.bench_ddp(2, 3, CPU)
+    assert r["processes"] == 2 and r["same_final_loss"] is True
+    assert r["ddp_tok_s_per_process"] == r["ddp_tok_s"] / 2 and r["one_tok_s"] > 0
