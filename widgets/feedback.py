@@ -206,3 +206,9 @@ def _message_of(error: BaseException) -> str:
 # The usual forms of an answer, for exercise(..., **A_NUMBER) and the like.
 A_NUMBER = {"read": as_number, "expect": "a finite number"}
 A_WHOLE_NUMBER = {"read": as_int, "expect": "a whole number (an int)"}
+
+
+def a_text(what: str, max_chars: int) -> dict:
+    """exercise(..., **a_text("a word", 100)): the answer is a str of at most max_chars."""
+    return {"read": functools.partial(as_text, max_chars=max_chars),
+            "expect": f"{what}, a str of at most {max_chars:,} characters"}

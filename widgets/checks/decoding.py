@@ -9,10 +9,9 @@ from widgets.checks import shipped
 from widgets.feedback import (
     A_WHOLE_NUMBER,
     Feedback,
-    as_text,
+    a_text,
     exercise,
     right,
-    shown,
     wrong,
 )
 
@@ -33,11 +32,10 @@ CACHE_CHOICES = {
 CACHE_ANSWER = "b"
 
 
-@exercise("Replace None with a string: the text of the token that comes next.")
-def check_greedy_token(my_answer, model=None, tokenizer=None) -> Feedback:
+@exercise("Replace None with a string: the text of the token that comes next.",
+          **a_text("the token's text", 100))
+def check_greedy_token(my_answer: str, model=None, tokenizer=None) -> Feedback:
     """my_answer: the text of the token temperature 0 picks after GREEDY_PROMPT."""
-    if as_text(my_answer, 100) is None:
-        return wrong(f"Give the token's text as a short string, not {shown(my_answer)}.")
     model, tokenizer = shipped(model, tokenizer)
     logits = next_token_logits(model, tokenizer.encode(GREEDY_PROMPT))
     probs = torch.softmax(logits, -1)

@@ -10,8 +10,8 @@ from widgets.checks import shipped
 from widgets.feedback import (
     A_WHOLE_NUMBER,
     Feedback,
+    a_text,
     as_int,
-    as_text,
     exercise,
     right,
     shown,
@@ -109,12 +109,9 @@ def check_closest_line(answer: str | int | None) -> Feedback:
     )
 
 
-@exercise("Replace None with your query, a str.")
-def check_pizza_query(query: str | None) -> Feedback:
+@exercise("Replace None with your query, a str.", **a_text("your query", MAX_QUERY_CHARS))
+def check_pizza_query(query: str) -> Feedback:
     """Exercise 3: a query that ranks PIZZA first among WINES without any of BANNED's words."""
-    if as_text(query, MAX_QUERY_CHARS) is None:
-        return wrong(f"The query must be a str of at most {MAX_QUERY_CHARS} characters, "
-                     f"not {shown(query)}.")
     if not query.strip():
         return wrong("The query is empty: type some words.")
     used = sorted(set(re.findall(r"[a-z]+", query.lower())) & set(BANNED))

@@ -12,10 +12,9 @@ from widgets.checks import shipped
 from widgets.feedback import (
     A_NUMBER,
     Feedback,
-    as_text,
+    a_text,
     exercise,
     right,
-    shown,
     wrong,
 )
 
@@ -78,12 +77,9 @@ def check_bits_per_char(x: float, model=None, tokenizer=None) -> Feedback:
                  "characters those tokens cover.")
 
 
-@exercise("Replace None with your text (a string).")
-def check_low_perplexity_text(text: object, model=None, tokenizer=None) -> Feedback:
+@exercise("Replace None with your text (a string).", **a_text("your text", MAX_FOOL_CHARS))
+def check_low_perplexity_text(text: str, model=None, tokenizer=None) -> Feedback:
     """Exercise 3: a text of 200+ characters scoring fewer bits/char than the held-out plays."""
-    if as_text(text, MAX_FOOL_CHARS) is None:
-        return wrong(f"The answer should be a string of text of at most {MAX_FOOL_CHARS:,} "
-                     f"characters, got {shown(text)}.")
     if len(text) < MIN_FOOL_CHARS:
         return wrong(f"Make it at least {MIN_FOOL_CHARS} characters long; it has {len(text)}.")
     model, tokenizer = shipped(model, tokenizer)

@@ -16,12 +16,12 @@ from widgets.checks import shipped
 from widgets.feedback import (
     A_WHOLE_NUMBER,
     Feedback,
+    a_text,
     as_int,
     as_list,
     as_text,
     exercise,
     right,
-    shown,
     wrong,
 )
 
@@ -124,13 +124,10 @@ def check_first_merge(answer: tuple[str, str] | None) -> Feedback:
     )
 
 
-@exercise("Replace None with a word (a str), without a leading space.")
-def check_space_word(answer: str | None) -> Feedback:
+@exercise("Replace None with a word (a str), without a leading space.",
+          **a_text("a word", MAX_WORD_CHARS))
+def check_space_word(word: str) -> Feedback:
     """Exercise 3: a word that is one token with a leading space but several tokens without."""
-    if as_text(answer, MAX_WORD_CHARS) is None:
-        return wrong(f"Give a word as a str of at most {MAX_WORD_CHARS} characters, "
-                     f"not {shown(answer)}.")
-    word = answer
     if not word.strip():
         return wrong("The word is empty: type some letters.")
     if word != word.strip():
