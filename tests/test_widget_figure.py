@@ -1,0 +1,60 @@
+"""widgets.figure and widgets.server: plotly.js reaches the browser once per page."""
+
+import json
+import re
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from widgets.figure import FigureWidget
+from widgets.server import _load_jupyter_server_extension, bundle_path, bundle_url_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_figure_sends_a_stub_not_plotly_js():
+    figure = FigureWidget(data=[go.Bar(x=[1, 2], y=[3, 4])])
+    assert isinstance(figure, go.FigureWidget)  # the whole plotly API, events included
+    assert len(figure._esm) < 3_000 < 4_000_000 < bundle_path().stat().st_size
+    assert bundle_url_path() in figure._esm and "msg:custom" in figure._esm
+    assert re.fullmatch(r"course-widgets/widgetbundle\.js\?v=[\w.]+", bundle_url_path())
+    assert figure.data[0].y == (3, 4)
+
+
+def test_without_the_server_the_kernel_sends_the_bundle_on_request(monkeypatch):
+    figure = FigureWidget()
+    sent = []
+    monkeypatch.setattr(figure, "send", lambda content, buffers=None: sent.append(content))
+    figure._on_custom_message(figure, {"type": "something else"}, [])
+    assert sent == []
+    figure._on_custom_message(figure, {"type": "bundle?"}, [])
+    assert sent[0]["type"] == "bundle"
+    assert sent[0]["source"] == bundle_path().read_text(encoding="utf-8")
+
+
+def test_the_server_extension_serves_the_installed_bundle():
+    added = []
+
+    class App:
+        settings = {"base_url": "/user/someone/"}
+
+        def add_handlers(self, host, handlers):
+            added.extend(handlers)
+
+    class Server:
+        web_app = App()
+
+        class log:  # noqa: N801
+            info = staticmethod(lambda *args: None)
+
+    _load_jupyter_server_extension(Server())
+    (route, _handler, options), = added
+    assert re.fullmatch(route, "/user/someone/course-widgets/widgetbundle.js")
+    assert not re.fullmatch(route, "/user/someone/course-widgets/../secret")
+    assert (Path(options["path"][0]) / "widgetbundle.js") == bundle_path()
+
+
+def test_pip_install_enables_the_server_extension():
+    config = json.loads((ROOT / "jupyter-config" / "course_widgets.json").read_text())
+    assert config["ServerApp"]["jpserver_extensions"] == {"widgets.server": True}
+    assert "jupyter-config/course_widgets.json" in (ROOT / "pyproject.toml").read_text()
