@@ -130,9 +130,11 @@ class EmbeddingView(widgets.VBox):
         if mode is not None and mode not in modes:
             raise ValueError(f"mode must be one of {modes}, got {mode!r}")
         self.mode = widgets.ToggleButtons(
-            options=[(names[m], m) for m in modes], value=mode or modes[0], description="Embed:"
+            options=[(names[m], m) for m in modes], value=mode or modes[0], description="Embed:",
+            style={"button_width": "auto"},  # labels whole, not cut off mid-word
         )
-        self.dims = widgets.ToggleButtons(options=[("2-D", 2), ("3-D", 3)], description="Map:")
+        self.dims = widgets.ToggleButtons(options=[("2-D", 2), ("3-D", 3)], description="Map:",
+                                          style={"button_width": "auto"})
         self.selected = widgets.Dropdown(description="Selected:",
                                          layout=widgets.Layout(width="330px"))
         self.new_text = widgets.Text(continuous_update=False,

@@ -133,7 +133,8 @@ class TokenView(widgets.VBox):
             layout=widgets.Layout(width="100%", height="90px"),
         )
         self.tokenizer = widgets.ToggleButtons(
-            options=list(self.tokenizers), description="Tokenizer:"
+            options=list(self.tokenizers), description="Tokenizer:",
+            style={"button_width": "auto"},  # labels whole, not cut off mid-word
         )
         self.show_ids = widgets.Checkbox(value=True, description="show ids", indent=False)
         self.summary = widgets.HTML()
