@@ -31,6 +31,7 @@ __all__ = [
     "ENDOFTEXT",
     "GPT2_SPLIT_PATTERN",
     "GPT4_SPLIT_PATTERN",
+    "SMOLLM_SPLIT_PATTERN",
     "BPETokenizer",
     "CharTokenizer",
     "enable_offline_tiktoken",
@@ -55,9 +56,17 @@ GPT2_SPLIT_PATTERN = (
 _R50K_SPLIT_PATTERN = (
     r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 )
+# SmolLM2's own pre-split (its tokenizer.json: every digit apart, then GPT-2's ByteLevel split;
+# llama.cpp's "smollm") as one regex: digits alone, nothing else spans one, and a run of
+# whitespace may end right before a digit as it would at the end of a piece.
+SMOLLM_SPLIT_PATTERN = (
+    r"""\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
+)
 # The only patterns `BPETokenizer.load` compiles: a pattern read from a file could otherwise be
 # one that backtracks catastrophically and hangs encode() on a short string.
-KNOWN_SPLIT_PATTERNS = frozenset({GPT4_SPLIT_PATTERN, GPT2_SPLIT_PATTERN, _R50K_SPLIT_PATTERN})
+KNOWN_SPLIT_PATTERNS = frozenset(
+    {GPT4_SPLIT_PATTERN, GPT2_SPLIT_PATTERN, _R50K_SPLIT_PATTERN, SMOLLM_SPLIT_PATTERN}
+)
 ENDOFTEXT = "<|endoftext|>"
 
 _FORMAT_NAME = "course_lib.BPETokenizer"
@@ -549,7 +558,12 @@ class BPETokenizer:
         return cls(dict(enc._mergeable_ranks), dict(enc._special_tokens), enc._pat_str)
 
     @classmethod
-    def from_gguf(cls, path: str | os.PathLike[str] | GGUFFile) -> BPETokenizer:
+    def from_gguf(
+        cls,
+        path: str | os.PathLike[str] | GGUFFile,
+        *,
+        pre_split: Literal["transformers", "llama.cpp"] = "transformers",
+    ) -> BPETokenizer:
         """The tokenizer stored in a GGUF model file (byte-level BPE, e.g. SmolLM2's).
 
         Gives the ids of transformers' `AutoTokenizer.from_pretrained(folder, gguf_file=name)`
@@ -559,9 +573,15 @@ class BPETokenizer:
         special-token strings in the text into their ids, as transformers does; to encode text
         from a user as plain text, use `encode_ordinary(text)` (or `allowed_special="none"`).
 
+        pre_split="llama.cpp" splits text as llama.cpp and SmolLM2's own tokenizer.json do for
+        the "smollm" pre-tokenizer: every digit on its own first. transformers (5.x) ignores
+        that name and splits like GPT-2, so the two differ where whitespace or a symbol meets a
+        digit: "x  2" is x, Ġ, Ġ, 2 for transformers but x, ĠĠ, 2 for SmolLM2's own tokenizer.
+
         path may also be a file already parsed by `course_lib.gguf_file.read_gguf`, so that
         loading a model reads the metadata once.
         """
+        check_choice("pre_split", pre_split, ("transformers", "llama.cpp"))
         from course_lib.gguf_file import GGUFFile, read_gguf
 
         gguf = path if isinstance(path, GGUFFile) else read_gguf(path)
@@ -576,10 +596,12 @@ class BPETokenizer:
                 f"tokenizer.ggml.model is {model!r}; only byte-level BPE ('gpt2') is supported"
             )
         pre = meta.get("tokenizer.ggml.pre", "default")
-        pattern = _GGUF_PRE_SPLITS.get(pre) if isinstance(pre, str) else None
+        splits = _GGUF_PRE_SPLITS[pre_split]
+        pattern = splits.get(pre) if isinstance(pre, str) else None
         if pattern is None:
             raise fail(
-                f"pre-tokenizer {pre!r} is not supported; supported: {sorted(_GGUF_PRE_SPLITS)}"
+                f"pre-tokenizer {pre!r} is not supported with pre_split={pre_split!r}; "
+                f"supported: {sorted(splits)}"
             )
         tokens = meta.get("tokenizer.ggml.tokens")
         merges = meta.get("tokenizer.ggml.merges")
@@ -1018,12 +1040,14 @@ def visible_piece(piece: str | bytes) -> str:
 
 # llama.cpp's token types (llama_token_type / gguf TokenType).
 _GGUF_NORMAL, _GGUF_CONTROL, _GGUF_USER_DEFINED = 1, 3, 4
-# Pre-split per `tokenizer.ggml.pre`, as transformers builds it from a GGUF file: GPT-2's
-# ByteLevel split for every name it has no entry for, SmolLM2's "smollm" among them.
-# (llama.cpp itself also splits every digit apart for "smollm", as SmolLM2's tokenizer.json
-# does; transformers does not, and it is the reference the tests hold us to.)
-_GGUF_PRE_SPLITS = {"default": GPT2_SPLIT_PATTERN, "gpt2": GPT2_SPLIT_PATTERN,
-                    "smollm": GPT2_SPLIT_PATTERN}
+# Pre-split per `tokenizer.ggml.pre`. transformers: GPT-2's ByteLevel split for every name it
+# has no entry for, SmolLM2's "smollm" among them. llama.cpp: "smollm" isolates every digit
+# first, as SmolLM2's tokenizer.json does (only the names we test are listed).
+_GGUF_PRE_SPLITS = {
+    "transformers": {"default": GPT2_SPLIT_PATTERN, "gpt2": GPT2_SPLIT_PATTERN,
+                     "smollm": GPT2_SPLIT_PATTERN},
+    "llama.cpp": {"smollm": SMOLLM_SPLIT_PATTERN},
+}
 @functools.cache
 def _byte_level_alphabet() -> tuple[frozenset[str], dict[int, int]]:
     """GPT-2's bytes_to_unicode, inverted: the 256 characters that stand for bytes, and a

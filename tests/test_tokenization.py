@@ -970,6 +970,29 @@ def test_smollm2_save_load_roundtrip(smollm2, tmp_path):
 
 
 @needs_smollm2
+def test_smollm2_llama_cpp_split_matches_its_own_tokenizer_json(smollm2, hf_smollm2,
+                                                                 shakespeare_val):
+    # SmolLM2's tokenizer.json pre-tokenizes with Digits(individual) then ByteLevel, as llama.cpp
+    # does for "smollm"; transformers' GGUF loader does not. Rebuild that pipeline in tokenizers
+    # on the same vocabulary and compare.
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    backend = Tokenizer.from_str(hf_smollm2.backend_tokenizer.to_str())
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    ours = BPETokenizer.from_gguf(SMOLLM2_GGUF, pre_split="llama.cpp")
+    texts = [*SMOLLM2_TEXTS.values(), *FUZZ, shakespeare_val, "x  2", " ²", "year  1999\n  42"]
+    mismatches = [t for t in texts
+                  if ours.encode(t) != backend.encode(t, add_special_tokens=False).ids]
+    assert not mismatches, mismatches[:3]
+    # The two splits really differ, though not on plain prose.
+    assert ours.encode("x  2") == [104, 256, 34] != smollm2.encode("x  2")
+    assert ours.encode(shakespeare_val) == smollm2.encode(shakespeare_val)
+
+
+@needs_smollm2
 def test_from_gguf_takes_a_parsed_file(smollm2):
     from course_lib.gguf_file import read_gguf
 
@@ -1049,6 +1072,14 @@ def test_from_gguf_bad_tokenizer(tmp_path, name):
     with pytest.raises(ValueError, match=re.escape(problem)) as info:
         BPETokenizer.from_gguf(path)
     assert str(path) in str(info.value)
+
+
+def test_from_gguf_llama_cpp_split_only_for_smollm(tmp_path):
+    path = _write_tiny_gguf(tmp_path / "gpt2.gguf", pre="gpt2")
+    with pytest.raises(ValueError, match="not supported with pre_split='llama.cpp'"):
+        BPETokenizer.from_gguf(path, pre_split="llama.cpp")
+    with pytest.raises(ValueError, match="pre_split"):
+        BPETokenizer.from_gguf(path, pre_split="ollama")
 
 
 @pytest.mark.parametrize("content", [b"", b"GGUF", b"not a gguf file at all", b"GGUF\x03\x00"])
