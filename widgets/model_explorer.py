@@ -107,7 +107,6 @@ class ModelExplorer(widgets.VBox):
         self.figure, self.attention_figure, self.lens_chart = (
             FigureWidget(f) for f in (self.figure, self.attention_figure, self.lens_chart)
         )
-        self._show_stage()
 
         self.block_panel = widgets.VBox([
             widgets.HBox([self.layer, self.part, self.head]),
@@ -118,7 +117,7 @@ class ModelExplorer(widgets.VBox):
             widgets.HBox([self.model_name]), self.text, self.message, self.diagram,
             self.stage, self.detail, self.figure, self.block_panel,
         ])
-        self._show_stage()
+        self.block_panel.layout.display = None if self.stage.value == "blocks" else "none"
 
         self.model_name.observe(lambda _: self._change_model(), names="value")
         self.text.observe(lambda _: self._set_text(), names="value")
@@ -139,8 +138,8 @@ class ModelExplorer(widgets.VBox):
 
     def _change_model(self) -> None:
         self._load_model()
+        self.trace = None  # the old model's trace must not be drawn with the new model's shape
         self._set_text()
-        self._show_stage()
 
     @guarded
     def _set_text(self) -> None:
@@ -176,6 +175,7 @@ class ModelExplorer(widgets.VBox):
         self.stage.options = [(f"{s} {_shape_text(tr.shapes[s])}", s) for s in MODEL_STAGES]
         self.stage.value = chosen  # new options would otherwise select the first stage
 
+    @guarded
     def _show_stage(self) -> None:
         if self._quiet or self.trace is None:
             return
@@ -238,7 +238,9 @@ class ModelExplorer(widgets.VBox):
         self.shown = z
         lim = float(np.quantile(np.abs(z), 0.99)) or 1.0  # a few huge dims would wash out all
         with self.figure.batch_update():
-            self.figure.data[0].update(z=z.tolist(), zmin=-lim, zmax=lim, visible=True)
+            # Three decimals are more than a colour can show, and a third of the bytes to send.
+            self.figure.data[0].update(z=np.round(z, 3).tolist(), zmin=-lim, zmax=lim,
+                                       visible=True)
             self.figure.data[1].visible = False
             self.figure.layout.title = f"{title} {_shape_text(z.shape)}"
             self.figure.layout.yaxis = _axis(self.trace.labels, autorange="reversed",
@@ -261,7 +263,7 @@ class ModelExplorer(widgets.VBox):
         weights = tr.attention[layer, head].numpy()
         shown = np.where(np.tril(np.ones((T, T), dtype=bool)), weights, np.nan)
         with self.attention_figure.batch_update():
-            self.attention_figure.data[0].z = [[None if v != v else float(v) for v in row]
+            self.attention_figure.data[0].z = [[None if v != v else round(v, 3) for v in row]
                                                for row in shown.tolist()]
             self.attention_figure.layout.title = f"block {layer}, head {head}: attention"
             self.attention_figure.layout.xaxis = _axis(tr.labels, title="key (looked at)")
