@@ -15,6 +15,7 @@ def test_masked_targets_right_and_wrong():
     assert check_masked_targets(lambda p, a: tuple(torch.tensor(v) for v in right(p, a)))
     assert "None" in check_masked_targets(None).message
     assert "function" in check_masked_targets(3).message
+    assert "None" in check_masked_targets(lambda p, a: None).message
     assert "masked" in check_masked_targets(lambda p, a: ((p + a)[:-1], (p + a)[1:])).message
     too_many = check_masked_targets(lambda p, a: ((p + a)[:-1], [-1] * len(p) + a[1:]))
     assert not too_many and "too many" in too_many.message

@@ -36,6 +36,9 @@ def check_masked_targets(fn: object) -> Feedback:
         out, failed = call_learner(fn, list(prompt), list(answer))
         if failed is not None:  # a wrong Feedback is falsy
             return wrong(f"{failed.message} (on prompt {prompt}, answer {answer}).")
+        if out is None:
+            return wrong("Your function returns None: replace the None in its body with the "
+                         "pair (inputs, targets).")
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             return wrong("Return a pair (inputs, targets).")
         x, y = as_ints(out[0]), as_ints(out[1])
