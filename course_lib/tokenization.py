@@ -31,6 +31,8 @@ __all__ = [
     "ENDOFTEXT",
     "GPT2_SPLIT_PATTERN",
     "GPT4_SPLIT_PATTERN",
+    "KNOWN_SPLIT_PATTERNS",
+    "MAX_VOCAB_SIZE",
     "SMOLLM_SPLIT_PATTERN",
     "BPETokenizer",
     "CharTokenizer",
