@@ -1,4 +1,5 @@
-"""The answer a check_... function gives a learner: right or wrong, and why."""
+"""The answer a check_... function gives a learner (right or wrong, and why), and what every
+check shares: reading an answer of any type, the "no answer yet" case, running a learner's code."""
 
 from __future__ import annotations
 
@@ -85,10 +86,10 @@ def exercise(no_answer: str = NO_ANSWER, read: Callable | None = None, expect: s
         def checked(answer=None, *args, **kwargs) -> Feedback:
             if answer is None:
                 return wrong(no_answer)
-            value = answer if read is None else read(answer)
-            if value is None:
-                return wrong(f"The answer should be {expect}; got {shown(answer)}.")
             try:
+                value = answer if read is None else read(answer)
+                if value is None:
+                    return wrong(f"The answer should be {expect}; got {shown(answer)}.")
                 return check(value, *args, **kwargs)
             except Exception as e:  # a last resort: each check reads its answer carefully first
                 return wrong(f"This check could not read your answer {shown(answer)} "
