@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import codecs
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +19,7 @@ from course_lib.data import (
     python_docs_text,
 )
 from course_lib.model import GPT, eval_mode
-from course_lib.sampling import stream_generate
+from course_lib.sampling import stream_text
 from course_lib.train import TrainConfig, lr_at, make_optimizer
 from course_lib.validation import check_float, check_int, check_seed, check_str
 
@@ -462,22 +461,6 @@ def _check_messages(messages: Sequence[dict]) -> Sequence[dict]:
     return messages
 
 
-def stream_text(tokens: Iterator[int], token_bytes: Callable[[int], bytes],
-                stop: Callable[[int], bool]) -> Iterator[str]:
-    """Text pieces for a stream of token ids, never half a UTF-8 character: bytes of a split
-    character are held back until the rest arrives. Stops before a token where stop(id)."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for token in tokens:
-        if stop(token):
-            break
-        piece = decoder.decode(token_bytes(token))
-        if piece:
-            yield piece
-    tail = decoder.decode(b"", final=True)
-    if tail:
-        yield tail
-
-
 def stream_reply(model: GPT, tokenizer, messages: Sequence[dict] | None = None, *,
                  prompt_ids: Sequence[int] | None = None, max_new_tokens: int = 60,
                  temperature: float = 0.7, top_k: int | None = None,
@@ -485,7 +468,5 @@ def stream_reply(model: GPT, tokenizer, messages: Sequence[dict] | None = None, 
     """The shipped model's reply to messages (plain chat format) as UTF-8-safe text pieces,
     up to <|endoftext|> or max_new_tokens. prompt_ids, if given, replaces the rendered chat."""
     ids = list(prompt_ids) if prompt_ids is not None else encode_plain_chat(tokenizer, messages)
-    stop = end_id(tokenizer)
-    tokens = (int(t[0]) for t in stream_generate(model, ids, max_new_tokens, temperature, top_k,
-                                                 top_p, seed))
-    yield from stream_text(tokens, lambda i: tokenizer.decode_bytes([i]), lambda i: i == stop)
+    yield from stream_text(model, tokenizer, ids, max_new_tokens, temperature, top_k, top_p, seed,
+                           stop_ids=[end_id(tokenizer)])

@@ -194,16 +194,6 @@ def test_plain_chat_rendering_and_injection(tokenizer):
             A.render_plain_chat(bad)
 
 
-def test_stream_text_never_splits_a_character():
-    data = "né 🙂!".encode()
-    tokens = list(range(len(data)))  # one byte per token: splits é and the emoji
-    pieces = list(A.stream_text(iter(tokens), lambda i: data[i : i + 1], lambda i: False))
-    assert "".join(pieces) == "né 🙂!" and "\ufffd" not in "".join(pieces)
-    assert "🙂" in pieces  # arrives whole, once its fourth byte is in
-    stopped = list(A.stream_text(iter(tokens), lambda i: data[i : i + 1], lambda i: i == 3))
-    assert "".join(stopped) == "né"
-
-
 def test_stream_reply_is_greedy_generation_up_to_the_end_token(model, tokenizer):
     from course_lib.sampling import generate
 
