@@ -7,7 +7,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 
 from course_lib.data import get_batch
 from course_lib.device import autocast, default_device
-from course_lib.model import GPT, GPTConfig
+from course_lib.model import GPT, GPTConfig, _replace_atomically
 from course_lib.validation import (
     check_bool,
     check_device,
@@ -244,22 +243,8 @@ def _save_checkpoint(path, model, optimizer, step, generator, history, config) -
         "history": history,
         "train_config": asdict(config),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    # The same atomic replacement as GPT.save: unique temporary name, fsync, rename, cleanup.
+    _replace_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 _CHECKPOINT_KEYS = ("model", "optimizer", "step", "generator", "rng", "history")
