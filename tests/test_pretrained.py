@@ -88,13 +88,14 @@ def test_smollm2_attention_weights_equal_transformers(smollm2, smollm2_hf):
     # transformers permutes them back and rotates halves: the scores must be the same.
     model, tok = smollm2
     idx = torch.tensor([tok.encode(SMOLLM2_PROMPTS[3])])
+    before = smollm2_hf.config._attn_implementation
     smollm2_hf.config._attn_implementation = "eager"
     try:
         with torch.no_grad():
             _, _, ours = model(idx, return_attention=True)
             theirs = smollm2_hf(idx, output_attentions=True).attentions
     finally:
-        smollm2_hf.config._attn_implementation = "sdpa"
+        smollm2_hf.config._attn_implementation = before
     assert len(ours) == len(theirs) == 30
     for a, b in zip(ours, theirs, strict=True):
         assert a.shape == b.shape == (1, 9, idx.shape[1], idx.shape[1])
