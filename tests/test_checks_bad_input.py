@@ -71,6 +71,11 @@ CHECKS = {
         assistant.check_masked_targets,
         assistant.check_dpo_loss,
         assistant.check_dpo_by_hand,
+        tokenization.check_encode,
+        embeddings.check_cosine_similarity,
+        positional.check_sinusoidal,
+        self_attention.check_causal_attention,
+        multi_head.check_split_heads,
     ]
 }
 CHECKS["check_pattern_head"] = _check_pattern_head

@@ -66,3 +66,20 @@ def test_pizza_query(sentence_model):
     assert not fb and "closest to" in fb.message
     for bad in [None, "", "   ", 42, "a light one"]:
         assert not check_pizza_query(bad), bad
+
+
+def test_cosine_similarity_right_and_the_usual_slips():
+    import torch
+
+    from widgets.checks.embeddings import check_cosine_similarity
+
+    assert check_cosine_similarity(lambda a, b: (a @ b) / (a.norm() * b.norm()))
+    assert check_cosine_similarity(lambda a, b: float(torch.cosine_similarity(a, b, dim=0)))
+    assert "None" in check_cosine_similarity(None).message
+    dot = check_cosine_similarity(lambda a, b: a @ b)
+    assert not dot and "dot product alone" in dot.message
+    one_norm = check_cosine_similarity(lambda a, b: (a @ b) / a.norm())
+    assert not one_norm and "both lengths" in one_norm.message
+    vector = check_cosine_similarity(lambda a, b: a * b)
+    assert not vector and "one number" in vector.message
+    assert "one finite number" in check_cosine_similarity(lambda a, b: "junk").message

@@ -86,3 +86,21 @@ def test_pattern_head_on_the_shipped_model():
     assert check_pattern_head(best, model, tokenizer, "speaker name")
     other = ((best[0] + 1) % model.config.n_layer, best[1])
     assert not check_pattern_head(other, model, tokenizer, "speaker name")
+
+
+def test_split_heads_right_and_the_usual_slips():
+    from widgets.checks.multi_head import check_split_heads
+
+    def split(x, n_head):
+        B, T, C = x.shape
+        return x.view(B, T, n_head, C // n_head).transpose(1, 2)
+
+    assert check_split_heads(split)
+    assert "None" in check_split_heads(None).message
+    straight = check_split_heads(lambda x, h: x.reshape(x.shape[0], h, x.shape[1], -1))
+    assert not straight and "another order" in straight.message and "first" in straight.message
+    swapped = check_split_heads(lambda x, h: x.view(*x.shape[:2], -1, h).permute(0, 3, 1, 2))
+    assert not swapped and "contiguous slice" in swapped.message
+    no_transpose = check_split_heads(lambda x, h: x.view(*x.shape[:2], h, -1))
+    assert not no_transpose and "transpose(1, 2)" in no_transpose.message
+    assert "not x's" in check_split_heads(lambda x, h: 2 * split(x, h)).message

@@ -53,3 +53,33 @@ def test_check_unchanged_rows():
     assert "position 0" in check_unchanged_rows([0, 1, 2, 3]).message
     assert not check_unchanged_rows([3])
     assert not check_unchanged_rows("23x")
+
+
+def test_sinusoidal_right_and_the_usual_slips():
+    import torch
+
+    from course_lib.positional import sinusoidal
+    from widgets.checks.positional import check_sinusoidal
+
+    def table(n, d):
+        angle = torch.arange(n).float()[:, None] / 10000 ** (torch.arange(0, d, 2).float() / d)
+        out = torch.zeros(n, d)
+        out[:, 0::2], out[:, 1::2] = torch.sin(angle), torch.cos(angle)
+        return out
+
+    assert check_sinusoidal(table)
+    assert check_sinusoidal(lambda n, d: sinusoidal(n, d).double().numpy())
+    assert "None" in check_sinusoidal(None).message
+    swapped = check_sinusoidal(lambda n, d: table(n, d).view(n, d // 2, 2).flip(-1).reshape(n, d))
+    assert not swapped and "swapped" in swapped.message
+    halves = check_sinusoidal(lambda n, d: torch.cat([table(n, d)[:, 0::2],
+                                                      table(n, d)[:, 1::2]], -1))
+    assert not halves and "interleaves" in halves.message
+
+    def by_column(n, d):
+        col = torch.arange(d).float()
+        angle = torch.arange(n).float()[:, None] / 10000 ** (col / d)
+        return torch.where(col % 2 == 0, torch.sin(angle), torch.cos(angle))
+
+    assert "share one frequency" in check_sinusoidal(by_column).message
+    assert "shape" in check_sinusoidal(lambda n, d: table(n, d).T).message

@@ -86,3 +86,48 @@ def test_space_word_wrong_answers(shipped):
     assert not fb and "tokens" in fb.message
     for bad in [None, 3, "", "   ", " king", "king "]:
         assert not check_space_word(bad), bad
+
+
+def _merge(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def _encode(text, merges, split=True, earliest=True):
+    rank = {pair: i for i, pair in enumerate(merges)}
+    ids = []
+    for chunk in regex.findall(GPT4_SPLIT_PATTERN, text) if split else [text]:
+        chunk_ids = list(chunk.encode("utf-8"))
+        while len(chunk_ids) > 1:
+            pairs = [p for p in pairwise(chunk_ids) if p in rank]
+            if not pairs:
+                break
+            pair = min(pairs, key=rank.get) if earliest else pairs[0]
+            chunk_ids = _merge(chunk_ids, pair, 256 + rank[pair])
+        ids.extend(chunk_ids)
+    return ids
+
+
+def test_encode_right_and_the_usual_slips():
+    from widgets.checks.tokenization import check_encode
+
+    assert check_encode(_encode)
+    assert "None" in check_encode(None).message
+    assert "function" in check_encode(3).message
+    no_split = check_encode(lambda t, m: _encode(t, m, split=False))
+    assert not no_split and "GPT4_SPLIT_PATTERN" in no_split.message
+    left_first = check_encode(lambda t, m: _encode(t, m, earliest=False))
+    assert not left_first and "differ from BPETokenizer's at position" in left_first.message
+    assert "learned earliest" in left_first.message
+    unmerged = check_encode(lambda t, m: list(t.encode("utf-8")))
+    assert not unmerged and "unmerged" in unmerged.message
+    assert "returns None" in check_encode(lambda t, m: None).message
+    assert "list of token ids" in check_encode(lambda t, m: "junk").message
+    assert "raised" in check_encode(lambda t, m: 1 / 0).message

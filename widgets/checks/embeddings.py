@@ -5,13 +5,17 @@ from __future__ import annotations
 import functools
 import re
 
-from course_lib.embeddings import SemanticIndex, load_sentence_model
+import torch
+
+from course_lib.embeddings import SemanticIndex, cosine_similarity, load_sentence_model
 from widgets.checks import shipped
 from widgets.feedback import (
     A_WHOLE_NUMBER,
     Feedback,
     a_text,
     as_int,
+    as_number,
+    call_learner,
     exercise,
     right,
     shown,
@@ -24,6 +28,7 @@ __all__ = [
     "QUERY",
     "WINES",
     "check_closest_line",
+    "check_cosine_similarity",
     "check_pizza_query",
     "check_table_size",
 ]
@@ -130,3 +135,81 @@ def check_pizza_query(query: str) -> Feedback:
         f"Your query lands closest to {top!r} (cosine {score:.3f}); the pizza wine is number "
         f"{rank} ({pizza_score:.3f}). Describe the food or the occasion in other words."
     )
+
+
+# ----- Exercise 4 (code): cosine similarity ---------------------------------------------------
+
+
+def _cosine_trials() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(what, a, b): random pairs, a scaled copy, an opposite, an orthogonal pair."""
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(8, generator=g), torch.randn(8, generator=g)
+    c = torch.randn(384, generator=g) * 3 + 1  # far from unit length, as raw embeddings are
+    u = torch.randn(16, generator=g)
+    w = torch.randn(16, generator=g)
+    w = w - (w @ u) / (u @ u) * u  # the part of w at right angles to u
+    return [
+        ("two random vectors of 8 numbers", a, b),
+        ("two random vectors of 384 numbers", c, torch.randn(384, generator=g) * 0.1),
+        ("a vector and 5 times itself", a, 5 * a),
+        ("a vector and minus 2 times itself", c, -2 * c),
+        ("two vectors at right angles", u, w),
+    ]
+
+
+@exercise("Replace None with your function cosine(a, b).")
+def check_cosine_similarity(fn: object) -> Feedback:
+    """Exercise 4: fn(a, b) -> the cosine similarity of two 1-D tensors, one number.
+
+    Exercise text to paste:
+
+    Write `cosine(a, b)` for two 1-D tensors of the same length: their dot product divided by
+    the product of their lengths (norms). The check compares it with
+    `course_lib.embeddings.cosine_similarity` on random vectors, a vector and a scaled copy,
+    and two vectors at right angles.
+
+        def cosine(a, b):
+            ...  # return one number
+
+        check_cosine_similarity(cosine)
+
+    Solution:
+
+        def cosine(a, b):
+            return (a @ b) / (a.norm() * b.norm())
+
+        check_cosine_similarity(cosine)
+    """
+    if not callable(fn):
+        return wrong(f"Give a function (def cosine(a, b): ...), not {shown(fn)}.")
+    for what, a, b in _cosine_trials():
+        out, failed = call_learner(fn, a.clone(), b.clone())
+        if failed is not None:  # a wrong Feedback is falsy
+            return wrong(f"{failed.message} (on {what}).")
+        if out is None:
+            return wrong("Your function returns None: return the cosine, one number.")
+        if isinstance(out, torch.Tensor) and out.numel() != 1:
+            return wrong(f"Return one number for two vectors; got a tensor of shape "
+                         f"{tuple(out.shape)} (on {what}). Sum the products: a @ b.")
+        value = as_number(out)
+        if value is None:
+            return wrong(f"Return one finite number, got {shown(out)} (on {what}).")
+        expected = float(cosine_similarity(a, b))
+        if abs(value - expected) < 1e-4:
+            continue
+        dot, na, nb = float(a @ b), float(a.norm()), float(b.norm())
+        slips = {
+            "That is the dot product alone: divide it by the two lengths, a.norm() * b.norm().":
+                dot,
+            "Divide by both lengths, a's and b's.": dot / na,
+            "Divide by the lengths, not the squared lengths: a.norm() is sqrt(a @ a).":
+                dot / (na * nb) ** 2,
+            "That is the distance, not the angle: use the dot product over the lengths.":
+                float((a - b).norm()),
+        }
+        why = next((w for w, v in slips.items() if abs(value - v) < 1e-4 * max(1, abs(v))),
+                   "Compute (a @ b) / (a.norm() * b.norm()).")
+        return wrong(f"On {what} the cosine is {expected:.4f}; yours gives {value:.4f}. {why}")
+    return right("Your cosine equals the library's on every pair: 1 for a vector and any "
+                 "positive multiple of it, -1 for a negative one, 0 at right angles. Length "
+                 "does not count, only direction.")

@@ -7,9 +7,18 @@ import math
 
 import torch
 
-from course_lib.attention import MultiHeadAttention
+from course_lib.attention import MultiHeadAttention, causal_mask, scaled_dot_product
 from course_lib.interpret import HEAD_PATTERNS, head_pattern_scores, text_windows
-from widgets.feedback import Feedback, as_int, as_ints, exercise, right, shown, wrong
+from widgets.feedback import (
+    Feedback,
+    as_int,
+    as_ints,
+    call_learner,
+    exercise,
+    right,
+    shown,
+    wrong,
+)
 
 
 def _as_shape(answer) -> tuple[int, ...] | None:
@@ -124,3 +133,103 @@ def _check_head(answer, model, tokenizer, pattern: str, text: str, n_windows: in
     return wrong(f"Layer {layer}, head {head} puts {mine:.0%} of its attention on the {pattern} "
                  f"on average; one head puts {top:.0%} {even}. Measure every head over the "
                  f"same windows, then take the largest.")
+
+
+# ----- Exercise 4 (code): splitting into heads ------------------------------------------------
+
+SPLIT_CASES = [(2, 5, 12, 3), (1, 4, 8, 2), (3, 6, 32, 4)]  # (B, T, C, n_head)
+
+
+def _reference_split(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """What MultiHeadAttention.forward does to q, k and v: view, then bring the heads forward."""
+    B, T, C = x.shape
+    return x.view(B, T, n_head, C // n_head).transpose(1, 2)
+
+
+def _with_learner_split(mha: MultiHeadAttention, x: torch.Tensor, split) -> torch.Tensor:
+    """mha's forward, with the learner's split for q, k and v (the heads joined back as the
+    library joins them), to compare with mha(x) itself."""
+    B, T, C = x.shape
+    q, k, v = mha.c_attn(x).split(C, dim=-1)
+    heads = [split(t, mha.n_head) for t in (q, k, v)]
+    y = scaled_dot_product(*heads, causal_mask(T))[0]
+    return mha.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+@exercise("Replace None with your function split_heads(x, n_head).")
+def check_split_heads(fn: object) -> Feedback:
+    """Exercise 4: fn(x, n_head) turns (B, T, C) into (B, n_head, T, C // n_head).
+
+    Exercise text to paste:
+
+    Write `split_heads(x, n_head)`: x has shape (B, T, C); return shape
+    (B, n_head, T, C // n_head), where head h holds the features h * C // n_head up to
+    (h + 1) * C // n_head of every token, as course_lib's MultiHeadAttention splits q, k and
+    v. The check compares your split with the library's on random inputs, then runs a
+    MultiHeadAttention with your split in place of its own.
+
+        def split_heads(x, n_head):
+            ...  # return a (B, n_head, T, C // n_head) tensor
+
+        check_split_heads(split_heads)
+
+    Solution:
+
+        def split_heads(x, n_head):
+            B, T, C = x.shape
+            # First cut each token's C features into n_head pieces, then move the head axis
+            # before T, so that q @ k.transpose(-2, -1) gives every head its own T x T scores.
+            return x.view(B, T, n_head, C // n_head).transpose(1, 2)
+
+        check_split_heads(split_heads)
+    """
+    if not callable(fn):
+        return wrong(f"Give a function (def split_heads(x, n_head): ...), not {shown(fn)}.")
+    g = torch.Generator().manual_seed(5)
+    for B, T, C, H in SPLIT_CASES:
+        x = torch.randn(B, T, C, generator=g)
+        out, failed = call_learner(fn, x.clone(), H)
+        on = f"on x of shape {(B, T, C)} with n_head={H}"
+        if failed is not None:  # a wrong Feedback is falsy
+            return wrong(f"{failed.message} ({on}).")
+        if out is None:
+            return wrong("Your split_heads returns None: return the reshaped tensor.")
+        if not isinstance(out, torch.Tensor):
+            return wrong(f"Return a tensor, got {shown(out)} ({on}).")
+        expected = _reference_split(x, H)
+        want = tuple(expected.shape)
+        if tuple(out.shape) != want:
+            if tuple(out.shape) == (B, T, H, C // H):
+                return wrong(f"Your shape is {(B, T, H, C // H)}, the one after .view(): now "
+                             "bring the head axis before T with .transpose(1, 2).")
+            return wrong(f"The shape should be (B, n_head, T, C // n_head) = {want}; yours is "
+                         f"{tuple(out.shape)} ({on}).")
+        if torch.equal(out, expected):
+            continue
+        if torch.equal(out.flatten().sort().values, x.flatten().sort().values):
+            slips = {
+                "You reshaped straight to (B, n_head, T, C // n_head): that cuts the sequence, "
+                "not each token's vector. View as (B, T, n_head, C // n_head) first, then "
+                "transpose(1, 2).": x.reshape(B, H, T, C // H),
+                "Each head takes a contiguous slice of the features: view as "
+                "(B, T, n_head, C // n_head), not (B, T, C // n_head, n_head).":
+                    x.view(B, T, C // H, H).permute(0, 3, 1, 2),
+            }
+            why = next((w for w, s in slips.items() if torch.equal(out, s)),
+                       "Check your view and transpose against the shapes (B, T, n_head, "
+                       "C // n_head), then (B, n_head, T, C // n_head).")
+            return wrong(f"The values are x's, but in another order ({on}). {why}")
+        return wrong(f"Your values are not x's ({on}): splitting only regroups the numbers, "
+                     "it changes none of them.")
+    mha = MultiHeadAttention(24, 4)
+    x = torch.randn(2, 5, 24, generator=g)
+    with torch.no_grad():
+        ours, _ = mha(x)
+        mine, failed = call_learner(_with_learner_split, mha, x, fn)
+    if failed is not None or not torch.allclose(mine, ours, atol=1e-5):
+        return wrong("Your split matches on plain tensors, but a MultiHeadAttention using it "
+                     "does not give the library's output: does it work for every n_head?")
+    return right("Your split equals MultiHeadAttention's: each head gets its own contiguous "
+                 "slice of every token's vector, and with the head axis before T one batched "
+                 "matmul gives every head its own T x T scores. Plugged into the library's "
+                 "attention, it gives the same output.")

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import math
 
-from widgets.feedback import Feedback, as_int_pairs, as_ints, as_number, exercise, right, wrong
+import numpy as np
+import torch
+
+from course_lib.positional import sinusoidal
+from widgets.feedback import (
+    Feedback,
+    as_int_pairs,
+    as_ints,
+    as_number,
+    call_learner,
+    exercise,
+    right,
+    shown,
+    wrong,
+)
 
 # Exercise 1 asks for PE[POS, DIM] of the sinusoidal table with d_model = D_MODEL.
 POS, DIM, D_MODEL = 10, 5, 16
@@ -88,3 +102,92 @@ def check_unchanged_rows(positions: list[int]) -> Feedback:
         "List every position whose query token and set of visible tokens (itself and "
         "everything to its left) are the same in both sentences."
     )
+
+
+# ----- Exercise 4 (code): the sinusoidal table ------------------------------------------------
+
+SINUSOIDAL_SHAPES = [(1, 2), (4, 6), (10, 16), (50, 64), (33, 10)]
+
+
+@exercise("Replace None with your function sinusoidal_table(n_positions, d_model).")
+def check_sinusoidal(fn: object) -> Feedback:
+    """Exercise 4: fn(n_positions, d_model) -> the (n_positions, d_model) sinusoidal table.
+
+    Exercise text to paste:
+
+    Write `sinusoidal_table(n_positions, d_model)` returning a tensor of shape
+    (n_positions, d_model) with PE[pos, 2i] = sin(pos / 10000^(2i/d_model)) and
+    PE[pos, 2i+1] = cos(pos / 10000^(2i/d_model)). The check compares it with
+    `course_lib.positional.sinusoidal` for several shapes.
+
+        def sinusoidal_table(n_positions, d_model):
+            ...  # return a (n_positions, d_model) tensor
+
+        check_sinusoidal(sinusoidal_table)
+
+    Solution:
+
+        def sinusoidal_table(n_positions, d_model):
+            pos = torch.arange(n_positions).float()[:, None]    # (n_positions, 1)
+            two_i = torch.arange(0, d_model, 2).float()         # 0, 2, 4, ...
+            angle = pos / 10000 ** (two_i / d_model)            # (n_positions, d_model / 2)
+            table = torch.zeros(n_positions, d_model)
+            table[:, 0::2] = torch.sin(angle)                   # even columns
+            table[:, 1::2] = torch.cos(angle)                   # odd columns
+            return table
+
+        check_sinusoidal(sinusoidal_table)
+    """
+    if not callable(fn):
+        return wrong(f"Give a function (def sinusoidal_table(n_positions, d_model): ...), "
+                     f"not {shown(fn)}.")
+    for n, d in SINUSOIDAL_SHAPES:
+        out, failed = call_learner(fn, n, d)
+        if failed is not None:  # a wrong Feedback is falsy
+            return wrong(f"{failed.message} (for n_positions={n}, d_model={d}).")
+        if out is None:
+            return wrong("Your function returns None: return the table.")
+        if isinstance(out, np.ndarray) and out.dtype.kind == "f":
+            out = torch.from_numpy(out)
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            return wrong(f"Return a tensor of floats, got {shown(out)}.")
+        expected = sinusoidal(n, d)
+        if tuple(out.shape) != (n, d):
+            return wrong(f"For n_positions={n}, d_model={d} the table has shape {(n, d)}, one "
+                         f"row per position; yours has {tuple(out.shape)}.")
+        out = out.detach().to("cpu", torch.float64)
+        if torch.allclose(out, expected.double(), atol=1e-4):
+            continue
+        return wrong(f"For n_positions={n}, d_model={d} your table differs from "
+                     f"course_lib.positional.sinusoidal by up to "
+                     f"{(out - expected).abs().max():.3g}. " + _sinusoidal_slip(out, n, d))
+    return right("Your table equals course_lib's for every shape tried: each pair of columns "
+                 "is a sine and a cosine of the same angle, turning more slowly from the first "
+                 "pair to the last.")
+
+
+def _sinusoidal_slip(out: torch.Tensor, n: int, d: int) -> str:
+    """What a wrong table most likely got wrong, from the usual slips."""
+    pos = torch.arange(n, dtype=torch.float64)[:, None]
+    two_i = torch.arange(0, d, 2, dtype=torch.float64)
+    angle = pos / 10000 ** (two_i / d)
+    sin, cos = torch.sin(angle), torch.cos(angle)
+    swapped = torch.stack([cos, sin], -1).reshape(n, d)
+    halves = torch.cat([sin, cos], -1)
+    col = torch.arange(d, dtype=torch.float64)
+    by_column = torch.where(col % 2 == 0, torch.sin(pos / 10000 ** (col / d)),
+                            torch.cos(pos / 10000 ** (col / d)))
+    degrees = torch.stack([torch.sin(torch.deg2rad(angle)), torch.cos(torch.deg2rad(angle))],
+                          -1).reshape(n, d)
+    slips = [
+        (swapped, "Sine and cosine are swapped: even columns (0, 2, ...) take the sine."),
+        (halves, "Your sines all come first, then all cosines. The table interleaves them: "
+                 "column 2i is a sine, column 2i+1 the cosine of the same angle."),
+        (by_column, "Columns 2i and 2i+1 share one frequency, 10000^(-2i/d): use the even "
+                    "index 2i for both, not the column number."),
+        (degrees, "The angle is in radians: torch.sin takes radians, no conversion."),
+    ]
+    for table, why in slips:
+        if torch.allclose(out, table, atol=1e-4):
+            return why
+    return "Column 2i holds sin(pos / 10000^(2i/d)), column 2i+1 the cosine of the same angle."

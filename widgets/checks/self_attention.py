@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 
+import torch
+
+from course_lib.attention import causal_mask, scaled_dot_product
 from widgets.feedback import (
     A_NUMBER,
     Feedback,
     as_int_pairs,
     as_numbers,
+    call_learner,
     exercise,
     right,
+    shown,
     wrong,
 )
 
@@ -86,3 +91,96 @@ def check_scale(value: float) -> Feedback:
         f"Each of the {D} products q_i k_i has mean 0 and variance 1, and they are independent; "
         "what is the variance of their sum, and what is its standard deviation?"
     )
+
+
+# ----- Exercise 4 (code): causal attention ----------------------------------------------------
+
+ATTENTION_SHAPES = [(5, 8), (2, 7, 16), (2, 3, 6, 4)]
+
+
+def _attention_variants(q, k, v) -> dict[str, torch.Tensor]:
+    """The usual slips, each as the output it would give."""
+    T, d = q.shape[-2], q.shape[-1]
+    mask = causal_mask(T)
+    raw = q @ k.transpose(-2, -1)
+    return {
+        "You forgot the scaling: divide the scores q @ k^T by sqrt(d), the head size.":
+            scaled_dot_product(q * math.sqrt(d), k, v, mask)[0],
+        "You forgot the causal mask: set the scores of later keys (key > query) to -inf "
+        "before the softmax, e.g. with scores.masked_fill(~causal_mask(T), float('-inf')).":
+            scaled_dot_product(q, k, v)[0],
+        "Both the scaling by sqrt(d) and the causal mask are missing.":
+            scaled_dot_product(q * math.sqrt(d), k, v)[0],
+        "Divide the scores by sqrt(d), not by d.":
+            scaled_dot_product(q / math.sqrt(d), k, v, mask)[0],
+        "The softmax goes over the keys, the last axis (dim=-1): each query's weights sum "
+        "to 1.": torch.softmax((raw / math.sqrt(d)).masked_fill(~mask, float("-inf")), -2) @ v,
+        "That is the weights matrix; the output is weights @ v.":
+            scaled_dot_product(q, k, v, mask)[1],
+    }
+
+
+@exercise("Replace None with your function causal_attention(q, k, v).")
+def check_causal_attention(fn: object) -> Feedback:
+    """Exercise 4: fn(q, k, v) -> softmax(q k^T / sqrt(d), causal mask) v.
+
+    Exercise text to paste:
+
+    Write `causal_attention(q, k, v)` for tensors of shape (..., T, d): scores q k^T divided
+    by sqrt(d), later keys masked with -inf, a softmax over the keys, and the weighted sum of
+    the values. Return the output, shape (..., T, d). The check runs it on random q, k, v of
+    several shapes (with and without batch and head axes) against
+    `course_lib.attention.scaled_dot_product(q, k, v, causal_mask(T))`.
+
+        def causal_attention(q, k, v):
+            ...  # return the output
+
+        check_causal_attention(causal_attention)
+
+    Solution:
+
+        def causal_attention(q, k, v):
+            T, d = q.shape[-2], q.shape[-1]
+            scores = q @ k.transpose(-2, -1) / math.sqrt(d)
+            allowed = torch.ones(T, T, dtype=torch.bool).tril()  # key <= query
+            scores = scores.masked_fill(~allowed, float("-inf"))
+            return torch.softmax(scores, dim=-1) @ v
+
+        check_causal_attention(causal_attention)
+    """
+    if not callable(fn):
+        return wrong(f"Give a function (def causal_attention(q, k, v): ...), not {shown(fn)}.")
+    g = torch.Generator().manual_seed(4)
+    for shape in ATTENTION_SHAPES:
+        q, k, v = (torch.randn(shape, generator=g) for _ in range(3))
+        out, failed = call_learner(fn, q.clone(), k.clone(), v.clone())
+        on = f"on q, k, v of shape {shape}"
+        if failed is not None:  # a wrong Feedback is falsy
+            hint = (" For batched inputs transpose the last two axes only: "
+                    "k.transpose(-2, -1), not k.T." if len(shape) > 2 else "")
+            return wrong(f"{failed.message} ({on}).{hint}")
+        if isinstance(out, tuple) and len(out) == 2:
+            out = out[0]  # (output, weights), as course_lib returns them, is fine too
+        if out is None:
+            return wrong("Your function returns None: return the output weights @ v.")
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            return wrong(f"Return a tensor of floats, got {shown(out)} ({on}).")
+        expected = scaled_dot_product(q, k, v, causal_mask(shape[-2]))[0]
+        if tuple(out.shape) != shape:
+            return wrong(f"The output has q's shape {shape}, one vector per query; yours has "
+                         f"{tuple(out.shape)} ({on}).")
+        out = out.detach().float()
+        if torch.allclose(out, expected, atol=1e-4):
+            continue
+        if torch.isnan(out).any():
+            return wrong(f"Your output has NaN ({on}): a row whose scores are all -inf. The "
+                         "mask hides later keys (key > query); each query keeps itself and "
+                         "the keys before it.")
+        why = next((w for w, variant in _attention_variants(q, k, v).items()
+                    if variant.shape == out.shape and torch.allclose(out, variant, atol=1e-4)),
+                   "Compute softmax(q @ k^T / sqrt(d), with later keys at -inf) @ v.")
+        return wrong(f"Your output differs from scaled_dot_product's by up to "
+                     f"{(out - expected).abs().max():.3g} ({on}). {why}")
+    return right("Your causal attention equals course_lib's scaled_dot_product with "
+                 "causal_mask on every shape tried: each query mixes the values of itself and "
+                 "the tokens before it, weighted by softmax(q k / sqrt(d)).")

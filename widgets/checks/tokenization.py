@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import random
+import warnings
 from collections import Counter
 from itertools import pairwise
 
@@ -9,6 +12,7 @@ import regex
 
 from course_lib.tokenization import (
     GPT4_SPLIT_PATTERN,
+    BPETokenizer,
     get_encoding,
     naive_train_bpe,
 )
@@ -18,16 +22,20 @@ from widgets.feedback import (
     Feedback,
     a_text,
     as_int,
+    as_ints,
     as_list,
     as_text,
+    call_learner,
     exercise,
     right,
+    shown,
     wrong,
 )
 
 __all__ = [
     "NUMBER",
     "TINY_CORPUS",
+    "check_encode",
     "check_first_merge",
     "check_number_tokens",
     "check_space_word",
@@ -153,3 +161,114 @@ def check_space_word(word: str) -> Feedback:
         f"{word!r} is also a single token ({shown_without}), so the space does not matter "
         "for it. Try another word."
     )
+
+
+# ----- Exercise 4 (code): encode a text with a list of merges --------------------------------
+
+# Repeated letters make merges; é and 日 are several bytes; the regex cuts runs of digits into
+# threes, so a merge of two 1s would also fit across a chunk boundary.
+_ENCODE_ALPHABET = "aabbbcdeé 日111"
+
+
+@functools.cache
+def _encode_trials() -> list[tuple[str, list[tuple[int, int]], list[int]]]:
+    """(text, merges, the library's ids): merges learned by BPETokenizer.train on small random
+    texts, and fresh random texts to encode with them."""
+    rng = random.Random(1)
+    trials = []
+    for n_merges, length in ((0, 12), (5, 30), (20, 60), (40, 120)):
+        corpus = "".join(rng.choice(_ENCODE_ALPHABET) for _ in range(600)) + " 1111" * 40
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a tiny corpus may run out of repeated pairs
+            tok = BPETokenizer.train(corpus, 257 + n_merges)
+        text = "".join(rng.choice(_ENCODE_ALPHABET) for _ in range(length)) + " 1111111"
+        trials.append((text, list(tok.merges), tok.encode_ordinary(text)))
+    return trials
+
+
+def _encode_no_split(text: str, merges: list[tuple[int, int]]) -> list[int]:
+    """The slip to recognise: merges applied across the whole text, without the pre-split."""
+    ids, rank = list(text.encode("utf-8")), {pair: i for i, pair in enumerate(merges)}
+    while len(ids) > 1:
+        pair = min(pairwise(ids), key=lambda p: rank.get(p, len(merges)))
+        if pair not in rank:
+            break
+        new_id, out, i = 256 + rank[pair], [], 0
+        while i < len(ids):
+            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+                out.append(new_id)
+                i += 2
+            else:
+                out.append(ids[i])
+                i += 1
+        ids = out
+    return ids
+
+
+@exercise("Replace None with your function encode(text, merges).")
+def check_encode(fn: object) -> Feedback:
+    """Exercise 4: fn(text, merges) -> token ids, as BPETokenizer gives them.
+
+    Exercise text to paste (the lesson's `merge(ids, pair, new_id)` and GPT4_SPLIT_PATTERN are
+    defined above it):
+
+    Write `encode(text, merges)`. `merges` is a list of pairs of token ids in the order they
+    were learned: `merges[i]` makes token `256 + i`. Split the text with GPT4_SPLIT_PATTERN,
+    turn each chunk into its UTF-8 bytes, and in each chunk merge, again and again, the
+    adjacent pair that was learned earliest, until no pair of the chunk is in `merges`. The
+    check trains small tokenizers on random texts and compares your ids with theirs.
+
+        def encode(text, merges):
+            ...  # return a list of token ids
+
+        check_encode(encode)
+
+    Solution:
+
+        def encode(text, merges):
+            rank = {pair: i for i, pair in enumerate(merges)}
+            ids = []
+            for chunk in regex.findall(GPT4_SPLIT_PATTERN, text):
+                chunk_ids = list(chunk.encode("utf-8"))
+                while len(chunk_ids) > 1:
+                    pair = min(pairwise(chunk_ids), key=lambda p: rank.get(p, float("inf")))
+                    if pair not in rank:
+                        break  # no pair left that was ever merged
+                    chunk_ids = merge(chunk_ids, pair, 256 + rank[pair])
+                ids.extend(chunk_ids)
+            return ids
+
+        check_encode(encode)
+    """
+    if not callable(fn):
+        return wrong(f"Give a function (def encode(text, merges): ...), not {shown(fn)}.")
+    for text, merges, expected in _encode_trials():
+        out, failed = call_learner(fn, text, [tuple(m) for m in merges])
+        where = f"on the text {text[:30]!r}{'...' if len(text) > 30 else ''} with " \
+                f"{len(merges)} merges"
+        if failed is not None:  # a wrong Feedback is falsy
+            return wrong(f"{failed.message} ({where}).")
+        if out is None:
+            return wrong("Your encode returns None: return the list of token ids.")
+        ids = as_ints(out)
+        if ids is None:
+            return wrong(f"encode should return a list of token ids (ints), got {shown(out)}.")
+        if ids == expected:
+            continue
+        if ids == list(text.encode("utf-8")):
+            return wrong(f"Those are the text's bytes, unmerged ({where}): apply the merges, "
+                         "the earliest learned first.")
+        if ids == _encode_no_split(text, merges):
+            return wrong(f"Those ids merge across chunk boundaries ({where}): split the text "
+                         "with regex.findall(GPT4_SPLIT_PATTERN, text) first and merge inside "
+                         "each chunk, as training did.")
+        pairs = enumerate(zip(ids, expected, strict=False))
+        first = next((i for i, (a, b) in pairs if a != b), min(len(ids), len(expected)))
+        return wrong(f"O{where[1:]}, your ids differ from BPETokenizer's at position "
+                     f"{first}: yours {shown(ids[first:first + 5])}, the library's "
+                     f"{shown(expected[first:first + 5])} ({len(ids)} ids against "
+                     f"{len(expected)}). At each step merge the pair learned earliest "
+                     "(lowest index in merges), wherever it is in the chunk.")
+    return right("Your ids equal BPETokenizer's on every text tried: split into chunks, then in "
+                 "each chunk keep merging the earliest-learned pair. Training and encoding "
+                 "apply the same merges in the same order.")
