@@ -6,7 +6,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.attention import KVCache, MultiHeadAttention
+from course_lib.files import replace_atomically
 from course_lib.positional import rope_rotation
 from course_lib.validation import check_choice, check_float
 
@@ -423,8 +423,8 @@ class GPT(nn.Module):
         config_json = json.dumps(asdict(self.config), indent=2) + "\n"
         meta = {"format": "course_lib.GPT", "config": json.dumps(asdict(self.config))}
         path.parent.mkdir(parents=True, exist_ok=True)
-        _replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-        _replace_atomically(path.with_suffix(".json"), lambda tmp: tmp.write_text(config_json))
+        replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        replace_atomically(path.with_suffix(".json"), lambda tmp: tmp.write_text(config_json))
         return path
 
     @classmethod
@@ -475,30 +475,3 @@ class GPT(nn.Module):
             state["lm_head.weight"] = state["transformer.wte.weight"]
         model.load_state_dict(state)
         return model.to(map_location)
-
-
-def _replace_atomically(path: Path, write) -> None:
-    """Call write(tmp) on a unique temporary file beside path, fsync it, rename it over path.
-
-    A failure or a kill leaves path as it was, and no temporary file behind.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp files are private (0600); give the usual mode
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Set
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import regex
 import tiktoken
 
+from course_lib.files import replace_atomically
 from course_lib.validation import check_choice, check_int, check_str
 
 if TYPE_CHECKING:
@@ -850,7 +850,8 @@ class BPETokenizer:
         }
         if self.merge_rule == "merges":
             data["merges"] = [list(pair) for pair in self.merges]
-        _atomic_write(path, json.dumps(data, ensure_ascii=False).encode("utf-8"))
+        payload = json.dumps(data, ensure_ascii=False).encode("utf-8")
+        replace_atomically(path, lambda tmp: tmp.write_bytes(payload))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
@@ -926,37 +927,6 @@ def _parse_tokenizer_file(raw: bytes) -> dict[str, Any]:
     return {"ranks": ranks, "special_tokens": specials, "pattern": pattern, "merges": merges,
             "merge_rule": merge_rule}
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace path's contents by data all at once: temp file, fsync, rename; no stray temp."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); a new file is not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _umask() -> int:
-    # Read without changing it where possible: os.umask() sets it, racing other threads.
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _pair_rank(pair_ranks: dict[tuple[bytes, bytes], int], left: bytes, right: bytes) -> int:
@@ -1133,8 +1103,7 @@ def enable_offline_tiktoken(cache_dir: str | os.PathLike[str] | None = None) -> 
         source = _bundled_cl100k_file()
         if hashlib.sha256(source.read_bytes()).hexdigest() != _CL100K_SHA256:
             raise RuntimeError(f"bundled {source} does not have cl100k_base's expected hash")
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)  # atomic, so a concurrent reader never sees half a file
+        # atomic, so a concurrent reader never sees half a file
+        replace_atomically(target, lambda tmp: shutil.copyfile(source, tmp))
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)
     return cache_dir

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from course_lib.data import get_batch
 from course_lib.device import autocast, default_device
-from course_lib.model import GPT, GPTConfig, _replace_atomically
+from course_lib.files import replace_atomically
+from course_lib.model import GPT, GPTConfig
 from course_lib.validation import (
     check_bool,
     check_device,
@@ -244,7 +245,7 @@ def _save_checkpoint(path, model, optimizer, step, generator, history, config) -
         "train_config": asdict(config),
     }
     # The same atomic replacement as GPT.save: unique temporary name, fsync, rename, cleanup.
-    _replace_atomically(path, lambda tmp: torch.save(state, tmp))
+    replace_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 _CHECKPOINT_KEYS = ("model", "optimizer", "step", "generator", "rng", "history")
