@@ -376,3 +376,17 @@ def test_cross_entropy_refuses_a_second_backward_instead_of_a_wrong_gradient():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="inplace"):
         loss.backward()
+
+
+def test_gelu_exact_mlp_uses_the_erf_form():
+    from course_lib.model import MLP
+
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16,
+                       mlp="gelu_exact")
+    mlp = MLP(config)
+    x = torch.randn(2, 3, 16)
+    expected = mlp.c_proj(torch.nn.functional.gelu(mlp.c_fc(x)))
+    assert torch.allclose(mlp(x), expected, atol=0, rtol=0)
+    tanh = mlp.c_proj(torch.nn.functional.gelu(mlp.c_fc(x), approximate="tanh"))
+    assert not torch.allclose(mlp(x), tanh, atol=1e-7)
