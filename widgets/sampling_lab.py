@@ -74,7 +74,7 @@ class SamplingLab(widgets.VBox):
                 # the cumulative line has its own 0 to 1 axis on the right.
                 yaxis=dict(title="probability", rangemode="tozero"),
                 yaxis2=dict(title="cumulative", range=[0, 1.02], overlaying="y", side="right",
-                            showgrid=False),
+                            showgrid=False, tickmode="linear", tick0=0, dtick=0.25),
                 legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
             ),
         )
