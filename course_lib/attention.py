@@ -121,6 +121,25 @@ class KVCache:
         self._lengths[layer] = end
         return self._keys[layer][:, :, :end], self._values[layer][:, :, :end]
 
+    def reorder(self, indices) -> None:
+        """Keep the cached sequences (batch rows) named by indices, in that order.
+
+        A row may be named twice or not at all: beam search continues some beams twice and
+        drops others, and each new row must carry its parent's keys and values.
+        """
+        indices = torch.as_tensor(indices)
+        if indices.dim() != 1 or indices.dtype not in (torch.int64, torch.int32):
+            raise ValueError("indices must be a 1-D tensor or list of row numbers")
+        batch = self.batch_size
+        if batch is None:
+            raise ValueError("the cache is empty: there are no rows to reorder")
+        if indices.numel() == 0 or int(indices.min()) < 0 or int(indices.max()) >= batch:
+            raise ValueError(f"indices must be row numbers in [0, {batch}), got {indices.tolist()}")
+        for i, (k, v) in enumerate(zip(self._keys, self._values, strict=True)):
+            if k is not None:
+                index = indices.to(k.device)
+                self._keys[i], self._values[i] = k.index_select(0, index), v.index_select(0, index)
+
 
 class MultiHeadAttention(nn.Module):
     """Grouped-query attention: n_head query heads share n_kv_head key/value heads.

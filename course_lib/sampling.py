@@ -63,13 +63,29 @@ def filter_logits(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    *,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    context=None,
 ) -> torch.Tensor:
-    """Temperature, then top-k, then top-p: the order transformers applies them in."""
+    """Penalties, then temperature, top-k, top-p, min-p: the order transformers applies them in.
+
+    The penalties (off by default) need context, the token ids so far (batch, T).
+    """
+    if repetition_penalty is not None or presence_penalty or frequency_penalty:
+        if context is None:
+            raise ValueError("the penalties need context: the token ids generated so far")
+        logits = apply_penalties(logits, context, repetition_penalty, presence_penalty,
+                                 frequency_penalty)
     logits = apply_temperature(logits, temperature)
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
+    if min_p is not None:
+        logits = min_p_filter(logits, min_p)
     return logits
 
 
@@ -77,6 +93,112 @@ def entropy_bits(probs: torch.Tensor) -> torch.Tensor:
     """Shannon entropy in bits of distributions along the last dim (0 log 0 counts as 0)."""
     logp = torch.where(probs > 0, probs.log2(), torch.zeros_like(probs))
     return -(probs * logp).sum(dim=-1)
+
+
+# ----- penalties and min-p: transformers' logits processors, one function each -------------
+# Order in filter_logits, as transformers applies them: repetition penalty (and presence /
+# frequency penalties), then temperature, top-k, top-p, min-p.
+
+
+def _as_context(idx, logits: torch.Tensor) -> torch.Tensor:
+    """The token ids a penalty looks at, as a (batch, T) long tensor beside logits (batch, V)."""
+    if not isinstance(idx, torch.Tensor):
+        idx = torch.as_tensor(idx, dtype=torch.long)
+    if idx.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"idx (the tokens so far) must hold integer token ids, got {idx.dtype}")
+    if idx.dim() == 1:
+        idx = idx[None]
+    if logits.dim() == 1:
+        if idx.shape[0] != 1:
+            raise ValueError(f"one row of logits needs one row of idx, got {idx.shape[0]}")
+    elif idx.dim() != 2 or idx.shape[0] != logits.shape[0]:
+        raise ValueError(f"idx must be (batch, T) with logits' batch {logits.shape[0]}, "
+                         f"got {tuple(idx.shape)}")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= logits.shape[-1]):
+        raise ValueError(f"idx holds token ids outside the vocabulary [0, {logits.shape[-1]})")
+    return idx.long().to(logits.device)
+
+
+def repetition_penalty(logits: torch.Tensor, idx, penalty: float) -> torch.Tensor:
+    """Make every token that occurs in idx less likely: divide its logit by penalty when it is
+    positive, multiply when negative (CTRL's rule; transformers' RepetitionPenaltyLogitsProcessor).
+
+    logits: (batch, V) or (V,); idx: the tokens so far, (batch, T), prompt included. penalty 1
+    changes nothing; above 1 discourages repeats, below 1 encourages them. A token counts once,
+    however often it occurred.
+    """
+    penalty = check_float("penalty (repetition_penalty)", penalty, minimum=0.0,
+                          min_inclusive=False)
+    one_row = logits.dim() == 1
+    idx = _as_context(idx, logits)
+    rows = logits[None] if one_row else logits
+    seen = rows.gather(-1, idx)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    out = rows.scatter(-1, idx, seen)
+    return out[0] if one_row else out
+
+
+def presence_frequency_penalty(
+    logits: torch.Tensor, idx, presence: float = 0.0, frequency: float = 0.0
+) -> torch.Tensor:
+    """OpenAI's penalties: logit[j] -= presence * (count[j] > 0) + frequency * count[j].
+
+    count[j] is how often token j occurs in idx (the tokens so far). Unlike the repetition
+    penalty, this subtracts (a fixed amount whatever the logit's sign), and frequency grows with
+    every repeat. OpenAI counts only the tokens generated so far; generate counts the whole
+    sequence, prompt included, as it does for the repetition penalty (TGI does the same).
+    Negative values encourage repeats.
+    """
+    presence = check_float("presence (presence_penalty)", presence)
+    frequency = check_float("frequency (frequency_penalty)", frequency)
+    one_row = logits.dim() == 1
+    idx = _as_context(idx, logits)
+    rows = logits[None] if one_row else logits
+    counts = torch.zeros_like(rows).scatter_add_(-1, idx, torch.ones_like(idx, dtype=rows.dtype))
+    out = rows - presence * (counts > 0).to(rows.dtype) - frequency * counts
+    return out[0] if one_row else out
+
+
+def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Drop (-inf) every token less likely than min_p times the most likely token's probability.
+
+    = transformers' MinPLogitsWarper. The cut scales with the model's confidence: a sharp
+    distribution keeps few tokens, a flat one many. The top token is always kept.
+    """
+    min_p = check_float("min_p", min_p, minimum=0.0, maximum=1.0)
+    probs = torch.softmax(logits, dim=-1)
+    remove = probs < min_p * probs.amax(dim=-1, keepdim=True)
+    remove = remove.scatter(-1, probs.argmax(dim=-1, keepdim=True), False)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def _check_penalties(repetition: float | None, presence: float, frequency: float,
+                     min_p: float | None) -> None:
+    if repetition is not None:
+        check_float("repetition_penalty (or None for none)", repetition, minimum=0.0,
+                    min_inclusive=False)
+    check_float("presence_penalty", presence)
+    check_float("frequency_penalty", frequency)
+    if min_p is not None:
+        check_float("min_p (or None for no cut)", min_p, minimum=0.0, maximum=1.0)
+
+
+def apply_penalties(
+    logits: torch.Tensor,
+    idx,
+    repetition_penalty: float | None = None,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+) -> torch.Tensor:
+    """The repetition penalty, then the presence and frequency penalties, given the tokens idx."""
+    if repetition_penalty is not None:
+        logits = _repetition_penalty(logits, idx, repetition_penalty)
+    if presence_penalty or frequency_penalty:
+        logits = presence_frequency_penalty(logits, idx, presence_penalty, frequency_penalty)
+    return logits
+
+
+_repetition_penalty = repetition_penalty  # the keyword arguments below share its name
 
 
 def _as_prompt(model: GPT, idx) -> torch.Tensor:
@@ -128,16 +250,24 @@ def stream_generate(
     seed: int | None = None,
     use_cache: bool = True,
     stop_ids=None,
+    *,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
 ) -> Iterator[torch.Tensor]:
     """Yield each new token (a (batch,) tensor) as soon as it is chosen.
 
     stop_ids: a token id or ids; generation ends once every sequence has produced one of them
     (the stop token is yielded). A sequence that stops before the others repeats its stop
-    token until they are done, as padding.
+    token until they are done, as padding. The penalties (off by default) look at the whole
+    sequence so far, prompt included, and apply to greedy decoding too, as in transformers.
     """
     _check_temperature(temperature)
     _check_top_k(top_k)
     _check_top_p(top_p)
+    _check_penalties(repetition_penalty, presence_penalty, frequency_penalty, min_p)
+    penalized = repetition_penalty is not None or bool(presence_penalty or frequency_penalty)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=0,
                                maximum=MAX_NEW_TOKENS)
     seed = check_seed("seed", seed)
@@ -161,10 +291,14 @@ def stream_generate(
                 # Past block_size the window slides and every position shifts, so the cache
                 # no longer applies: run on the last block_size tokens, as the plain path does.
                 logits, _ = model(idx[:, -block:])
-            if temperature == 0:  # greedy: top-k and top-p always keep the top token
-                next_id = logits[:, -1].argmax(dim=-1)
+            logits = logits[:, -1]
+            if penalized:
+                logits = apply_penalties(logits.float(), idx, repetition_penalty,
+                                         presence_penalty, frequency_penalty)
+            if temperature == 0:  # greedy: top-k, top-p and min-p always keep the top token
+                next_id = logits.argmax(dim=-1)
             else:
-                logits = filter_logits(logits[:, -1].float(), temperature, top_k, top_p)
+                logits = filter_logits(logits.float(), temperature, top_k, top_p, min_p=min_p)
                 probs = torch.softmax(logits, dim=-1)
                 next_id = torch.multinomial(probs, 1, generator=generator)[:, 0]
             if stops is not None:
@@ -188,16 +322,18 @@ def generate(
     seed: int | None = None,
     use_cache: bool = True,
     stop_ids=None,
+    **processors,
 ) -> torch.Tensor:
     """The prompt followed by the sampled tokens, shape (batch, T + new tokens).
 
     Without stop_ids, exactly max_new_tokens are added. With stop_ids (an id or ids), it
     ends early once every sequence has produced one; the stop token is included, and a
-    sequence that stopped early is padded with its stop token.
+    sequence that stopped early is padded with its stop token. Keyword arguments min_p,
+    repetition_penalty, presence_penalty and frequency_penalty: see stream_generate.
     """
     prompt = _as_prompt(model, idx)
     new = list(stream_generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed,
-                               use_cache, stop_ids))
+                               use_cache, stop_ids, **processors))
     if not new:
         return prompt
     return torch.cat([prompt, torch.stack(new, dim=1)], dim=1)
@@ -214,6 +350,9 @@ def stream_text(
     seed: int | None = None,
     use_cache: bool = True,
     stop_ids=None,
+    *,
+    stop: str | Iterable[str] | None = None,
+    **processors,
 ) -> Iterator[str]:
     """Yield the text of the new tokens piece by piece, never a broken character.
 
@@ -222,15 +361,52 @@ def stream_text(
     UTF-8 decoder that holds back an incomplete character until its last byte arrives, so
     the pieces joined are always a prefix of the final text. One sequence only; a stop token
     ends the stream and its own text is not yielded.
+
+    stop: a string or strings (stop sequences). Generation ends with the token whose text
+    completes one of them in the generated text, and that token's text is yielded whole, stop
+    string included (transformers' StopStringCriteria: it stops on the same token, and keeps
+    the text too; unlike it, text of the prompt does not count towards a match). Cut the
+    result at the stop string if it should not show. Keyword arguments min_p and the
+    penalties: see stream_generate.
     """
     prompt = _as_prompt(model, idx)
     if prompt.shape[0] != 1:
         raise ValueError(f"idx must hold one sequence for streaming text, got {prompt.shape[0]}")
     stops = _check_stop_ids(stop_ids, model.config.vocab_size)
     stop_set = set() if stops is None else set(stops.tolist())
+    stop_strings = _check_stop_strings(stop)
     tokens = (int(t) for t in stream_generate(model, prompt, max_new_tokens, temperature, top_k,
-                                              top_p, seed, use_cache, stop_ids))
-    yield from utf8_pieces(tokenizer, tokens, stop_set)
+                                              top_p, seed, use_cache, stop_ids, **processors))
+    pieces = utf8_pieces(tokenizer, tokens, stop_set)
+    if not stop_strings:
+        yield from pieces
+        return
+    longest = max(len(s) for s in stop_strings)
+    text = ""
+    for piece in pieces:
+        # only a match that ends in this piece is new: look back one stop string's length
+        window = text[max(0, len(text) - longest + 1):] + piece
+        text += piece
+        yield piece
+        if any(s in window for s in stop_strings):
+            return
+
+
+def _check_stop_strings(stop) -> list[str]:
+    """stop as a list of non-empty strings ([] for None)."""
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, Iterable):
+        raise TypeError(f"stop must be a string or a list of strings, got {type(stop).__name__}")
+    stop = list(stop)
+    for s in stop:
+        if not isinstance(s, str):
+            raise TypeError(f"stop must hold strings, got {type(s).__name__}")
+        if not s:
+            raise ValueError("stop holds an empty string, which would stop at once")
+    return stop
 
 
 def utf8_pieces(tokenizer, tokens: Iterable[int], stop_ids: Iterable[int] = ()) -> Iterator[str]:
@@ -275,8 +451,17 @@ def describe_filtering(
     top_k: int | None = None,
     top_p: float | None = None,
     n: int = 20,
+    *,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    context=None,
 ) -> dict:
     """What temperature, top-k and top-p do to one next-token distribution (logits of shape (V,)).
+
+    The optional penalties (given context, the token ids so far) act before temperature, and
+    min-p after top-p, so "scaled" is then the penalised distribution after temperature.
 
     Returns, for the n most likely tokens (in order of their probability at temperature 1):
     ids, before (probabilities at temperature 1, no filter), scaled (after temperature only),
@@ -290,10 +475,19 @@ def describe_filtering(
         raise ValueError(f"n must be a positive int, got {n!r}")
     logits = logits.float()
     before = torch.softmax(logits, -1)
-    scaled_logits = apply_temperature(logits, temperature)
+    penalties = {"repetition_penalty": repetition_penalty, "presence_penalty": presence_penalty,
+                 "frequency_penalty": frequency_penalty}
+    _check_penalties(repetition_penalty, presence_penalty, frequency_penalty, min_p)
+    penalized = logits
+    if repetition_penalty is not None or presence_penalty or frequency_penalty:
+        if context is None:
+            raise ValueError("the penalties need context: the token ids generated so far")
+        penalized = apply_penalties(logits, context, **penalties)
+    scaled_logits = apply_temperature(penalized, temperature)
     scaled = torch.softmax(scaled_logits, -1)
     pre_p = top_k_filter(scaled_logits, top_k) if top_k is not None else scaled_logits
-    after = torch.softmax(filter_logits(logits, temperature, top_k, top_p), -1)
+    after = torch.softmax(filter_logits(logits, temperature, top_k, top_p, min_p=min_p,
+                                        context=context, **penalties), -1)
     n = min(n, logits.numel())
     # Stable sort so that ties keep a fixed order, the same order the bars are drawn in.
     order = torch.sort(logits, descending=True, stable=True).indices[:n]
@@ -338,15 +532,123 @@ def generate_text(
     top_p: float | None = None,
     seed: int | None = None,
     use_cache: bool = True,
+    *,
+    stop: str | Iterable[str] | None = None,
+    **processors,
 ) -> str:
-    """The text the model writes after prompt (the prompt itself is not included)."""
+    """The text the model writes after prompt (the prompt itself is not included).
+
+    stop: a string or strings that end generation, kept in the text (see stream_text).
+    Keyword arguments min_p and the penalties: see stream_generate.
+    """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
     if not prompt:
         raise ValueError("prompt is empty: give at least one character to start from")
     prompt_ids = tokenizer.encode(prompt)
-    out = generate(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache)
+    if stop is not None:
+        return "".join(stream_text(model, tokenizer, prompt_ids, max_new_tokens, temperature,
+                                   top_k, top_p, seed, use_cache, stop=stop, **processors))
+    out = generate(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache,
+                   **processors)
     return tokenizer.decode(out[0, len(prompt_ids) :].tolist())
+
+
+@torch.no_grad()
+def beam_search(
+    model: GPT,
+    idx,
+    num_beams: int,
+    max_new_tokens: int,
+    length_penalty: float = 1.0,
+    stop_ids=None,
+    repetition_penalty: float | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """The prompt followed by the most likely continuation beam search finds, shape (1, T + n).
+
+    Keeps the num_beams best partial continuations (by total log-probability); each step
+    extends every one by every token and keeps the best num_beams again. A continuation ends
+    with a stop id (kept) or after max_new_tokens tokens; finished ones are ranked by their
+    score / (new tokens) ** length_penalty. The same tokens as transformers'
+    generate(num_beams=..., do_sample=False, length_penalty=..., repetition_penalty=...) with
+    its default early stopping: it ends once num_beams continuations have finished and no
+    running one scores better now. The KV cache is reordered by beam each step (KVCache.reorder)
+    so a step costs one position per beam.
+    """
+    num_beams = check_int("num_beams", num_beams, minimum=1, maximum=256)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1,
+                               maximum=MAX_NEW_TOKENS)
+    length_penalty = check_float("length_penalty", length_penalty)
+    if repetition_penalty is not None:
+        check_float("repetition_penalty (or None for none)", repetition_penalty, minimum=0.0,
+                    min_inclusive=False)
+    prompt = _as_prompt(model, idx)
+    if prompt.shape[0] != 1:
+        raise ValueError(f"beam search takes one prompt, got a batch of {prompt.shape[0]}")
+    stops = _check_stop_ids(stop_ids, model.config.vocab_size)
+    if num_beams == 1:  # transformers then decodes greedily, penalising logits, not log-probs
+        return generate(model, prompt, max_new_tokens, 0.0, use_cache=use_cache,
+                        stop_ids=stop_ids, repetition_penalty=repetition_penalty)
+    stop_set = set() if stops is None else set(stops.tolist())
+    block = model.config.block_size
+    device = model.device
+    # transformers keeps this many candidates a step, so num_beams survive those that stop
+    keep = max(2, 1 + len(stop_set)) * num_beams
+    running = prompt.repeat(num_beams, 1)
+    # every beam starts as the prompt; only the first may expand at step 1 (as transformers)
+    scores = torch.full((num_beams,), -1e9, device=device)
+    scores[0] = 0.0
+    finished: list[tuple[float, torch.Tensor]] = []
+    with eval_mode(model):
+        cache = None
+        if use_cache and prompt.shape[1] < block:
+            cache = model.new_cache(min(block, prompt.shape[1] + max_new_tokens))
+            logits = model(prompt, kv_cache=cache)[0][:, -1]
+            cache.reorder(torch.zeros(num_beams, dtype=torch.long))
+            logits = logits.expand(num_beams, -1)
+        else:
+            logits = model(running[:, -block:])[0][:, -1]
+        for step in range(max_new_tokens):
+            if step > 0:
+                if cache is not None and running.shape[1] <= block:
+                    logits = model(running[:, -1:], kv_cache=cache)[0][:, -1]
+                else:  # past the window every position shifts: no cache, as generate does
+                    cache = None
+                    logits = model(running[:, -block:])[0][:, -1]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            if repetition_penalty is not None:  # transformers applies it to log-probabilities
+                logp = _repetition_penalty(logp, running, repetition_penalty)
+            vocab = logp.shape[-1]
+            total = (logp + scores[:, None]).reshape(-1)
+            top_scores, top_flat = torch.topk(total, min(keep, total.numel()))
+            gen_len = step + 1
+            final_scores = (top_scores / gen_len**length_penalty).tolist()
+            last = step == max_new_tokens - 1
+            rows, row_scores, parents = [], [], []
+            for rank, (flat, score) in enumerate(zip(top_flat.tolist(), top_scores, strict=True)):
+                beam, token = divmod(flat, vocab)
+                if last or token in stop_set:
+                    if rank < num_beams:  # the spare candidates never finish (transformers)
+                        seq = torch.cat([running[beam], running.new_tensor([token])])
+                        finished.append((final_scores[rank], seq))
+                elif len(rows) < num_beams:
+                    rows.append(torch.cat([running[beam], running.new_tensor([token])]))
+                    row_scores.append(score)
+                    parents.append(beam)
+            finished.sort(key=lambda f: -f[0])  # stable: earlier finishers win ties
+            del finished[num_beams:]
+            if not rows:
+                break
+            running = torch.stack(rows)
+            scores = torch.stack(row_scores)
+            if cache is not None:
+                cache.reorder(torch.tensor(parents))
+            if len(finished) == num_beams:
+                best_possible = float(scores[0] / gen_len**length_penalty)
+                if best_possible <= finished[-1][0]:
+                    break
+    return finished[0][1][None]
 
 
 # ----- faster decoding: speculative decoding, prompt lookup, batches --------------------------

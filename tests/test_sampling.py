@@ -224,3 +224,224 @@ def test_stream_text_is_the_decoded_generation(small_model):
     assert stopped == tok.decode(out[: out.index(stop)])
     with pytest.raises(ValueError, match="one sequence"):
         list(stream_text(small_model, tok, [[1, 2], [3, 4]], 5))
+
+
+# ----- penalties, min-p, stop strings, beam search (issue 14) --------------------------------
+
+
+def _random_gpt2(seed: int, vocab: int = 61):
+    """A random small transformers GPT-2 with sharp distributions, and our copy of it."""
+    import transformers
+
+    from course_lib.model import GPT
+
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2,
+                                  n_head=4, eos_token_id=None, bos_token_id=None)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.mul_(20)  # sharper distributions, so beams really differ from greedy
+    return hf, GPT.from_hf_gpt2(hf).eval()
+
+
+def _unpadded(prompt: torch.Tensor) -> dict:
+    """transformers' generate reads pad_token_id in a prompt as padding unless told otherwise."""
+    return {"pad_token_id": 0, "attention_mask": torch.ones_like(prompt)}
+
+
+def test_penalties_and_min_p_equal_transformers_processors_bit_for_bit():
+    from transformers import MinPLogitsWarper, RepetitionPenaltyLogitsProcessor
+
+    from course_lib.sampling import min_p_filter, repetition_penalty
+
+    torch.manual_seed(0)
+    for _ in range(5):
+        x = torch.randn(3, 50) * 4
+        ids = torch.randint(0, 50, (3, 12))  # repeats included: a token counts once
+        for penalty in (0.5, 1.0, 1.3, 2.0):
+            ref = RepetitionPenaltyLogitsProcessor(penalty)(ids, x.clone())
+            assert torch.equal(repetition_penalty(x, ids, penalty), ref)
+        for p in (0.0, 0.02, 0.1, 0.5, 1.0):
+            assert torch.equal(min_p_filter(x, p), MinPLogitsWarper(p)(ids, x.clone()))
+    # one row of logits with its ids as a flat list
+    assert torch.equal(repetition_penalty(x[0], ids[0].tolist(), 1.3),
+                       RepetitionPenaltyLogitsProcessor(1.3)(ids[:1], x[:1].clone())[0])
+
+
+def test_presence_and_frequency_penalties_follow_openais_formula():
+    from collections import Counter
+
+    from course_lib.sampling import presence_frequency_penalty
+
+    torch.manual_seed(1)
+    x = torch.randn(2, 30)
+    ids = torch.randint(0, 30, (2, 25))
+    got = presence_frequency_penalty(x, ids, presence=0.7, frequency=0.3)
+    for row in range(2):
+        counts = Counter(ids[row].tolist())
+        for j in range(30):
+            c = counts.get(j, 0)
+            want = x[row, j].item() - 0.3 * c - 0.7 * (c > 0)
+            assert got[row, j].item() == pytest.approx(want, abs=1e-6)
+    assert torch.equal(presence_frequency_penalty(x, ids), x)
+
+
+def test_filter_logits_applies_processors_in_transformers_order():
+    from transformers import (
+        LogitsProcessorList,
+        MinPLogitsWarper,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    from course_lib.sampling import filter_logits
+
+    torch.manual_seed(2)
+    x = torch.randn(4, 80) * 3
+    ids = torch.randint(0, 80, (4, 10))
+    ref = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.5), TemperatureLogitsWarper(0.7),
+                               TopKLogitsWarper(20), TopPLogitsWarper(0.9),
+                               MinPLogitsWarper(0.05)])(ids, x.clone())
+    got = filter_logits(x, 0.7, 20, 0.9, min_p=0.05, repetition_penalty=1.5, context=ids)
+    assert torch.allclose(got, ref) and torch.equal(torch.isinf(got), torch.isinf(ref))
+    # defaults leave filter_logits as it was
+    assert torch.equal(filter_logits(x, 0.7, 20, 0.9), filter_logits(x, 0.7, 20, 0.9, min_p=None))
+    with pytest.raises(ValueError, match="context"):
+        filter_logits(x, repetition_penalty=1.2)
+
+
+def test_greedy_generation_with_repetition_penalty_equals_transformers():
+    hf, ours = _random_gpt2(0)
+    prompt = torch.tensor([[3, 7, 7, 11, 5]])
+    for penalty in (1.0, 1.5, 3.0):
+        ref = hf.generate(prompt, do_sample=False, max_new_tokens=20, repetition_penalty=penalty,
+                          **_unpadded(prompt))
+        assert torch.equal(generate(ours, prompt, 20, temperature=0,
+                                    repetition_penalty=penalty), ref)
+    plain = generate(ours, prompt, 20, temperature=0)
+    assert not torch.equal(plain, generate(ours, prompt, 20, temperature=0, repetition_penalty=3.0))
+    # penalties that change nothing leave the tokens as they were
+    assert torch.equal(generate(ours, prompt, 20, seed=0),
+                       generate(ours, prompt, 20, seed=0, repetition_penalty=1.0,
+                                presence_penalty=0.0, min_p=0.0))
+
+
+def test_penalties_reduce_repetition_in_sampling(small_model):
+    from course_lib.sampling import repeated_ngram_fraction
+
+    plain = generate(small_model, [1, 2, 3], 200, temperature=0)[0, 3:]
+    penalised = generate(small_model, [1, 2, 3], 200, temperature=0, frequency_penalty=2.0)[0, 3:]
+    assert repeated_ngram_fraction(penalised, 2) < repeated_ngram_fraction(plain, 2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_beam_search_equals_transformers_on_a_random_gpt2(seed):
+    from course_lib.sampling import beam_search
+
+    hf, ours = _random_gpt2(seed)
+    prompt = torch.randint(0, 61, (1, 5), generator=torch.Generator().manual_seed(seed))
+    for num_beams in (1, 2, 3, 5):
+        for length_penalty, penalty in ((1.0, None), (0.5, None), (2.0, 1.3)):
+            ref = hf.generate(prompt, num_beams=num_beams, do_sample=False, max_new_tokens=12,
+                              **_unpadded(prompt), length_penalty=length_penalty,
+                              repetition_penalty=penalty)
+            got = beam_search(ours, prompt, num_beams, 12, length_penalty=length_penalty,
+                              repetition_penalty=penalty)
+            assert torch.equal(got, ref), (num_beams, length_penalty, penalty)
+            assert torch.equal(beam_search(ours, prompt, num_beams, 12, length_penalty,
+                                           repetition_penalty=penalty, use_cache=False), got)
+    for eos in (int(prompt[0, 0]), prompt[0, :2].tolist()):  # one stop id, two
+        ref = hf.generate(prompt, num_beams=3, do_sample=False, max_new_tokens=12,
+                          **_unpadded(prompt), eos_token_id=eos)
+        assert torch.equal(beam_search(ours, prompt, 3, 12, stop_ids=eos), ref)
+
+
+def test_beam_search_past_the_context_window_matches_the_plain_path():
+    from course_lib.model import GPT, GPTConfig
+    from course_lib.sampling import beam_search
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(5)
+    out = beam_search(model, [1, 2, 3], 3, 12)
+    assert out.shape == (1, 15)
+    assert torch.equal(out, beam_search(model, [1, 2, 3], 3, 12, use_cache=False))
+
+
+def test_kv_cache_reorder_equals_a_cache_built_from_reordered_rows(small_model):
+    x = torch.randint(0, 97, (3, 6))
+    order = torch.tensor([2, 0, 0, 1])
+    cache = small_model.new_cache()
+    small_model(x, kv_cache=cache)
+    cache.reorder(order)
+    ref = small_model.new_cache()
+    small_model(x[order], kv_cache=ref)
+    for a, b in zip(cache.keys + cache.values, ref.keys + ref.values, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    nxt = torch.randint(0, 97, (4, 1))
+    assert torch.allclose(small_model(nxt, kv_cache=cache)[0], small_model(nxt, kv_cache=ref)[0],
+                          atol=1e-5)
+    with pytest.raises(ValueError, match="row numbers"):
+        cache.reorder([0, 4])
+    with pytest.raises(ValueError, match="empty"):
+        small_model.new_cache().reorder([0])
+
+
+def test_smollm2_beam_search_and_stop_strings_equal_transformers(smollm2, smollm2_hf,
+                                                                   smollm2_hf_tokenizer):
+    from course_lib.sampling import beam_search, generate_text, stream_text
+
+    model, tok = smollm2
+    ids = tok.encode("The capital of France is")
+    prompt = torch.tensor([ids])
+    ref = smollm2_hf.generate(prompt, num_beams=4, do_sample=False, max_new_tokens=16,
+                              eos_token_id=None, **_unpadded(prompt))
+    got = beam_search(model, prompt, 4, 16)
+    assert torch.equal(got, ref)
+    greedy = generate(model, prompt, 16, temperature=0)
+    assert not torch.equal(got, greedy)  # beams find a different, likelier continuation
+    for stop in (".", ["\n", "France"]):
+        ref = smollm2_hf.generate(prompt, do_sample=False, max_new_tokens=30, **_unpadded(prompt),
+                                  stop_strings=stop, tokenizer=smollm2_hf_tokenizer)
+        want = tok.decode(ref[0, len(ids):].tolist())
+        text = generate_text(model, tok, "The capital of France is", 30, temperature=0, stop=stop)
+        assert text == want
+        assert any(s in text for s in ([stop] if isinstance(stop, str) else stop))
+        assert "".join(stream_text(model, tok, ids, 30, temperature=0, stop=stop)) == text
+
+
+def test_bad_decoding_arguments(small_model):
+    from course_lib.sampling import beam_search, generate_text, min_p_filter, repetition_penalty
+
+    x = torch.randn(2, 97)
+    with pytest.raises(ValueError, match="min_p"):
+        generate(small_model, [1, 2], 3, min_p=1.5)
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        generate(small_model, [1, 2], 3, repetition_penalty=0)
+    with pytest.raises(TypeError, match="presence_penalty"):
+        generate(small_model, [1, 2], 3, presence_penalty="high")
+    with pytest.raises(ValueError, match="min_p"):
+        min_p_filter(x, -0.1)
+    with pytest.raises(ValueError, match="vocabulary"):
+        repetition_penalty(x, torch.tensor([[1], [200]]), 1.2)
+    with pytest.raises(ValueError, match="batch"):
+        repetition_penalty(x, torch.tensor([[1, 2]]), 1.2)
+    with pytest.raises(ValueError, match="num_beams"):
+        beam_search(small_model, [1, 2], 0, 5)
+    with pytest.raises(ValueError, match="one prompt"):
+        beam_search(small_model, [[1, 2], [3, 4]], 2, 5)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        beam_search(small_model, [1, 2], 2, 0)
+    with pytest.raises(TypeError, match="length_penalty"):
+        beam_search(small_model, [1, 2], 2, 3, length_penalty=None)
+    tok = _ByteTokenizer([])
+    tok.encode = lambda s: [1]
+    with pytest.raises(ValueError, match="empty string"):
+        generate_text(small_model, tok, "a", 3, stop="")
+    with pytest.raises(TypeError, match="strings"):
+        generate_text(small_model, tok, "a", 3, stop=[3])
