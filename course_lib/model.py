@@ -395,6 +395,61 @@ class GPT(nn.Module):
                 p.copy_(src.t() if name.endswith(transposed) else src)
         return model
 
+    @classmethod
+    def from_hf_llama(cls, hf_model) -> GPT:
+        """A GPT with the weights of a transformers LlamaForCausalLM, giving the same logits.
+
+        transformers rotates dimension j of a head with j + D/2; our rotary rotates the pairs
+        (2j, 2j + 1). Reordering the rows of each query and key head maps one onto the other,
+        and the attention scores, being dot products within a head, are unchanged.
+        """
+        c = hf_model.config
+        if getattr(c, "model_type", None) != "llama":
+            raise ValueError(f"expected a Llama model, got model_type={c.model_type!r}")
+        if getattr(c, "hidden_act", "silu") != "silu":
+            raise ValueError(f"only Llama's SiLU (SwiGLU) MLP is supported, got {c.hidden_act!r}")
+        rope = getattr(c, "rope_parameters", None) or {}
+        rope_base = rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))
+        if rope.get("rope_type", "default") != "default":
+            raise ValueError(f"only plain rotary positions are supported, got {rope!r}")
+        config = GPTConfig(
+            vocab_size=c.vocab_size, block_size=c.max_position_embeddings,
+            n_layer=c.num_hidden_layers, n_head=c.num_attention_heads,
+            n_kv_head=c.num_key_value_heads, n_embd=c.hidden_size, bias=False,
+            position="rope", norm="rmsnorm", norm_eps=c.rms_norm_eps, mlp="swiglu",
+            mlp_hidden=c.intermediate_size, rope_base=float(rope_base),
+            tie_embeddings=bool(c.tie_word_embeddings),
+        )
+        with torch.device("meta"):
+            model = cls(config)
+        D = c.hidden_size // c.num_attention_heads
+
+        def pairs(w: torch.Tensor, heads: int) -> torch.Tensor:  # j, j + D/2 -> 2j, 2j + 1
+            return w.view(heads, 2, D // 2, -1).transpose(1, 2).reshape(w.shape)
+
+        sd = hf_model.state_dict()
+        state = {"transformer.wte.weight": sd["model.embed_tokens.weight"],
+                 "transformer.ln_f.weight": sd["model.norm.weight"]}
+        for i in range(c.num_hidden_layers):
+            hf, us = f"model.layers.{i}.", f"transformer.h.{i}."
+            state[us + "ln_1.weight"] = sd[hf + "input_layernorm.weight"]
+            state[us + "ln_2.weight"] = sd[hf + "post_attention_layernorm.weight"]
+            state[us + "attn.c_attn.weight"] = torch.cat([
+                pairs(sd[hf + "self_attn.q_proj.weight"], c.num_attention_heads),
+                pairs(sd[hf + "self_attn.k_proj.weight"], c.num_key_value_heads),
+                sd[hf + "self_attn.v_proj.weight"]])
+            state[us + "attn.c_proj.weight"] = sd[hf + "self_attn.o_proj.weight"]
+            state[us + "mlp.c_fc.weight"] = torch.cat([sd[hf + "mlp.gate_proj.weight"],
+                                                       sd[hf + "mlp.up_proj.weight"]])
+            state[us + "mlp.c_proj.weight"] = sd[hf + "mlp.down_proj.weight"]
+        state["lm_head.weight"] = (state["transformer.wte.weight"] if config.tie_embeddings
+                                   else sd["lm_head.weight"])
+        model.load_state_dict({k: v.detach().float().clone() for k, v in state.items()},
+                              assign=True)
+        if config.tie_embeddings:
+            model.lm_head.weight = model.transformer.wte.weight
+        return model
+
     def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
         """Write weights to `path` (.safetensors) and the config to the .json beside it.
 

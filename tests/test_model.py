@@ -390,3 +390,33 @@ def test_gelu_exact_mlp_uses_the_erf_form():
     assert torch.allclose(mlp(x), expected, atol=0, rtol=0)
     tanh = mlp.c_proj(torch.nn.functional.gelu(mlp.c_fc(x), approximate="tanh"))
     assert not torch.allclose(mlp(x), tanh, atol=1e-7)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_from_hf_llama_gives_transformers_logits(tie):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(
+        vocab_size=100, hidden_size=48, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=32,
+        rms_norm_eps=1e-5, tie_word_embeddings=tie, rope_theta=5000.0)).eval()
+    with torch.no_grad():  # weights large enough that a wrong rotary layout cannot hide
+        for p in hf.parameters():
+            p.mul_(5)
+    ours = GPT.from_hf_llama(hf).eval()
+    assert ours.config.n_kv_head == 2 and ours.config.rope_base == 5000.0
+    assert (ours.lm_head.weight is ours.transformer.wte.weight) == tie
+    probe = torch.randint(0, 100, (2, 20))
+    with torch.no_grad():
+        ref = hf(probe).logits
+        assert ref.abs().max() > 1
+        assert torch.allclose(ours(probe)[0], ref, atol=1e-4)
+
+
+def test_from_hf_llama_refuses_other_models():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=8, n_embd=16, n_layer=1, n_head=2))
+    with pytest.raises(ValueError, match="Llama"):
+        GPT.from_hf_llama(hf)
