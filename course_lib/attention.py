@@ -212,8 +212,11 @@ class MultiHeadAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)
         T_k = k.shape[-2]
+        # The fused kernel masks a square causal block itself; a mask tensor is built only for
+        # the explicit path or for new queries after cached keys.
+        kernel_causal = causal and T > 1 and T == T_k and not need_weights
         mask = None
-        if causal and T > 1:
+        if causal and T > 1 and not kernel_causal:
             # Query i sits at absolute position offset + i; it may see keys up to there.
             mask = torch.ones(T, T_k, dtype=torch.bool, device=x.device).tril(diagonal=T_k - T)
         dropout_p = self.dropout if self.training else 0.0
@@ -226,8 +229,7 @@ class MultiHeadAttention(nn.Module):
                 y = F.dropout(weights, dropout_p, training=True) @ v
         else:
             weights = None
-            if mask is not None and T == T_k:
-                mask = None  # the kernel's own causal mask, no mask tensor
+            if kernel_causal:
                 y = F.scaled_dot_product_attention(
                     q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=grouped
                 )
