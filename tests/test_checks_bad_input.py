@@ -76,6 +76,10 @@ CHECKS = {
         positional.check_sinusoidal,
         self_attention.check_causal_attention,
         multi_head.check_split_heads,
+        training.check_training_step,
+        decoding.check_top_p,
+        fine_tuning.check_lora_forward,
+        evaluation.check_continuation_logprob,
     ]
 }
 CHECKS["check_pattern_head"] = _check_pattern_head
@@ -306,6 +310,8 @@ def test_checks_leave_the_callers_model_in_its_mode():
         lambda: decoding.check_greedy_token(" x", model, tokenizer),
         lambda: transformer_block.check_lens_block(0, model, tokenizer),
         lambda: multi_head.check_pattern_head((0, 0), model, tokenizer, n_windows=1),
+        lambda: evaluation.check_continuation_logprob(
+            lambda m, a, b: m.train() and 0.0, model, tokenizer),
     ]
     try:
         for mode in (True, False):

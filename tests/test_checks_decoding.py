@@ -78,3 +78,40 @@ def test_check_cache_reason():
             assert not feedback and feedback.message
     assert not check_cache_reason(None)
     assert "Choose one" in check_cache_reason("e").message
+
+
+def _top_p(logits, p, before=True):
+    import torch
+
+    probs = torch.softmax(logits, dim=-1)
+    sorted_probs, order = torch.sort(probs, descending=True)
+    total = torch.cumsum(sorted_probs, dim=-1)
+    keep_sorted = (total - sorted_probs < p) if before else (total < p)
+    keep = torch.zeros_like(keep_sorted)
+    keep[order] = keep_sorted
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def test_top_p_right_and_the_usual_slips():
+    import torch
+
+    from course_lib.sampling import top_p_filter
+    from widgets.checks.decoding import check_top_p
+
+    assert check_top_p(_top_p)
+    assert check_top_p(top_p_filter)
+    assert "None" in check_top_p(None).message
+    one_short = check_top_p(lambda logits, p: _top_p(logits, p, before=False))
+    assert not one_short and "yours keeps" in one_short.message
+    assert "takes the total to p" in one_short.message
+
+    def sorted_order(logits, p):
+        return torch.sort(_top_p(logits, p), descending=True).values
+
+    in_place = check_top_p(sorted_order)
+    assert not in_place and "not in their places" in in_place.message
+    probs = check_top_p(lambda logits, p: torch.softmax(_top_p(logits, p), -1))
+    assert not probs and "not probabilities" in probs.message
+    zeros = check_top_p(lambda logits, p: _top_p(logits, p).nan_to_num(neginf=0.0))
+    assert not zeros and "not 0" in zeros.message
+    assert "shape" in check_top_p(lambda logits, p: logits[:3]).message

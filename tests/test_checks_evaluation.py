@@ -67,3 +67,43 @@ def test_low_perplexity_text():
     unusual = "Zygomorphic quasars juxtapose kvetching wombats beneath xylophones. " * 3
     assert bits_per_char(model, tokenizer, unusual) > plays
     assert not check_low_perplexity_text(unusual)
+
+
+def _logprob(model, context_ids, continuation_ids, shift=1):
+    import torch
+
+    ids = torch.tensor([context_ids + continuation_ids])
+    with torch.no_grad():
+        logits, _ = model(ids)
+    logp = torch.log_softmax(logits[0], dim=-1)
+    n = len(context_ids)
+    return sum(logp[n - shift + j, t].item() for j, t in enumerate(continuation_ids))
+
+
+def test_continuation_logprob_right_and_the_usual_slips():
+    import math
+
+    from widgets.checks.evaluation import check_continuation_logprob
+
+    assert check_continuation_logprob(_logprob)
+    assert "None" in check_continuation_logprob(None).message
+    off_by_one = check_continuation_logprob(lambda m, a, b: _logprob(m, a, b, shift=0))
+    assert not off_by_one and "Off by one" in off_by_one.message
+    mean = check_continuation_logprob(lambda m, a, b: _logprob(m, a, b) / len(b))
+    assert not mean and "take the sum" in mean.message
+    nll = check_continuation_logprob(lambda m, a, b: -_logprob(m, a, b))
+    assert not nll and "minus that" in nll.message
+    bits = check_continuation_logprob(lambda m, a, b: _logprob(m, a, b) / math.log(2))
+    assert not bits and "bits" in bits.message
+    whole = check_continuation_logprob(lambda m, a, b: _logprob(m, a[:1], a[1:] + b))
+    assert not whole and "context's tokens too" in whole.message
+    assert "one finite number" in check_continuation_logprob(lambda m, a, b: "junk").message
+
+
+def test_continuation_logprob_on_another_model(small_model):
+    from course_lib.tokenization import CharTokenizer
+    from widgets.checks.evaluation import CONTINUATIONS, check_continuation_logprob
+
+    tokenizer = CharTokenizer.from_text("".join(a + b for a, b in CONTINUATIONS))
+    assert check_continuation_logprob(_logprob, small_model, tokenizer)
+    assert not check_continuation_logprob(lambda m, a, b: 0.0, small_model, tokenizer)

@@ -51,3 +51,22 @@ def test_break_even_rank(small_model):
     assert not check_break_even_rank(rank - 10)
     # small_model: c_attn is 32 -> 96, so 32 * 96 / 128 = 24
     assert check_break_even_rank(24, small_model) and not check_break_even_rank(144, small_model)
+
+
+def test_lora_forward_right_and_the_usual_slips():
+    from widgets.checks.fine_tuning import check_lora_forward
+
+    def lora_forward(x, W, A, B, alpha, rank):
+        return x @ W.T + (alpha / rank) * (x @ A.T @ B.T)
+
+    assert check_lora_forward(lora_forward)
+    assert check_lora_forward(lambda x, W, A, B, alpha, rank: (
+        x @ (W + alpha / rank * B @ A).T).double())
+    assert "None" in check_lora_forward(None).message
+    no_scale = check_lora_forward(lambda x, W, A, B, alpha, rank: x @ W.T + x @ A.T @ B.T)
+    assert not no_scale and "scaling" in no_scale.message
+    no_base = check_lora_forward(lambda x, W, A, B, alpha, rank: alpha / rank * x @ A.T @ B.T)
+    assert not no_base and "low-rank path alone" in no_base.message
+    flipped = check_lora_forward(lambda x, W, A, B, alpha, rank: x @ W + x @ A.T @ B.T)
+    assert not flipped and "raised" in flipped.message and "x @ W.T" in flipped.message
+    assert "returns None" in check_lora_forward(lambda *a: None).message

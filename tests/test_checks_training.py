@@ -57,3 +57,49 @@ def test_check_first_adam_step_agrees_with_torch():
     assert "bias correction" in check_first_adam_step(no_correction).message
     assert not check_first_adam_step(0.5)
     assert not check_first_adam_step(True)
+
+
+def _step(model, optimizer, x, y, zero=True, step=True):
+    if zero:
+        optimizer.zero_grad()
+    _, loss = model(x, y)
+    loss.backward()
+    if step:
+        optimizer.step()
+    return loss.item()
+
+
+def test_training_step_right_and_the_usual_slips():
+    import torch
+    import torch.nn.functional as F
+
+    from widgets.checks.training import check_training_step
+
+    assert check_training_step(_step)
+
+    def with_f_cross_entropy(model, optimizer, x, y):
+        model.zero_grad()
+        logits, _ = model(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+        loss.backward()
+        optimizer.step()
+        return loss  # a 1-element tensor is taken too
+
+    assert check_training_step(with_f_cross_entropy)
+    assert "None" in check_training_step(None).message
+    no_zero = check_training_step(lambda m, o, x, y: _step(m, o, x, y, zero=False))
+    assert not no_zero and "zero_grad()" in no_zero.message and "second" in no_zero.message
+    no_step = check_training_step(lambda m, o, x, y: _step(m, o, x, y, step=False))
+    assert not no_step and "did not move" in no_step.message
+    assert "optimizer.step()" in no_step.message
+
+    def loss_after(model, optimizer, x, y):
+        _step(model, optimizer, x, y)
+        return model(x, y)[1].item()
+
+    late = check_training_step(loss_after)
+    assert not late and "loss of the forward pass" in late.message
+    assert "returns None" in check_training_step(lambda m, o, x, y: None).message
+    assert "raised" in check_training_step(lambda m, o, x, y: m(x, y.float())).message
+    assert "one number" in check_training_step(lambda m, o, x, y: m(x)).message
+    assert torch.is_grad_enabled()

@@ -10,8 +10,10 @@ from widgets.feedback import (
     A_WHOLE_NUMBER,
     Feedback,
     a_text,
+    call_learner,
     exercise,
     right,
+    shown,
     wrong,
 )
 
@@ -97,3 +99,102 @@ def check_cache_reason(my_answer) -> Feedback:
              "new logits for the newest token.",
     }
     return wrong(reasons[letter])
+
+
+# ----- Exercise 4 (code): top-p filtering -----------------------------------------------------
+
+
+def _top_p_trials() -> list[tuple[str, torch.Tensor, float]]:
+    """(what, logits, p): random logits, p = 1, a p so small only the top token survives, and
+    ties (kept or dropped together, so that the right set is not a matter of sort order)."""
+    g = torch.Generator().manual_seed(8)
+    random10 = torch.randn(10, generator=g) * 2
+    random50 = torch.randn(50, generator=g) * 3
+    ties = torch.tensor([3.0, 1.0, 1.0, 0.5, 0.5, 0.5, -1.0, -1.0])
+    return [
+        ("10 random logits, p = 0.9", random10, 0.9),
+        ("50 random logits, p = 0.5", random50, 0.5),
+        ("10 random logits, p = 1 (nothing is dropped)", random10, 1.0),
+        ("50 random logits, p = 0.001 (only the top token survives)", random50, 0.001),
+        ("logits with ties, p = 0.8", ties, 0.8),
+        ("logits with ties, p = 0.95", ties, 0.95),
+    ]
+
+
+@exercise("Replace None with your function top_p(logits, p).")
+def check_top_p(fn: object) -> Feedback:
+    """Exercise 4: fn(logits, p) -> logits with every token outside the top-p set at -inf.
+
+    Exercise text to paste:
+
+    Write `top_p(logits, p)` for a 1-D tensor of logits: keep the smallest set of most likely
+    tokens whose probabilities add up to at least p (always at least the top token), and set
+    every other logit to -inf; the kept logits stay as they were, in their places. The check
+    compares it with `course_lib.sampling.top_p_filter` on random logits, p = 1, a tiny p, and
+    logits with ties.
+
+        def top_p(logits, p):
+            ...  # return filtered logits, same shape
+
+        check_top_p(top_p)
+
+    Solution:
+
+        def top_p(logits, p):
+            probs = torch.softmax(logits, dim=-1)
+            sorted_probs, order = torch.sort(probs, descending=True)
+            before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass above each token
+            keep_sorted = before < p           # the top token has 0 above it: always kept
+            keep = torch.zeros_like(keep_sorted)
+            keep[order] = keep_sorted          # back to the tokens' own places
+            return logits.masked_fill(~keep, float("-inf"))
+
+        check_top_p(top_p)
+    """
+    if not callable(fn):
+        return wrong(f"Give a function (def top_p(logits, p): ...), not {shown(fn)}.")
+    for what, logits, p in _top_p_trials():
+        out, failed = call_learner(fn, logits.clone(), p)
+        if failed is not None:  # a wrong Feedback is falsy
+            return wrong(f"{failed.message} (on {what}).")
+        if out is None:
+            return wrong("Your function returns None: return the filtered logits.")
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            return wrong(f"Return a tensor of floats (logits), got {shown(out)} (on {what}).")
+        if out.shape != logits.shape:
+            return wrong(f"Return the logits' shape {tuple(logits.shape)}, one per token, with "
+                         f"the dropped ones at -inf; got {tuple(out.shape)} (on {what}).")
+        out = out.detach().float()
+        expected = top_p_filter(logits, p)
+        keep = torch.isfinite(expected)
+        kept = torch.isfinite(out)
+        if torch.equal(kept, keep) and torch.allclose(out[keep], logits[keep]) and bool(
+                (out[~keep] == float("-inf")).all()):
+            continue
+        if torch.equal(out.sort().values, expected.sort().values):
+            return wrong(f"The right logits survive, but not in their places (on {what}): put "
+                         "each back at its token's index (keep[order] = keep_sorted), or a "
+                         "sampled index would name the wrong token.")
+        if bool((out >= 0).all()) and abs(float(out.sum()) - 1) < 1e-3:
+            return wrong(f"Return logits, not probabilities (on {what}): the kept entries are "
+                         "the original logits, the others -inf.")
+        if torch.equal(kept | (out == 0), keep | (out == 0)) and bool((out[~keep] == 0).all()):
+            return wrong(f"Set the dropped logits to -inf, not 0 (on {what}): a logit of 0 "
+                         "still gets probability after the softmax.")
+        n_keep, n_kept = int(keep.sum()), int(kept.sum())
+        probs = torch.softmax(logits, -1).sort(descending=True).values
+        running = probs.cumsum(0)
+        hint = ""
+        if n_kept == n_keep - 1 or (n_kept == 0 and n_keep == 1):
+            hint = (" Keep the token that takes the total to p or beyond: a token stays when "
+                    "the mass of the tokens above it is still below p.")
+        elif n_kept == n_keep + 1:
+            hint = " Stop at the first token where the running total reaches p."
+        elif n_kept == 0:
+            hint = " The most likely token always stays."
+        totals = ", ".join(f"{float(t):.3f}" for t in running[:n_keep + 1])
+        return wrong(f"On {what}, top_p_filter keeps {n_keep} token(s), yours keeps {n_kept}. "
+                     f"The running totals from the top are {totals}, ...{hint}")
+    return right("Your top-p equals course_lib's top_p_filter on every case: it keeps the "
+                 "smallest set of top tokens that reaches p, everything with p = 1, the top "
+                 "token alone when p is tiny, and tied tokens together.")

@@ -3,18 +3,25 @@ scores better than Shakespeare."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 
+import torch
+
 from course_lib.data import load_corpus
-from course_lib.evaluation import bits_per_char, perplexity, surprisal
+from course_lib.evaluation import bits_per_char, perplexity, surprisal, token_nll
+from course_lib.model import eval_mode
 from widgets.checks import shipped
 from widgets.feedback import (
     A_NUMBER,
     Feedback,
     a_text,
+    as_number,
+    call_learner,
     exercise,
     right,
+    shown,
     wrong,
 )
 
@@ -94,3 +101,105 @@ def check_low_perplexity_text(text: str, model=None, tokenizer=None) -> Feedback
                      "lower perplexity, yet nobody would call it better writing.")
     return wrong(f"{bpc:.3f} bits/char; real held-out Shakespeare scores {target:.3f}. Make the "
                  "text easier to predict: what did the model find cheapest in the lesson?")
+
+
+# ----- Exercise 4 (code): the log-probability of a continuation -------------------------------
+
+CONTINUATIONS = [
+    ("ROMEO:\nBut soft, what light through yonder", " window breaks?"),
+    ("KING RICHARD III:\nNow is the winter of our", " discontent"),
+    ("First Citizen:\nBefore we proceed any further, hear me", " speak.\n\nAll:\nSpeak, speak."),
+]
+
+
+def _logprob_slips(logp: torch.Tensor, ids: list[int], n: int) -> dict[str, float]:
+    """The usual slips, as the number each would give; logp is log_softmax over ids' logits."""
+    picked = logp[:-1].gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]  # log p(ids[t+1] | ..t)
+    right_sum = float(picked[n - 1:].sum())
+    own = logp[n:].gather(-1, torch.tensor(ids[n:])[:, None])[:, 0]  # each token "given itself"
+    return {
+        "That is the log-probability in bits (log base 2); the exercise asks for the natural "
+        "log, what log_softmax gives.": right_sum / math.log(2),
+        "That is the negative log-likelihood: the log-probability is minus that, a negative "
+        "number.": -right_sum,
+        "That is the mean per token; take the sum: the log of a product of probabilities is the "
+        "sum of their logs.": right_sum / (len(ids) - n),
+        "That counts the context's tokens too: add up only the continuation's.":
+            float(picked.sum()),
+        "Off by one: the logits at position t predict token t + 1, so the continuation's first "
+        "token is read from the last context position.": float(own.sum()),
+        "That is the probability itself; the exercise asks for its log.": math.exp(right_sum),
+    }
+
+
+@exercise("Replace None with your function continuation_logprob(model, context_ids, "
+          "continuation_ids).")
+def check_continuation_logprob(fn: object, model=None, tokenizer=None) -> Feedback:
+    """Exercise 4: fn(model, context_ids, continuation_ids) -> the summed natural-log
+    probability of the continuation given the context.
+
+    Exercise text to paste:
+
+    Multiple-choice benchmarks score each answer by how likely the model finds it after the
+    question. Write `continuation_logprob(model, context_ids, continuation_ids)` (two lists of
+    token ids): run the model once on context + continuation, take log_softmax of the logits,
+    and add up the log-probability of each continuation token at the position just before it.
+    Return one number (natural log). The check compares it, on the shipped model, with what
+    `course_lib.evaluation.token_nll` gives.
+
+        def continuation_logprob(model, context_ids, continuation_ids):
+            ...  # return one number, the summed log-probability
+
+        check_continuation_logprob(continuation_logprob)
+
+    Solution:
+
+        def continuation_logprob(model, context_ids, continuation_ids):
+            ids = torch.tensor([context_ids + continuation_ids])
+            with torch.no_grad():
+                logits, _ = model(ids)
+            logp = torch.log_softmax(logits[0], dim=-1)
+            n = len(context_ids)
+            # position t predicts token t + 1: continuation token j is read at n - 1 + j
+            return sum(logp[n - 1 + j, tok].item() for j, tok in enumerate(continuation_ids))
+
+        check_continuation_logprob(continuation_logprob)
+    """
+    if not callable(fn):
+        return wrong("Give a function (def continuation_logprob(model, context_ids, "
+                     f"continuation_ids): ...), not {shown(fn)}.")
+    model, tokenizer = shipped(model, tokenizer)
+    # The learner's code gets a copy: a slip such as model.double() must not change the model
+    # every other check shares.
+    theirs = copy.deepcopy(model).eval()
+    for context, continuation in CONTINUATIONS:
+        cont = tokenizer.encode(continuation)
+        ctx = tokenizer.encode(context)[-(model.config.block_size - len(cont)):]
+        ids = ctx + cont
+        expected = -float(token_nll(model, ids)[len(ctx) - 1:].sum())
+        on = f"for the continuation {continuation!r} after {context[-25:]!r}"
+        with torch.no_grad():
+            out, failed = call_learner(fn, theirs, list(ctx), list(cont))
+        if failed is not None:  # a wrong Feedback is falsy
+            return wrong(f"{failed.message} ({on}).")
+        if out is None:
+            return wrong("Your function returns None: return the summed log-probability.")
+        if isinstance(out, torch.Tensor) and out.numel() != 1:
+            return wrong(f"Return one number, the sum over the continuation's tokens; got a "
+                         f"tensor of shape {tuple(out.shape)} ({on}).")
+        value = as_number(out)
+        if value is None:
+            return wrong(f"Return one finite number, got {shown(out)} ({on}).")
+        if math.isclose(value, expected, rel_tol=1e-4, abs_tol=1e-3):
+            continue
+        with eval_mode(model):
+            logp = torch.log_softmax(model(torch.tensor([ids]))[0][0].float(), -1).cpu()
+        why = next((w for w, v in _logprob_slips(logp, ids, len(ctx)).items()
+                    if math.isclose(value, v, rel_tol=1e-4, abs_tol=1e-6)),
+                   "Add log_softmax(logits)[t, ids[t + 1]] over the continuation's tokens.")
+        return wrong(f"The log-probability {on} is {expected:.3f}; yours gives {value:.4g}. "
+                     f"{why}")
+    return right("Your log-probabilities equal the library's on every continuation: one "
+                 "forward pass, and the continuation's tokens read one position early. "
+                 "Comparing such sums (or their per-token means) across answers is how "
+                 "likelihood-scored multiple-choice benchmarks work.")

@@ -121,3 +121,88 @@ def check_break_even_rank(answer: float, model: nn.Module | None = None) -> Feed
     return wrong(f"Not {answer:g}. Solve r (in + out) = in x out for c_attn "
                  "(the view shows where the two lines cross).")
 
+
+
+# ----- Exercise 4 (code): the LoRA forward pass -----------------------------------------------
+
+
+def _lora_layer(g: torch.Generator, d_in: int, d_out: int, rank: int, alpha: float) -> LoRALinear:
+    """A LoRALinear with random W, A and a nonzero B, as after some training."""
+    layer = LoRALinear(nn.Linear(d_in, d_out, bias=False), rank=rank, alpha=alpha)
+    with torch.no_grad():
+        layer.base.weight.copy_(torch.randn(d_out, d_in, generator=g))
+        layer.lora_A.copy_(torch.randn(rank, d_in, generator=g))
+        layer.lora_B.copy_(torch.randn(d_out, rank, generator=g))
+    return layer
+
+
+@exercise("Replace None with your function lora_forward(x, W, A, B, alpha, rank).")
+def check_lora_forward(fn: object) -> Feedback:
+    """Exercise 4: fn(x, W, A, B, alpha, rank) = x W^T + (alpha / rank) x A^T B^T.
+
+    Exercise text to paste:
+
+    Write `lora_forward(x, W, A, B, alpha, rank)`, what a LoRA layer computes: the frozen
+    layer's output x W^T plus the low-rank path x A^T B^T scaled by alpha / rank. W is
+    (out, in), A is (rank, in), B is (out, rank), and x is (..., in). The check compares it
+    with `course_lib.lora.LoRALinear`'s forward pass, on the same weights.
+
+        def lora_forward(x, W, A, B, alpha, rank):
+            ...  # return a (..., out) tensor
+
+        check_lora_forward(lora_forward)
+
+    Solution:
+
+        def lora_forward(x, W, A, B, alpha, rank):
+            # x @ A.T is only rank numbers per token: the update never builds an out x in matrix.
+            return x @ W.T + (alpha / rank) * (x @ A.T @ B.T)
+
+        check_lora_forward(lora_forward)
+    """
+    if not callable(fn):
+        return wrong(f"Give a function (def lora_forward(x, W, A, B, alpha, rank): ...), "
+                     f"not {shown(fn)}.")
+    g = torch.Generator().manual_seed(9)
+    for x_shape, d_out, rank, alpha in (((4, 12), 10, 3, 6.0), ((2, 5, 12), 7, 2, 16.0)):
+        layer = _lora_layer(g, x_shape[-1], d_out, rank, alpha)
+        x = torch.randn(x_shape, generator=g)
+        W, A, B = (t.detach().clone() for t in (layer.base.weight, layer.lora_A, layer.lora_B))
+        on = f"on x of shape {x_shape}, rank {rank}, alpha {alpha:g}"
+        out, failed = call_learner(fn, x.clone(), W.clone(), A.clone(), B.clone(), alpha, rank)
+        if failed is not None:  # a wrong Feedback is falsy
+            fit = (" W is (out, in), A (rank, in), B (out, rank): x @ W.T, then x @ A.T @ B.T."
+                   if "shape" in failed.message or "size" in failed.message else "")
+            return wrong(f"{failed.message} ({on}).{fit}")
+        if out is None:
+            return wrong("Your lora_forward returns None: return the layer's output.")
+        if isinstance(out, np.ndarray) and out.dtype.kind == "f":
+            out = torch.from_numpy(out)
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            return wrong(f"Return a float tensor (the layer's output), not {shown(out)}.")
+        with torch.no_grad():
+            expected = layer(x)
+        if out.shape != expected.shape:
+            return wrong(f"The output has shape {tuple(expected.shape)}, x's with the last "
+                         f"axis turned into out = {d_out} features; yours has "
+                         f"{tuple(out.shape)} ({on}).")
+        out = out.detach().to("cpu", torch.float32)
+        close = functools.partial(torch.allclose, out, atol=1e-4, rtol=1e-4)
+        if close(expected):
+            continue
+        base, low = x @ W.T, x @ A.T @ B.T
+        slips = [
+            (base + low, "You left out the scaling: multiply the low-rank path by alpha / rank."),
+            (base + (rank / alpha) * low, "The scale is upside down: alpha / rank."),
+            ((alpha / rank) * low, "That is the low-rank path alone: add the frozen layer's "
+                                   "x @ W.T."),
+            (base, "That is the frozen layer alone: add (alpha / rank) * x @ A.T @ B.T."),
+            (base + alpha * low, "Divide alpha by the rank: the scale is alpha / rank."),
+        ]
+        why = next((w for slip, w in slips if close(slip)),
+                   "Compute x @ W.T + (alpha / rank) * (x @ A.T @ B.T).")
+        return wrong(f"Your output differs from LoRALinear's by up to "
+                     f"{(out - expected).abs().max():.3g} ({on}). {why}")
+    return right("Your lora_forward equals LoRALinear's forward: the frozen W plus a detour "
+                 "through rank numbers per token, scaled by alpha / rank. Merging W + "
+                 "(alpha / rank) B A would give the same outputs with no extra work.")

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import math
 
+import torch
+
+from course_lib.model import GPT, GPTConfig
 from widgets.feedback import (
     A_NUMBER,
     Feedback,
     as_ints,
+    as_number,
+    call_learner,
     exercise,
     right,
+    shown,
     wrong,
 )
 
@@ -94,3 +100,120 @@ def check_first_adam_step(my_answer: float) -> Feedback:
     return wrong("Work through one step: m = (1 - beta1) g, v = (1 - beta2) g^2, then bias "
                  "correction divides by (1 - beta1) and (1 - beta2), and the step is "
                  "lr * m_hat / (sqrt(v_hat) + eps).")
+
+
+# ----- Exercise 4 (code): one training step ---------------------------------------------------
+
+STEP_CONFIG = GPTConfig(vocab_size=48, block_size=16, n_layer=2, n_head=2, n_embd=32)
+STEP_LR = 1e-3
+# A right step that computes the loss with F.cross_entropy instead of the model's own lands
+# about 1e-6 away: AdamW divides each gradient by its size, so the last-bit differences of
+# near-zero gradients grow to lr-sized ones. A slip (old gradients kept) moves them by ~1e-3.
+STEP_TOLERANCE = 1e-5
+
+
+def _step_setup() -> tuple[GPT, torch.optim.Optimizer, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """A fresh small GPT (the same weights every time), its AdamW, and two batches."""
+    with torch.random.fork_rng():  # leave the learner's own random state alone
+        torch.manual_seed(7)
+        model = GPT(STEP_CONFIG).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=STEP_LR)
+    g = torch.Generator().manual_seed(7)
+    batches = [(torch.randint(0, STEP_CONFIG.vocab_size, (4, 8), generator=g),
+                torch.randint(0, STEP_CONFIG.vocab_size, (4, 8), generator=g)) for _ in range(2)]
+    return model, optimizer, batches
+
+
+def _reference_steps(zero_grad: bool = True) -> tuple[list[float], list[list[torch.Tensor]]]:
+    """The losses and the weights after each of the two steps, done the right way (or without
+    zeroing the gradients, the slip to recognise)."""
+    model, optimizer, batches = _step_setup()
+    losses, weights = [], []
+    for x, y in batches:
+        if zero_grad:
+            optimizer.zero_grad()
+        _, loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        weights.append([p.detach().clone() for p in model.parameters()])
+    return losses, weights
+
+
+def _max_gap(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((p - q).abs().max()) for p, q in zip(a, b, strict=True))
+
+
+@exercise("Replace None with your function training_step(model, optimizer, x, y).")
+def check_training_step(fn: object) -> Feedback:
+    """Exercise 4: fn(model, optimizer, x, y) does one step and returns the loss as a float.
+
+    Exercise text to paste:
+
+    Write `training_step(model, optimizer, x, y)`: clear the old gradients, run the model on
+    the inputs x with targets y (it returns logits and the loss), backpropagate, let the
+    optimizer update the weights, and return the loss as a Python float. The check gives your
+    function a fresh small GPT and its AdamW for two steps in a row, and compares the losses
+    and the weights with a step it does itself.
+
+        def training_step(model, optimizer, x, y):
+            ...  # return the loss as a float
+
+        check_training_step(training_step)
+
+    Solution:
+
+        def training_step(model, optimizer, x, y):
+            optimizer.zero_grad()      # gradients add up: clear the last step's
+            logits, loss = model(x, y)
+            loss.backward()            # a gradient for every weight
+            optimizer.step()           # move the weights against it
+            return loss.item()
+
+        check_training_step(training_step)
+    """
+    if not callable(fn):
+        return wrong(f"Give a function (def training_step(model, optimizer, x, y): ...), "
+                     f"not {shown(fn)}.")
+    model, optimizer, batches = _step_setup()
+    losses, weights = _reference_steps()
+    start = [p.detach().clone() for p in model.parameters()]
+    for step, (x, y) in enumerate(batches):
+        out, failed = call_learner(fn, model, optimizer, x.clone(), y.clone())
+        if failed is not None:  # a wrong Feedback is falsy
+            return wrong(f"{failed.message} (on step {step + 1}).")
+        if out is None:
+            return wrong("Your function returns None: return the loss as a float, loss.item().")
+        loss = as_number(out)
+        if loss is None:
+            return wrong(f"Return the loss as one number (loss.item()), got {shown(out)}.")
+        now = [p.detach() for p in model.parameters()]
+        if len(now) != len(start) or any(p.shape != q.shape for p, q in zip(now, start,
+                                                                          strict=False)):
+            return wrong("The model's weights changed shape: the step should only change "
+                         "their values.")
+        if step == 0 and _max_gap(now, start) == 0:
+            no_grads = all(p.grad is None or not p.grad.any() for p in model.parameters())
+            return wrong("The weights did not move. " + (
+                "No gradients are left on them either: call loss.backward(), then "
+                "optimizer.step(); zero the gradients before the forward pass, not in "
+                "between." if no_grads else
+                "Call optimizer.step() after loss.backward(): the step uses the gradients "
+                "that backward has just computed."))
+        gap = _max_gap(now, weights[step])
+        if gap > STEP_TOLERANCE:
+            if step == 1 and _max_gap(now, _reference_steps(zero_grad=False)[1][1]) <= \
+                    STEP_TOLERANCE:
+                return wrong("The first step is right, the second is not: the gradients of "
+                             "step 1 were added to those of step 2. Call "
+                             "optimizer.zero_grad() at the start of every step.")
+            return wrong(f"After step {step + 1} the weights differ from the check's own step "
+                         f"by up to {gap:.3g}. Do zero_grad, forward with targets, backward and "
+                         "step, in that order, once each.")
+        if abs(loss - losses[step]) > STEP_TOLERANCE:
+            return wrong(f"The weights are right, but on step {step + 1} you return "
+                         f"{loss:.6f} and the loss was {losses[step]:.6f}: return the loss of "
+                         "the forward pass, loss.item().")
+    return right(f"Two steps, the same weights and losses as the check's own ({losses[0]:.4f}, "
+                 f"then {losses[1]:.4f}): zero_grad, forward, backward, step. Gradients add up "
+                 "in .grad, which is why each step clears them first.")
