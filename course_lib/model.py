@@ -274,6 +274,8 @@ class GPT(nn.Module):
             )
         if torch.compiler.is_compiling():
             return  # reading values out of the tensor would break the compiled graph
+        if self.training and idx.device.type != "cpu":
+            return  # reading values would wait for the GPU every step; train() checks its data once
         lo, hi = torch.aminmax(idx)
         lo, hi = int(lo), int(hi)
         if lo < 0 or hi >= self.config.vocab_size:
