@@ -1,4 +1,5 @@
-"""Checks for lesson 2's exercises: the embedding table's size, search by meaning, a query."""
+"""Checks for lesson 2's exercises: the embedding table's size, search by meaning, a query,
+cosine similarity (code)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Checks for lesson 10's exercises: perplexity and bits per character by hand, and a text that
-scores better than Shakespeare."""
+scores better than Shakespeare; a continuation's log-probability (code)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Checks for lesson 5's exercises: head shapes, attention parameters, a head's job."""
+"""Checks for lesson 5's exercises: head shapes, attention parameters, a head's job,
+splitting into heads (code)."""
 
 from __future__ import annotations
 

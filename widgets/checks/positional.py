@@ -1,4 +1,4 @@
-"""Exercise checks for lesson 3, positional encoding."""
+"""Exercise checks for lesson 3, positional encoding (the last one runs the learner's table)."""
 
 from __future__ import annotations
 

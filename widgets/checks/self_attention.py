@@ -1,4 +1,4 @@
-"""Exercise checks for lesson 4, self-attention."""
+"""Exercise checks for lesson 4, self-attention (the last one runs the learner's attention)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Checks for lesson 1's exercises: digit groups, the first BPE merge, the leading space."""
+"""Checks for lesson 1's exercises: digit groups, the first BPE merge, the leading space,
+encode with merges (code)."""
 
 from __future__ import annotations
 

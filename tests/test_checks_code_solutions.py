@@ -1,0 +1,71 @@
+"""The worked solution in each code-writing check's docstring (the text the lessons paste) runs
+and is marked right, and the stub it gives the learner is not."""
+
+import inspect
+import math
+import textwrap
+from itertools import pairwise
+
+import pytest
+import regex
+import torch
+
+from course_lib.tokenization import GPT4_SPLIT_PATTERN
+from widgets.checks import (
+    decoding,
+    embeddings,
+    evaluation,
+    fine_tuning,
+    multi_head,
+    positional,
+    self_attention,
+    tokenization,
+    training,
+)
+
+CODE_CHECKS = [
+    tokenization.check_encode,
+    embeddings.check_cosine_similarity,
+    positional.check_sinusoidal,
+    self_attention.check_causal_attention,
+    multi_head.check_split_heads,
+    training.check_training_step,
+    decoding.check_top_p,
+    fine_tuning.check_lora_forward,
+    evaluation.check_continuation_logprob,
+]
+
+
+def _lesson_merge(ids, pair, new_id):
+    """Lesson 1's merge(ids, pair, new_id), which the encode exercise builds on."""
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def _blocks(check) -> tuple[str, str]:
+    """(the stub, the solution) of a check's docstring, as code."""
+    task, solution = inspect.getdoc(check).split("Solution:")
+    stub = task[task.rindex("\n    def "):]
+    return textwrap.dedent(stub), textwrap.dedent(solution)
+
+
+@pytest.mark.parametrize("check", CODE_CHECKS, ids=lambda c: c.__name__)
+def test_the_worked_solution_is_right_and_the_stub_is_not(check):
+    stub, solution = _blocks(check)
+    for code, ok in ((solution, True), (stub, False)):
+        assert code.strip().startswith("def ") and f"\n{check.__name__}(" in code
+        names = {"torch": torch, "math": math, "regex": regex, "pairwise": pairwise,
+                 "GPT4_SPLIT_PATTERN": GPT4_SPLIT_PATTERN, "merge": _lesson_merge,
+                 check.__name__: check}
+        exec(code.replace(f"\n{check.__name__}(", f"\n_result = {check.__name__}("), names)
+        fb = names["_result"]
+        assert fb.ok == ok, fb.message
+        if not ok:  # the stub's body is ..., so the function returns None
+            assert "None" in fb.message, fb.message
