@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from course_lib.model import GPT, GPTConfig, eval_mode
 from widgets.checks.training import (
     ADAM_BETAS,
     ADAM_GRAD,
@@ -40,6 +41,21 @@ def test_check_initial_loss():
     assert "2048" in check_initial_loss(math.log(2048)).message
     assert not check_initial_loss(1.0)
     assert not check_initial_loss("10.8")
+
+
+def test_check_initial_loss_accepts_a_measured_fresh_gpt2_small_width():
+    # What a learner measures: a fresh model of GPT-2-small width and vocabulary, one layer to
+    # keep it quick; its logits spread with sigma = 0.02 * sqrt(768), so ln V + sigma^2 / 2.
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50257, block_size=32, n_layer=1, n_head=12, n_embd=768))
+    x = torch.randint(0, 50257, (4, 32))
+    with eval_mode(model):
+        loss = model(x, torch.roll(x, -1, dims=1))[1].item()
+    assert 10.9 < loss < 11.05  # about 10.97, above ln V = 10.825
+    assert check_initial_loss(loss)
+    assert check_initial_loss(10.97)
+    assert not check_initial_loss(11.5)
+    assert not check_initial_loss(10.7)
 
 
 def test_check_first_adam_step_agrees_with_torch():
