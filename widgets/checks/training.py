@@ -3,6 +3,7 @@ one training step (code)."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -129,6 +130,7 @@ def _step_setup() -> tuple[GPT, torch.optim.Optimizer, list[tuple[torch.Tensor, 
     return model, optimizer, batches
 
 
+@functools.cache  # the same every time; only read, never changed
 def _reference_steps(zero_grad: bool = True) -> tuple[list[float], list[list[torch.Tensor]]]:
     """The losses and the weights after each of the two steps, done the right way (or without
     zeroing the gradients, the slip to recognise)."""
