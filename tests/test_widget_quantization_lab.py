@@ -59,3 +59,12 @@ def test_shipped_model():
     assert lab.matrix.value == "transformer.h.0.attn.c_attn.weight"
     assert lab.summary["bits_per_char"] > lab._float["bits_per_char"]
     assert lab._float["nbytes"] > 6 * lab.summary["nbytes"]
+
+
+def test_the_figure_does_not_ship_plotly_js(small_model):
+    from widgets.figure import FigureWidget
+
+    lab = QuantizationLab(small_model)
+    assert isinstance(lab.figure, FigureWidget)
+    # plotly's own FigureWidget sends its 5 MB bundle as the front end; ours sends a stub
+    assert len(lab.figure._esm) < 5000

@@ -8,6 +8,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from course_lib.quantize import quantization_summary
+from widgets.figure import FigureWidget
 
 GROUP_CHOICES = (("16", 16), ("32", 32), ("64", 64), ("whole row", None))
 
@@ -39,7 +40,7 @@ class QuantizationLab(widgets.VBox):
         self.message = widgets.HTML()
         self.table = widgets.HTML()
         self.summary: dict = {}
-        self.figure = go.FigureWidget(
+        self.figure = FigureWidget(
             data=[go.Histogram(x=[], nbinsx=80, marker_color="#1f77b4")],
             layout=go.Layout(height=320, width=700, margin=dict(l=60, r=20, t=40, b=50),
                              xaxis=dict(title="dequantized weight - float weight"),
