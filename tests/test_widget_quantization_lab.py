@@ -64,7 +64,8 @@ def test_shipped_model():
 def test_the_figure_does_not_ship_plotly_js(small_model):
     from widgets.figure import FigureWidget
 
-    lab = QuantizationLab(small_model)
+    lab = QuantizationLab(small_model, Chars(), TEXT, bits=8, group_size=None,
+                          matrix="transformer.h.0.mlp.c_fc.weight")
     assert isinstance(lab.figure, FigureWidget)
     # plotly's own FigureWidget sends its 5 MB bundle as the front end; ours sends a stub
     assert len(lab.figure._esm) < 5000
