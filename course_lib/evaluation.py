@@ -20,16 +20,28 @@ def _one_sequence(model: GPT, ids) -> torch.Tensor:
     return ids[0]
 
 
-def token_nll(model: GPT, ids, batch_size: int = 16) -> torch.Tensor:
+def token_nll(model: GPT, ids, batch_size: int = 16, stride: int | None = None) -> torch.Tensor:
     """Negative log-likelihood in nats of every token after the first, given the ones before.
 
     Long texts are cut into windows of block_size + 1 tokens that overlap by one token, so
-    every token is predicted exactly once.
+    every token is predicted exactly once. stride (1 to block_size) slides the window by that
+    many tokens instead, scoring in each window only the tokens not scored before: every token
+    but the first few then has at least block_size - stride tokens of context, which lowers
+    the loss (stride = block_size is the default, non-overlapping protocol).
     """
     ids = _one_sequence(model, ids)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     block = model.config.block_size
-    windows = [ids[s : s + block + 1] for s in range(0, len(ids) - 1, block)]
+    stride = block if stride is None else check_int("stride", stride, minimum=1, maximum=block)
+    windows, first_new = [], []  # each window's tokens, and where its unscored targets start
+    scored = 0  # targets ids[1..scored] are scored already
+    for s in range(0, len(ids) - 1, stride):
+        w = ids[s : s + block + 1]
+        windows.append(w)
+        first_new.append(scored - s)
+        scored = s + len(w) - 1
+        if scored >= len(ids) - 1:
+            break
     out = []
     with eval_mode(model):
         for i in range(0, len(windows), batch_size):
@@ -42,17 +54,17 @@ def token_nll(model: GPT, ids, batch_size: int = 16) -> torch.Tensor:
             logits, _ = model(x.to(model.device))
             logp = torch.log_softmax(logits.float(), dim=-1).cpu()
             nll = -logp.gather(-1, y.clamp(min=0)[..., None])[..., 0]
-            out += [nll[j, : len(w) - 1] for j, w in enumerate(group)]
+            out += [nll[j, first_new[i + j] : len(w) - 1] for j, w in enumerate(group)]
     return torch.cat(out)
 
 
-def mean_loss(model: GPT, ids) -> float:
+def mean_loss(model: GPT, ids, stride: int | None = None) -> float:
     """Mean negative log-likelihood per token of a sequence of ids, in nats: the training loss.
 
     (model.cross_entropy is the function of logits and targets that the model trains with;
-    this one runs the model over a whole text.)
+    this one runs the model over a whole text.) stride: see token_nll.
     """
-    return token_nll(model, ids).mean().item()
+    return token_nll(model, ids, stride=stride).mean().item()
 
 
 cross_entropy = mean_loss  # the name lessons 7 and 10 use
@@ -68,13 +80,13 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text)
 
 
-def bits_per_char(model: GPT, tokenizer, text: str) -> float:
+def bits_per_char(model: GPT, tokenizer, text: str, stride: int | None = None) -> float:
     """Total information of the text under the model, in bits, per character of the text.
 
     The first token is given as context; the characters it covers are not counted, so the
-    figure compares fairly across tokenizers.
+    figure compares fairly across tokenizers. stride: the window protocol (see token_nll).
     """
-    return score_text(model, tokenizer, text)["bits_per_char"]
+    return score_text(model, tokenizer, text, stride=stride)["bits_per_char"]
 
 
 def surprisal(model: GPT, tokenizer, text: str) -> list[tuple[str, float | None]]:
@@ -87,16 +99,19 @@ def surprisal(model: GPT, tokenizer, text: str) -> list[tuple[str, float | None]
     return [(pieces[0], None)] + list(zip(pieces[1:], bits, strict=True))
 
 
-def score_text(model: GPT, tokenizer, text: str) -> dict[str, float | int]:
+def score_text(
+    model: GPT, tokenizer, text: str, stride: int | None = None
+) -> dict[str, float | int]:
     """Every figure of this module for one text, from one pass over it.
 
     tokens and chars count what is scored: every token after the first, and the characters
     those tokens cover, so bits_per_char equals bits_per_char(model, tokenizer, text).
+    stride: the window protocol (see token_nll); None is non-overlapping windows.
     """
     ids = _encode(tokenizer, text)
     if len(ids) < 2:
         raise ValueError(f"text must encode to at least 2 tokens, got {len(ids)}: {text!r:.60}")
-    nll = token_nll(model, ids)
+    nll = token_nll(model, ids, stride=stride)
     total_nats = nll.sum().item()
     n_chars = len(text) - len(tokenizer.decode(ids[:1]))
     return {
@@ -133,3 +148,185 @@ def surprisal_summary(
         "perplexity": 2 ** (total / len(scored)),
         "bits_per_char": total / chars if chars > 0 else None,
     }
+
+
+# ----- multiple choice (HellaSwag-style) and bootstrap intervals ------------------------------
+
+import bisect  # noqa: E402
+import random  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from course_lib.validation import check_float, check_seed  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    """One multiple-choice question: which of choices continues context? answer is its index."""
+
+    context: str
+    choices: tuple[str, ...]
+    answer: int
+
+
+def next_line_choices(
+    text: str, n_items: int = 200, n_choices: int = 4, context_lines: int = 4, seed: int = 0
+) -> list[ChoiceItem]:
+    """HellaSwag-style questions from a play text: the true next line of a speech against
+    n_choices - 1 real lines of similar length from elsewhere in the text.
+
+    text is plain "SPEAKER:\\nline\\nline\\n\\n..." (course_lib.data). The context is the
+    speaker and up to context_lines lines before the answer within one speech; answers and
+    distractors have at least 20 characters, distractors within a few characters of the
+    answer's length, so neither style nor length gives the answer away. The same arguments
+    always give the same items.
+    """
+    check_str("text", text)
+    n_items = check_int("n_items", n_items, minimum=1)
+    n_choices = check_int("n_choices", n_choices, minimum=2, maximum=10)
+    context_lines = check_int("context_lines", context_lines, minimum=1)
+    seed = check_seed("seed", seed)
+    speeches = [s.split("\n") for s in text.strip().split("\n\n")]
+    slots = [(i, j) for i, s in enumerate(speeches) for j in range(2, len(s))]
+    pool = sorted({line for s in speeches for line in s[1:] if len(line) >= 20},
+                  key=lambda line: (len(line), line))
+    lengths = [len(line) for line in pool]
+    rng = random.Random(seed)
+    rng.shuffle(slots)
+    items = []
+    for i, j in slots:
+        speech, answer = speeches[i], speeches[i][j]
+        if len(answer) < 20:
+            continue
+        at = bisect.bisect_left(lengths, len(answer))
+        near = [x for x in pool[max(0, at - 40) : at + 40] if x != answer]
+        if len(near) < n_choices - 1:
+            continue
+        distractors = rng.sample(near, n_choices - 1)
+        pos = rng.randrange(n_choices)
+        choices = tuple(distractors[:pos] + [answer] + distractors[pos:])
+        context = speech[0] + "\n" + "\n".join(speech[max(1, j - context_lines) : j]) + "\n"
+        items.append(ChoiceItem(context, choices, pos))
+        if len(items) == n_items:
+            return items
+    raise ValueError(f"the text holds only {len(items)} usable questions, asked for {n_items}")
+
+
+def choice_logprobs(
+    model: GPT, tokenizer, items: list[ChoiceItem], batch_size: int = 64
+) -> torch.Tensor:
+    """(items, choices) total log-probability (nats) of each choice + "\\n" after its context.
+
+    Every (item, choice) pair is one row; rows are right-padded and scored batch_size at a
+    time (a causal model's padding on the right changes nothing before it). A context longer
+    than the window keeps its end.
+    """
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    if not items or not all(isinstance(it, ChoiceItem) for it in items):
+        raise TypeError("items must be a non-empty list of ChoiceItem (next_line_choices)")
+    n_choices = len(items[0].choices)
+    if any(len(it.choices) != n_choices for it in items):
+        raise ValueError("every item must have the same number of choices")
+    block = model.config.block_size
+    rows, spans = [], []
+    for it in items:
+        ctx = tokenizer.encode(it.context)
+        for choice in it.choices:
+            cont = tokenizer.encode(choice + "\n")
+            rows.append((ctx + cont)[-(block + 1) :])
+            spans.append(len(cont))
+    totals = []
+    with eval_mode(model):
+        for b in range(0, len(rows), batch_size):
+            group, group_spans = rows[b : b + batch_size], spans[b : b + batch_size]
+            width = max(len(r) for r in group) - 1
+            x = torch.zeros(len(group), width, dtype=torch.long)
+            y = torch.full((len(group), width), -1, dtype=torch.long)
+            for r, (ids, span) in enumerate(zip(group, group_spans, strict=True)):
+                n = len(ids) - 1
+                x[r, :n] = torch.tensor(ids[:-1])
+                y[r, n - span : n] = torch.tensor(ids[-span:])  # only the choice is scored
+            logits, _ = model(x.to(model.device))
+            logp = torch.log_softmax(logits.float(), -1).cpu()
+            picked = logp.gather(-1, y.clamp(min=0)[..., None])[..., 0] * (y >= 0)
+            totals.append(picked.sum(-1))
+    return torch.cat(totals).view(len(items), n_choices)
+
+
+def score_choices(model: GPT, tokenizer, items: list[ChoiceItem], batch_size: int = 64) -> dict:
+    """Multiple-choice accuracy the way HellaSwag is scored.
+
+    accuracy: the choice with the highest total log-probability is right; accuracy_norm: the
+    highest log-probability per character (lm-evaluation-harness's acc_norm), which does not
+    favour short choices. Also correct and correct_norm (one bool per item, for
+    bootstrap_interval) and logprobs (items, choices). Chance is 1 / choices.
+    """
+    logprobs = choice_logprobs(model, tokenizer, items, batch_size)
+    answers = torch.tensor([it.answer for it in items])
+    chars = torch.tensor([[len(c) + 1 for c in it.choices] for it in items], dtype=torch.float)
+    correct = logprobs.argmax(-1) == answers
+    correct_norm = (logprobs / chars).argmax(-1) == answers
+    return {
+        "accuracy": correct.float().mean().item(),
+        "accuracy_norm": correct_norm.float().mean().item(),
+        "chance": 1 / logprobs.shape[1],
+        "correct": correct.tolist(),
+        "correct_norm": correct_norm.tolist(),
+        "logprobs": logprobs,
+    }
+
+
+def _resample_stats(values, weights, n_resamples: int, seed: int) -> tuple[torch.Tensor, ...]:
+    v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    if v.numel() < 2:
+        raise ValueError(f"values must hold at least 2 numbers, got {v.numel()}")
+    w = torch.ones_like(v) if weights is None else torch.as_tensor(
+        weights, dtype=torch.float64).reshape(-1)
+    if w.shape != v.shape:
+        raise ValueError(f"weights must match values: {w.numel()} against {v.numel()}")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(v), (n_resamples, len(v)), generator=g)
+    return v, w, idx
+
+
+def bootstrap_interval(
+    values, weights=None, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of sum(values) / sum(weights) (the mean without weights).
+
+    The items are resampled with replacement n_resamples times; the interval holds the middle
+    confidence of the statistic. Per-item accuracies (0/1) give an accuracy's interval; per-line
+    bits with each line's characters as weights give bits per character's.
+    """
+    n_resamples = check_int("n_resamples", n_resamples, minimum=10)
+    confidence = check_float("confidence", confidence, minimum=0.0, maximum=1.0,
+                             min_inclusive=False, max_inclusive=False)
+    seed = check_int("seed", seed, minimum=0)
+    v, w, idx = _resample_stats(values, weights, n_resamples, seed)
+    stats = v[idx].sum(1) / w[idx].sum(1)
+    a = (1 - confidence) / 2
+    return float(stats.quantile(a)), float(stats.quantile(1 - a))
+
+
+def paired_bootstrap_interval(
+    values_a, values_b, weights=None, n_resamples: int = 2000, confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap interval of the difference A - B of two models scored on the same items.
+
+    Each resample draws the same items for both, so what the items share (a hard line is hard
+    for both) cancels: far narrower than two separate intervals. If it excludes 0, the
+    difference is unlikely to be an accident of which items were drawn.
+    """
+    a = torch.as_tensor(values_a, dtype=torch.float64).reshape(-1)
+    b = torch.as_tensor(values_b, dtype=torch.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"values_a and values_b must score the same items: {a.numel()} "
+                         f"against {b.numel()}")
+    n_resamples = check_int("n_resamples", n_resamples, minimum=10)
+    confidence = check_float("confidence", confidence, minimum=0.0, maximum=1.0,
+                             min_inclusive=False, max_inclusive=False)
+    seed = check_int("seed", seed, minimum=0)
+    d, w, idx = _resample_stats(a - b, weights, n_resamples, seed)
+    stats = d[idx].sum(1) / w[idx].sum(1)
+    q = (1 - confidence) / 2
+    return float(stats.quantile(q)), float(stats.quantile(1 - q))

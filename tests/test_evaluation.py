@@ -220,3 +220,134 @@ def test_surprisal_summary_matches_score_text():
     for key in ("tokens", "chars", "total_bits", "bits_per_token", "perplexity", "bits_per_char"):
         assert summary[key] == pytest.approx(score[key], rel=1e-5), key
     assert surprisal_summary([("a", None)], "a") is None
+
+
+# ----- sliding windows, multiple choice, bootstrap (issue 14) --------------------------------
+
+
+def test_sliding_window_with_stride_block_is_the_default_and_stride_one_is_full_context(
+        small_model):
+    torch.manual_seed(3)
+    ids = torch.randint(0, 97, (90,))
+    default = token_nll(small_model, ids)
+    assert torch.equal(token_nll(small_model, ids, stride=32), default)
+    for stride in (1, 7, 16):
+        nll = token_nll(small_model, ids, stride=stride)
+        assert nll.shape == default.shape  # every token scored exactly once
+        assert torch.allclose(nll[:32], default[:32])  # the first window is the same
+    nll = token_nll(small_model, ids, stride=1)
+    with torch.no_grad():
+        for t in (33, 50, 89):  # token t with the full window of 32 tokens before it
+            logits, _ = small_model(ids[t - 32 : t][None])
+            want = -torch.log_softmax(logits[0, -1], -1)[ids[t]]
+            assert nll[t - 1].item() == pytest.approx(want.item(), abs=1e-5)
+    # mean_loss passes stride on
+    assert mean_loss(small_model, ids, stride=32) == pytest.approx(default.mean().item())
+    with pytest.raises(ValueError, match="stride"):
+        token_nll(small_model, ids, stride=33)
+    with pytest.raises(ValueError, match="stride"):
+        score_text(small_model, Chars(), "abc def ghi", stride=0)
+
+
+def _play_text():
+    lines = [f"line number {i} of the speech, long enough" for i in range(200)]
+    speeches = []
+    for s in range(20):
+        speeches.append("\n".join([f"SPEAKER{s % 3}:"] + lines[s * 10 : s * 10 + 10]))
+    return "\n\n".join(speeches) + "\n"
+
+
+def test_next_line_choices_are_deterministic_real_next_lines():
+    from course_lib.data import load_corpus
+    from course_lib.evaluation import next_line_choices
+
+    text = load_corpus("val")
+    items = next_line_choices(text, 60, seed=1)
+    assert items == next_line_choices(text, 60, seed=1)
+    assert items != next_line_choices(text, 60, seed=2)
+    assert len(items) == 60 and all(len(it.choices) == 4 for it in items)
+    answers = [it.answer for it in items]
+    assert set(answers) == {0, 1, 2, 3}  # the right answer is not always in one place
+    for it in items:
+        speaker, before = it.context.split("\n", 1)
+        assert speaker.endswith(":") and (before + it.choices[it.answer] + "\n") in text
+        assert len(set(it.choices)) == 4
+        for k, c in enumerate(it.choices):  # distractors are real lines, not the next one
+            assert ("\n" + c + "\n") in text
+            if k != it.answer:
+                assert (before + c + "\n") not in text
+    with pytest.raises(ValueError, match="usable questions"):
+        next_line_choices(_play_text(), 10_000)
+
+
+class CharsNL(Chars):
+    alphabet = Chars.alphabet + "\n:"
+
+
+def test_choice_logprobs_are_the_sum_by_hand_and_score_choices_picks_the_best(small_model):
+    from course_lib.evaluation import ChoiceItem, choice_logprobs, score_choices
+
+    tok = CharsNL()
+    items = [ChoiceItem("the cat sat on ", ("the mat.", "a hat.", "zzz."), 0),
+             ChoiceItem("hello ", ("world.", "there.", "you."), 2)]
+    got = choice_logprobs(small_model, tok, items, batch_size=2)  # rows split across batches
+    assert got.shape == (2, 3)
+    with torch.no_grad():
+        for i, it in enumerate(items):
+            ctx = tok.encode(it.context)
+            for j, c in enumerate(it.choices):
+                cont = tok.encode(c + "\n")
+                ids = torch.tensor(ctx + cont)
+                logits, _ = small_model(ids[:-1][None])
+                logp = torch.log_softmax(logits[0], -1)
+                want = sum(logp[len(ctx) - 1 + k, cont[k]].item() for k in range(len(cont)))
+                assert got[i, j].item() == pytest.approx(want, abs=1e-4)
+    r = score_choices(small_model, tok, items)
+    assert r["correct"] == [int(row.argmax()) == it.answer for row, it in zip(got, items,
+                                                                            strict=True)]
+    chars = torch.tensor([[len(c) + 1 for c in it.choices] for it in items])
+    assert r["correct_norm"] == [int(row.argmax()) == it.answer for row, it in
+                                 zip(got / chars, items, strict=True)]
+    assert r["accuracy"] == pytest.approx(sum(r["correct"]) / 2)
+    assert r["chance"] == pytest.approx(1 / 3)
+    with pytest.raises(TypeError, match="ChoiceItem"):
+        score_choices(small_model, tok, [])
+
+
+def test_shipped_model_beats_chance_on_the_held_out_benchmark():
+    from course_lib.data import load_corpus
+    from course_lib.evaluation import bootstrap_interval, next_line_choices, score_choices
+    from course_lib.pretrained import load_pretrained
+
+    model, tok = load_pretrained()
+    r = score_choices(model, tok, next_line_choices(load_corpus("val"), 100))
+    lo, hi = bootstrap_interval(r["correct"])
+    assert lo <= r["accuracy"] <= hi and r["accuracy"] > r["chance"]
+
+
+def test_bootstrap_interval_holds_the_mean_and_narrows_with_more_data():
+    from course_lib.evaluation import bootstrap_interval, paired_bootstrap_interval
+
+    g = torch.Generator().manual_seed(0)
+    small = (torch.rand(100, generator=g) < 0.4).float()
+    big = (torch.rand(2000, generator=g) < 0.4).float()
+    lo, hi = bootstrap_interval(small)
+    assert lo < small.mean().item() < hi
+    lo2, hi2 = bootstrap_interval(big)
+    assert lo2 < big.mean().item() < hi2 and hi2 - lo2 < (hi - lo) / 2
+    assert bootstrap_interval(small) == bootstrap_interval(small)  # seeded
+    # weighted: bits over characters
+    bits, chars = torch.rand(50, generator=g) * 100, torch.randint(20, 60, (50,), generator=g)
+    lo, hi = bootstrap_interval(bits, chars)
+    assert lo < (bits.sum() / chars.sum()).item() < hi
+    # paired: a constant gap is certain; separate intervals would overlap
+    a = torch.rand(200, generator=g)
+    lo, hi = paired_bootstrap_interval(a + 0.01, a)
+    assert lo == pytest.approx(0.01) and hi == pytest.approx(0.01)
+    assert bootstrap_interval(a + 0.01)[0] < bootstrap_interval(a)[1]
+    with pytest.raises(ValueError, match="same items"):
+        paired_bootstrap_interval(a, a[:10])
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_interval(small, confidence=1.0)
+    with pytest.raises(ValueError, match="weights"):
+        bootstrap_interval(small, weights=torch.ones(3))
