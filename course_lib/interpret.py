@@ -456,3 +456,34 @@ def model_trace(model: GPT, tokenizer, ids, k: int = 5) -> ModelTrace:
         top=top_of(probs),
         lens_top=[top_of(row) for row in lens],
     )
+
+
+# ----- induction heads ------------------------------------------------------------------------
+
+
+def induction_scores(
+    model: GPT, n_tokens: int = 50, n_sequences: int = 4, seed: int = 0
+) -> torch.Tensor:
+    """(n_layer, n_head) induction score of every head, between 0 and 1.
+
+    Each test sequence is n_tokens random token ids followed by the same ids again. An
+    induction head, at a token of the second copy, attends to the token that followed that
+    token's earlier occurrence (and so can copy it: "A B ... A -> B"). The score is the mean
+    attention weight from each position i of the second copy to position i - n_tokens + 1,
+    over n_sequences sequences; a head that spreads attention evenly scores about
+    1 / position, one that always looks there scores 1. Random tokens mean the head cannot
+    be using meaning or grammar, only the repetition.
+    """
+    n_tokens = check_int("n_tokens", n_tokens, minimum=2,
+                         maximum=model.config.block_size // 2)
+    n_sequences = check_int("n_sequences", n_sequences, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    g = torch.Generator().manual_seed(seed)
+    first = torch.randint(model.config.vocab_size, (n_sequences, n_tokens), generator=g)
+    idx = torch.cat([first, first], dim=1).to(model.device)
+    with eval_mode(model):
+        weights = model(idx, return_attention=True)[2]
+    maps = torch.stack(weights, dim=1).float().cpu()  # (batch, layer, head, T, T)
+    rows = torch.arange(n_tokens, 2 * n_tokens)
+    stripe = maps[..., rows, rows - n_tokens + 1]  # (batch, layer, head, n_tokens)
+    return stripe.mean(dim=(0, -1))
