@@ -176,3 +176,24 @@ def test_the_grid_sends_click_events(view):
     step = view._grid_T + view._gap
     view.select_head_at(1 * step + 1, 1 * step + 1)
     assert (view.layer.value, view.head.value, view.tabs.selected_index) == (1, 1, 0)
+
+
+def test_smollm2_every_head_of_30_layers(smollm2):
+    from course_lib.interpret import attention_and_probs
+
+    model, tok = smollm2
+    text = "The cat sat on the mat. The cat sat on the mat. The cat sat on the mat."
+    view = HeadExplorer(model, tok, text=text)
+    assert (view.layer.max, view.head.max) == (29, 8)
+    maps, _ = attention_and_probs(model, tok.encode(text))
+    view.layer.value, view.head.value = 20, 8
+    z = np.nan_to_num(np.array(view.heatmap.data[0].z, dtype=float))
+    assert np.allclose(z, maps[20, 8].numpy(), atol=5e-4)
+    # 270 heads: the grid keeps to about 100,000 cells by showing the last tokens only.
+    T = view._grid_T
+    assert T < len(view.ids)
+    grid = np.array(view.grid.data[0].z)
+    assert grid.shape == (30 * (T + 1) - 1, 9 * (T + 1) - 1) and grid.size <= 100_000
+    assert f"last {T} tokens" in view.grid.layout.title.text
+    view.select_head_at(x=3 * (T + 1) + 1, y=7 * (T + 1) + 1)
+    assert (view.layer.value, view.head.value) == (7, 3)

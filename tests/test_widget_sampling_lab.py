@@ -162,3 +162,17 @@ def test_entropy_is_never_shown_negative(lab):
 def test_nonsense_constructor_arguments_are_refused(lab, bad):
     with pytest.raises((ValueError, TypeError)):
         SamplingLab(lab.model, lab.tokenizer, **bad)
+
+
+def test_smollm2_with_its_49152_token_vocabulary(smollm2):
+    model, tok = smollm2
+    lab = SamplingLab(model, tok, prompt="The capital of France is", n_shown=20)
+    probs = next_token_probs(model, tok.encode("The capital of France is"))[0]
+    assert probs.shape == (49152,)
+    top = torch.topk(probs, 20)
+    assert lab.summary["ids"] == top.indices.tolist()
+    assert len(lab.figure.data[0].y) == 20  # bars for the top tokens only, not 49,152
+    lab.temperature.value = 0.0
+    assert lab.summary["kept"] == 1 and lab.figure.data[1].y[0] == 1.0
+    lab.temperature.value, lab.top_k.value = 1.0, 5
+    assert lab.summary["kept"] == 5

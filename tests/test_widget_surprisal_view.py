@@ -118,3 +118,15 @@ def test_no_text_raises_out_of_the_view(small_model, text):
 def test_nonsense_constructor_arguments_are_refused(small_model, bad):
     with pytest.raises((ValueError, TypeError)):
         SurprisalView(small_model, Chars(), **bad)
+
+
+def test_smollm2(smollm2):
+    model, tok = smollm2
+    view = SurprisalView(model, tok, text="The cat sat on the mat.")
+    before = view.html.value
+    text = "Paris is the capital of France."
+    view.text.value = text
+    assert view.rows == surprisal(model, tok, text)
+    assert "".join(p for p, _ in view.rows) == text
+    assert view.bits_per_char == pytest.approx(bits_per_char(model, tok, text))
+    assert view.html.value != before and view.message.value == ""

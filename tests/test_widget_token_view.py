@@ -130,3 +130,15 @@ def test_no_text_raises_out_of_the_view(tokenizers, text):
     view.text.value = text  # whatever a learner types or pastes: a message or tokens
     view.text.value = "hello again"
     assert view.pieces and view.message.value == ""
+
+
+def test_smollm2_tokenizer_with_its_large_vocabulary(smollm2):
+    _, tok = smollm2
+    view = TokenView({"SmolLM2": tok}, text="Hello world")
+    before = view.output.value
+    text = "The café serves 12 croissants 🥐 at <|im_start|>noon"
+    view.text.value = text
+    assert [p.id for p in view.pieces] == tok.encode(text)
+    assert b"".join(p.data for p in view.pieces) == text.encode()
+    assert view.counts["SmolLM2"] == len(tok.encode(text))
+    assert view.output.value != before and view.message.value == ""

@@ -34,6 +34,9 @@ _MARGIN = dict(l=60, r=20, t=40, b=60)
 _MASKED = "#e6e6e6"
 # More tick labels than this on one axis overlap: label every n-th token instead.
 _MAX_TICKS = 24
+# The most cells the "all heads" grid sends: SmolLM2's 270 heads at 48 tokens would be 650,000
+# (about 2 MB of JSON), for maps of a few pixels a cell. Past it, the grid shows fewer tokens.
+_GRID_CELLS = 100_000
 
 
 def _axis(labels: list[str], size: int = 9, **extra) -> dict:
@@ -115,11 +118,13 @@ class HeadExplorer(widgets.VBox):
             layout=go.Layout(height=500, width=430, margin=_MARGIN,
                              yaxis=dict(title="attention weight", rangemode="tozero")),
         )
+        tile = max(40, min(120, 2400 // self.n_layer))
         self.grid = go.Figure(
             # hoverinfo "none", not "skip": plotly sends no click events for a skipped trace.
             data=[go.Heatmap(z=[[0]], zmin=0, zmax=100, colorscale="Blues", showscale=False,
                              hoverinfo="none")],
-            layout=go.Layout(height=120 * self.n_layer + 60, width=110 * self.n_head + 80,
+            # A map 120 px square, smaller for a deep model, so that 30 layers fit a screen or two.
+            layout=go.Layout(height=tile * self.n_layer + 60, width=tile * self.n_head + 80,
                              margin=dict(l=70, r=10, t=40, b=20), plot_bgcolor="white",
                              title="every head (click one to explore it)"),
         )
@@ -229,7 +234,8 @@ class HeadExplorer(widgets.VBox):
 
     def _show_grid(self) -> None:
         # Past grid_tokens tokens a map would be smaller than a pixel a cell: show the end.
-        T = self._grid_T = min(len(self.ids), self.grid_tokens)
+        fit = max(2, math.isqrt(_GRID_CELLS // (self.n_layer * self.n_head)) - self._gap)
+        T = self._grid_T = min(len(self.ids), self.grid_tokens, fit)
         step = T + self._gap
         title = "every head (click one to explore it)"
         if T < len(self.ids):
