@@ -212,21 +212,28 @@ def next_line_choices(
 
 
 def choice_logprobs(
-    model: GPT, tokenizer, items: list[ChoiceItem], batch_size: int = 64
+    model: GPT, tokenizer, items: list[ChoiceItem], batch_size: int = 64,
+    share_context: bool = False,
 ) -> torch.Tensor:
     """(items, choices) total log-probability (nats) of each choice + "\\n" after its context.
 
     Every (item, choice) pair is one row; rows are right-padded and scored batch_size at a
     time (a causal model's padding on the right changes nothing before it). A context longer
-    than the window keeps its end.
+    than the window keeps its end. share_context=True runs each item's context once and its
+    choices on copies of that KV cache instead: the same numbers (up to float rounding) for
+    about half the work, which pays on a big model (SmolLM2) where batching does not.
     """
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    if not isinstance(share_context, bool):
+        raise TypeError(f"share_context must be True or False, got {share_context!r}")
     if not items or not all(isinstance(it, ChoiceItem) for it in items):
         raise TypeError("items must be a non-empty list of ChoiceItem (next_line_choices)")
     n_choices = len(items[0].choices)
     if any(len(it.choices) != n_choices for it in items):
         raise ValueError("every item must have the same number of choices")
     block = model.config.block_size
+    if share_context:
+        return torch.stack([_shared_context_logprobs(model, tokenizer, it) for it in items])
     rows, spans = [], []
     for it in items:
         ctx = tokenizer.encode(it.context)
@@ -252,7 +259,35 @@ def choice_logprobs(
     return torch.cat(totals).view(len(items), n_choices)
 
 
-def score_choices(model: GPT, tokenizer, items: list[ChoiceItem], batch_size: int = 64) -> dict:
+@torch.no_grad()
+def _shared_context_logprobs(model: GPT, tokenizer, item: ChoiceItem) -> torch.Tensor:
+    """One item's choice log-probabilities: the context once, then every choice on its cache."""
+    conts = [tokenizer.encode(c + "\n") for c in item.choices]
+    width = max(len(c) for c in conts)
+    ctx = tokenizer.encode(item.context)[-(model.config.block_size - width + 1) :]
+    with eval_mode(model):
+        cache = model.new_cache()
+        first = model(torch.tensor([ctx], device=model.device), kv_cache=cache)[0][0, -1]
+        first = torch.log_softmax(first.float(), -1).cpu()
+        totals = torch.tensor([first[c[0]].item() for c in conts], dtype=torch.float64)
+        if width > 1:
+            cache.reorder(torch.zeros(len(conts), dtype=torch.long))
+            x = torch.zeros(len(conts), width - 1, dtype=torch.long)
+            y = torch.full((len(conts), width - 1), -1, dtype=torch.long)
+            for r, c in enumerate(conts):
+                x[r, : len(c) - 1] = torch.tensor(c[:-1])
+                y[r, : len(c) - 1] = torch.tensor(c[1:])
+            logits = model(x.to(model.device), kv_cache=cache)[0]
+            logp = torch.log_softmax(logits.float(), -1).cpu()
+            picked = logp.gather(-1, y.clamp(min=0)[..., None])[..., 0] * (y >= 0)
+            totals += picked.sum(-1).double()
+    return totals.float()
+
+
+def score_choices(
+    model: GPT, tokenizer, items: list[ChoiceItem], batch_size: int = 64,
+    share_context: bool = False,
+) -> dict:
     """Multiple-choice accuracy the way HellaSwag is scored.
 
     accuracy: the choice with the highest total log-probability is right; accuracy_norm: the
@@ -260,7 +295,7 @@ def score_choices(model: GPT, tokenizer, items: list[ChoiceItem], batch_size: in
     favour short choices. Also correct and correct_norm (one bool per item, for
     bootstrap_interval) and logprobs (items, choices). Chance is 1 / choices.
     """
-    logprobs = choice_logprobs(model, tokenizer, items, batch_size)
+    logprobs = choice_logprobs(model, tokenizer, items, batch_size, share_context)
     answers = torch.tensor([it.answer for it in items])
     chars = torch.tensor([[len(c) + 1 for c in it.choices] for it in items], dtype=torch.float)
     correct = logprobs.argmax(-1) == answers

@@ -351,3 +351,16 @@ def test_bootstrap_interval_holds_the_mean_and_narrows_with_more_data():
         bootstrap_interval(small, confidence=1.0)
     with pytest.raises(ValueError, match="weights"):
         bootstrap_interval(small, weights=torch.ones(3))
+
+
+def test_shared_context_scoring_equals_row_scoring(small_model):
+    from course_lib.evaluation import ChoiceItem, choice_logprobs
+
+    tok = CharsNL()
+    items = [ChoiceItem("the cat sat on ", ("the mat.", "a", "zzz."), 0),
+             ChoiceItem("hello ", ("world.", "there.", "you."), 2)]
+    rows = choice_logprobs(small_model, tok, items)
+    shared = choice_logprobs(small_model, tok, items, share_context=True)
+    assert torch.allclose(rows, shared, atol=1e-4)
+    with pytest.raises(TypeError, match="share_context"):
+        choice_logprobs(small_model, tok, items, share_context="yes")
