@@ -319,6 +319,22 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
                     .flatMap(el => Array.from(el.data[0].hovertext || []))""")
             n = options.count(sentence)
             assert n == 1, f"the sentence was added {n} times"
+        if lesson.startswith("12"):
+            # A message typed into the shipped model's chat view and sent gets a whole reply.
+            view = page.locator(".chat-view").nth(1)
+            view.scroll_into_view_if_needed()
+            view.locator(".chat-input textarea").fill(
+                "A play or Python's docs?\nTo be, or not to be")
+            view.locator("button.chat-send").click()
+            replies = view.locator(".chat-transcript .chat-reply.chat-done")
+            page.wait_for_function("([el, n]) => el.querySelectorAll("
+                                   "'.chat-transcript .chat-reply.chat-done').length >= n",
+                                   arg=[view.element_handle(), 2], timeout=120_000, polling=250)
+            assert replies.count() == 2
+            last = replies.last.inner_text().strip()
+            assert last and last != "(an empty reply)", "the chat view's reply is empty"
+            # The README's picture of the chat view.
+            view.screenshot(path=str(ARTIFACTS / "chat_view.png"))
         if lesson.startswith("06"):
             # The model explorer draws every stage; its block slider moves through the stack.
             assert page.get_by_text(re.compile(r"^\d+ blocks$")).count() > 0, \
