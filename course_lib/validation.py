@@ -27,7 +27,7 @@ def _is_int_like(value) -> bool:
 def check_int(
     name: str, value, *, minimum: int | None = None, maximum: int | None = None
 ) -> int:
-    """value as a Python int, if it is an integer (int, numpy or 0-d torch) in [minimum, maximum]."""
+    """value as a Python int, if it is an integer (int, numpy, 0-d torch) in [minimum, maximum]."""
     if not _is_int_like(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r:.60}")
     value = int(value)
@@ -119,7 +119,8 @@ def check_token_ids(name: str, ids, vocab_size: int | None = None) -> torch.Tens
     if tensor.dim() == 1:
         tensor = tensor[None, :]
     if tensor.dim() != 2:
-        raise ValueError(f"{name} must have shape (time,) or (batch, time), got {tuple(tensor.shape)}")
+        raise ValueError(f"{name} must have shape (time,) or (batch, time), "
+                         f"got {tuple(tensor.shape)}")
     if tensor.numel() == 0:
         raise ValueError(f"{name} is empty: give at least one token id (an empty prompt?)")
     tensor = tensor.long()
@@ -127,7 +128,8 @@ def check_token_ids(name: str, ids, vocab_size: int | None = None) -> torch.Tens
         lo, hi = int(tensor.min()), int(tensor.max())
         if lo < 0 or hi >= vocab_size:
             bad = lo if lo < 0 else hi
-            raise ValueError(f"token id {bad} in {name} is outside the vocabulary [0, {vocab_size})")
+            raise ValueError(f"token id {bad} in {name} is outside the vocabulary "
+                             f"[0, {vocab_size})")
     return tensor
 
 
