@@ -10,7 +10,7 @@ import pytest
 import regex
 import torch
 
-from course_lib.tokenization import GPT4_SPLIT_PATTERN
+from course_lib.tokenization import GPT4_SPLIT_PATTERN, _merge_pair
 from widgets.checks import (
     decoding,
     embeddings,
@@ -38,15 +38,7 @@ CODE_CHECKS = [
 
 def _lesson_merge(ids, pair, new_id):
     """Lesson 1's merge(ids, pair, new_id), which the encode exercise builds on."""
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
+    return _merge_pair(ids, *pair, new_id)
 
 
 def _blocks(check) -> tuple[str, str]:

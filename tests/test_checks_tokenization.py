@@ -9,7 +9,7 @@ import pytest
 import regex
 
 from course_lib.pretrained import TOKENIZER_FILE
-from course_lib.tokenization import GPT4_SPLIT_PATTERN, BPETokenizer, get_encoding
+from course_lib.tokenization import GPT4_SPLIT_PATTERN, BPETokenizer, _merge_pair, get_encoding
 from widgets.checks.tokenization import (
     NUMBER,
     TINY_CORPUS,
@@ -89,15 +89,7 @@ def test_space_word_wrong_answers(shipped):
 
 
 def _merge(ids, pair, new_id):
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
+    return _merge_pair(ids, *pair, new_id)
 
 
 def _encode(text, merges, split=True, earliest=True):

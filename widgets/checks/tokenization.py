@@ -14,6 +14,7 @@ import regex
 from course_lib.tokenization import (
     GPT4_SPLIT_PATTERN,
     BPETokenizer,
+    _merge_pair,
     get_encoding,
     naive_train_bpe,
 )
@@ -194,15 +195,7 @@ def _encode_no_split(text: str, merges: list[tuple[int, int]]) -> list[int]:
         pair = min(pairwise(ids), key=lambda p: rank.get(p, len(merges)))
         if pair not in rank:
             break
-        new_id, out, i = 256 + rank[pair], [], 0
-        while i < len(ids):
-            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-                out.append(new_id)
-                i += 2
-            else:
-                out.append(ids[i])
-                i += 1
-        ids = out
+        ids = _merge_pair(ids, *pair, 256 + rank[pair])
     return ids
 
 
