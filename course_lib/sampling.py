@@ -461,7 +461,9 @@ def describe_filtering(
     """What temperature, top-k and top-p do to one next-token distribution (logits of shape (V,)).
 
     The optional penalties (given context, the token ids so far) act before temperature, and
-    min-p after top-p, so "scaled" is then the penalised distribution after temperature.
+    min-p after top-p, so "scaled" is then the penalised distribution after temperature, and
+    the tokens are ranked by their penalised logits (the order top-p cuts in; a penalised
+    token moves down while "before" keeps its unpenalised probability).
 
     Returns, for the n most likely tokens (in order of their probability at temperature 1):
     ids, before (probabilities at temperature 1, no filter), scaled (after temperature only),
@@ -490,7 +492,7 @@ def describe_filtering(
                                         context=context, **penalties), -1)
     n = min(n, logits.numel())
     # Stable sort so that ties keep a fixed order, the same order the bars are drawn in.
-    order = torch.sort(logits, descending=True, stable=True).indices[:n]
+    order = torch.sort(penalized, descending=True, stable=True).indices[:n]
     cumulative = torch.softmax(pre_p, -1)[order].cumsum(0)
     return {
         "ids": order.tolist(),

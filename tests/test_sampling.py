@@ -445,3 +445,45 @@ def test_bad_decoding_arguments(small_model):
         generate_text(small_model, tok, "a", 3, stop="")
     with pytest.raises(TypeError, match="strings"):
         generate_text(small_model, tok, "a", 3, stop=[3])
+
+
+def test_describe_filtering_with_penalties_and_min_p_equals_transformers():
+    from transformers import (
+        LogitsProcessorList,
+        MinPLogitsWarper,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    from course_lib.sampling import apply_penalties, describe_filtering, filter_logits
+
+    torch.manual_seed(3)
+    x = torch.randn(60) * 3
+    context = [int(i) for i in torch.topk(x, 4).indices] + [7, 7]  # the likeliest are "seen"
+    settings = dict(min_p=0.05, repetition_penalty=1.5, presence_penalty=0.4,
+                    frequency_penalty=0.3)
+    d = describe_filtering(x, 0.8, 30, 0.95, n=60, context=context, **settings)
+    want = torch.softmax(filter_logits(x[None], 0.8, 30, 0.95, context=torch.tensor([context]),
+                                       **settings)[0], -1)
+    assert d["after"] == torch.sort(want, descending=True, stable=True).values.tolist()
+    # without presence/frequency the whole chain is transformers' processors
+    ref = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.5), TemperatureLogitsWarper(0.8),
+                               TopKLogitsWarper(30), TopPLogitsWarper(0.95),
+                               MinPLogitsWarper(0.05)])(torch.tensor([context]), x[None].clone())
+    d = describe_filtering(x, 0.8, 30, 0.95, n=60, min_p=0.05, repetition_penalty=1.5,
+                           context=context)
+    probs = torch.softmax(ref[0], -1)
+    assert torch.allclose(torch.tensor(d["after"]), probs[d["ids"]])
+    assert d["kept"] == int(torch.isfinite(ref).sum())
+    # ranked by the penalised logits; "before" keeps the model's own probabilities
+    penalised = apply_penalties(x, context, 1.5)
+    assert d["ids"] == torch.sort(penalised, descending=True, stable=True).indices.tolist()
+    assert d["before"] == torch.softmax(x, -1)[d["ids"]].tolist()
+    assert d["ids"] != torch.sort(x, descending=True, stable=True).indices.tolist()
+    # off values change nothing; penalties without context are refused
+    assert describe_filtering(x, repetition_penalty=1.0, min_p=0.0, context=context) == \
+        describe_filtering(x)
+    with pytest.raises(ValueError, match="context"):
+        describe_filtering(x, repetition_penalty=1.2)
