@@ -130,3 +130,33 @@ def test_smollm2(smollm2):
     assert "".join(p for p, _ in view.rows) == text
     assert view.bits_per_char == pytest.approx(bits_per_char(model, tok, text))
     assert view.html.value != before and view.message.value == ""
+
+
+def test_small_models_recolour_on_every_keystroke_big_ones_on_leaving_the_box(small_model):
+    from widgets.surprisal_view import LIVE_MAX_PARAMS
+
+    assert sum(p.numel() for p in small_model.parameters()) <= LIVE_MAX_PARAMS
+    view = SurprisalView(small_model, Chars(), text="abc")
+    assert view.text.continuous_update is True
+    assert not any("click outside" in str(getattr(c, "value", "")) for c in view.children)
+    view = SurprisalView(small_model, Chars(), text="abc", continuous_update=False)
+    assert view.text.continuous_update is False
+    assert any("click outside" in str(getattr(c, "value", "")) for c in view.children)
+    with pytest.raises(TypeError, match="continuous_update"):
+        SurprisalView(small_model, Chars(), continuous_update="yes")
+
+
+def test_smollm2_is_scored_on_leaving_the_box_and_shows_split_characters(smollm2):
+    from widgets.surprisal_view import LIVE_MAX_PARAMS
+
+    model, tok = smollm2
+    assert sum(p.numel() for p in model.parameters()) > LIVE_MAX_PARAMS
+    text = "Caf\u00e9 au lait \u2615, 2025: $58 million."
+    view = SurprisalView({"SmolLM2": model}, tok, text=text)
+    assert view.text.continuous_update is False  # a pass takes seconds: not on every key
+    # SmolLM2 spells numbers digit by digit and the cup in three byte tokens, shown as bytes
+    pieces = [p for p, _ in view.rows]
+    assert pieces[6:9] == [" \\xe2", "\\x98", "\\x95"] and pieces[10:15] == [" ", *"2025"]
+    assert [b for _, b in view.rows] == [b for _, b in surprisal(model, tok, text)]
+    assert view.bits_per_char == pytest.approx(bits_per_char(model, tok, text))
+    assert "\ufffd" not in view.html.value and view.message.value == ""

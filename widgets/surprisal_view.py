@@ -11,13 +11,16 @@ import ipywidgets as widgets
 from course_lib.evaluation import surprisal, surprisal_summary
 from course_lib.interpret import token_pieces
 from course_lib.model import GPT
-from course_lib.validation import check_float, check_int, check_str
+from course_lib.validation import check_bool, check_float, check_int, check_str
 from widgets.common import encode_text, message_box, note, piece_text, reported, warn
 
 # Light yellow to dark red (ColorBrewer YlOrRd): more surprise, hotter colour.
 _STOPS = ((0.0, (255, 255, 204)), (0.25, (254, 217, 118)), (0.5, (253, 141, 60)),
           (0.75, (227, 26, 28)), (1.0, (128, 0, 38)))
 FIRST_TOKEN_COLOUR = "#e0e0e0"
+# Above this many parameters a pass over a long text takes seconds on one core (SmolLM2: about
+# 3 s for 2,000 characters), so recolouring on every keystroke would queue pass after pass.
+LIVE_MAX_PARAMS = 10_000_000
 
 
 def surprisal_colour(bits: float, max_bits: float) -> str:
@@ -58,6 +61,9 @@ class SurprisalView(widgets.VBox):
     Controls: `text` (a Textarea) and `model_name` (a Dropdown, when several models are given).
     Shown data: `rows` (token text, bits or None), `bits_per_char`, `html` (the coloured text),
     `message` (what went wrong, if anything).
+
+    continuous_update: recolour on every keystroke (True) or when the box loses focus (False);
+    None chooses every keystroke only when each model has at most LIVE_MAX_PARAMS parameters.
     """
 
     def __init__(
@@ -67,6 +73,7 @@ class SurprisalView(widgets.VBox):
         text: str = "",
         max_bits: float = 16.0,
         max_chars: int = 2000,
+        continuous_update: bool | None = None,
     ):
         if isinstance(models, GPT):
             models = {"model": models}
@@ -75,12 +82,17 @@ class SurprisalView(widgets.VBox):
         check_str("text", text, allow_empty=True)
         max_bits = check_float("max_bits", max_bits, minimum=0.5, maximum=64)
         max_chars = check_int("max_chars", max_chars, minimum=1, maximum=100_000)
+        continuous_update = check_bool("continuous_update", continuous_update, allow_none=True)
+        if continuous_update is None:
+            continuous_update = all(sum(p.numel() for p in m.parameters()) <= LIVE_MAX_PARAMS
+                                    for m in models.values())
         self.models = dict(models)
         self.tokenizer = tokenizer
         self.max_bits = float(max_bits)
         self.max_chars = max_chars
         self.text = widgets.Textarea(
-            value=text, placeholder="Type or paste some text here",
+            value=text, continuous_update=continuous_update,
+            placeholder="Type or paste some text here",
             layout=widgets.Layout(width="100%", height="90px"),
         )
         self.model_name = widgets.Dropdown(options=list(self.models), description="model",
@@ -93,7 +105,10 @@ class SurprisalView(widgets.VBox):
         self.bits_per_char: float | None = None
         self.text.observe(self._update, names="value")
         self.model_name.observe(self._update, names="value")
-        super().__init__([self.model_name, self.text, self.message, self.html, self.summary,
+        hint = widgets.HTML("" if continuous_update else
+                            "<i>A big model: the text is scored when you click outside the box."
+                            "</i>")
+        super().__init__([self.model_name, hint, self.text, self.message, self.html, self.summary,
                           widgets.HTML(_legend(self.max_bits))])
         self._update()
 
