@@ -1,4 +1,4 @@
-"""The sampling lab: temperature, top-k and top-p over a real next-token distribution, then text."""
+"""The sampling lab: penalties, temperature, top-k, top-p and min-p on a real distribution."""
 
 from __future__ import annotations
 
@@ -16,15 +16,33 @@ from widgets.figure import FigureWidget
 # top-p's settings, as exact floats: a FloatSlider's browser side snaps 0.9 to
 # 0.9000000000000001 and sends that back, which can land after the kernel has moved on.
 TOP_P_VALUES = [round(i / 100, 2) for i in range(1, 101)]
+# The same for min-p and the penalties: exact values, each slider's "off" value among them.
+MIN_P_VALUES = [round(i / 100, 2) for i in range(0, 101)]
+REPETITION_VALUES = [round(0.5 + i / 20, 2) for i in range(51)]  # 0.5 to 3.0; 1 = off
+PRESENCE_VALUES = [round(i / 10, 1) for i in range(-20, 21)]  # OpenAI's range, -2 to 2
+FREQUENCY_VALUES = PRESENCE_VALUES
+
+
+PENALTY_NOTE = note(
+    "The penalties push down tokens already in the context: the bars apply them to the "
+    "prompt's tokens, Generate to the prompt and the text so far. Order (as in transformers): "
+    "penalties, temperature, top-k, top-p, min-p.")
 
 
 class SamplingLab(widgets.VBox):
     """Type a prompt; see the model's next-token distribution before and after the filters.
 
-    A new prompt costs one forward pass (its logits are cached); the temperature, top-k and top-p
-    sliders only re-filter those logits. Grey bars: the model's probabilities at temperature 1.
+    A new prompt costs one forward pass (its logits are cached); every slider only re-filters
+    those logits. Grey bars: the model's probabilities at temperature 1, without penalties.
     Coloured bars: the distribution that is actually sampled from. Line: the cumulative
-    probability that top-p cuts (dotted at p). `top_k` 0 and `top_p` 1.0 mean "off".
+    probability that top-p cuts (dotted at p). `top_k` 0, `top_p` 1.0, `min_p` 0, repetition
+    penalty 1 and presence and frequency penalties 0 mean "off".
+
+    The penalties depend on the tokens already in the context: the bars show the next token's
+    distribution after penalties given the prompt's tokens, and the tokens are ranked by it (a
+    penalised token moves right; its grey bar keeps the model's own probability). Generate
+    applies them to the growing sequence (prompt and new tokens), as course_lib.sampling's
+    generation does; the order is transformers': penalties, temperature, top-k, top-p, min-p.
     Generate streams text with the chosen settings into `output`.
     Shown data: `summary` (course_lib.sampling.describe_filtering's dict), `labels`, `figure`,
     `stats` (entropy and tokens kept), `message` (what is wrong with the input, if anything)
@@ -50,6 +68,21 @@ class SamplingLab(widgets.VBox):
         self.top_p = widgets.SelectionSlider(options=TOP_P_VALUES, value=1.0,
                                              description="top-p (1 = off)", style=wide,
                                              continuous_update=False)
+        self.min_p = widgets.SelectionSlider(options=MIN_P_VALUES, value=0.0,
+                                             description="min-p (0 = off)", style=wide,
+                                             continuous_update=False)
+        self.repetition_penalty = widgets.SelectionSlider(
+            options=REPETITION_VALUES, value=1.0, description="repetition penalty (1 = off)",
+            style=wide, continuous_update=False)
+        self.presence_penalty = widgets.SelectionSlider(
+            options=PRESENCE_VALUES, value=0.0, description="presence penalty (0 = off)",
+            style=wide, continuous_update=False)
+        self.frequency_penalty = widgets.SelectionSlider(
+            options=FREQUENCY_VALUES, value=0.0, description="frequency penalty (0 = off)",
+            style=wide, continuous_update=False)
+        for control in (self.min_p, self.repetition_penalty, self.presence_penalty,
+                        self.frequency_penalty):
+            control.layout.width = "390px"  # two to a row, as wide as the plot: labels whole
         self.max_new_tokens = widgets.IntSlider(value=max_new_tokens, min=1, max=300,
                                                 description="new tokens", style=wide)
         self.seed = widgets.Text(value="0", description="seed (blank = random)", style=wide,
@@ -61,15 +94,18 @@ class SamplingLab(widgets.VBox):
         self.output = widgets.HTML()
         self.figure = FigureWidget(
             data=[
-                go.Bar(x=[], y=[], name="model (temperature 1)", marker_color="#c7c7c7"),
+                go.Bar(x=[], y=[], name="model (temperature 1, no penalty)",
+                       marker_color="#c7c7c7"),
                 go.Bar(x=[], y=[], name="sampled from", marker_color="#1f77b4"),
                 go.Scatter(x=[], y=[], name="cumulative (what top-p cuts)", mode="lines+markers",
                            line=dict(color="#ff7f0e"), yaxis="y2"),
             ],
             layout=go.Layout(
                 height=400, width=780, barmode="group", margin=dict(l=60, r=60, t=70, b=80),
+                # automargin: a long token's label grows the bottom margin instead of running
+                # into the axis title.
                 xaxis=dict(title="next token, most likely first", tickangle=-50,
-                           tickmode="array"),
+                           tickmode="array", automargin=True),
                 # The bars' axis fits what is shown, so that 0.01 to 0.03 are still visible;
                 # the cumulative line has its own 0 to 1 axis on the right.
                 yaxis=dict(title="probability", rangemode="tozero"),
@@ -82,15 +118,20 @@ class SamplingLab(widgets.VBox):
         self.labels: list[str] = []
         self.generated = ""
         self._logits = None
+        self._ids: list[int] = []  # the prompt's tokens: what the penalties look at
 
         self.prompt.observe(self._on_prompt, names="value")
-        for control in (self.temperature, self.top_k, self.top_p):
+        for control in (self.temperature, self.top_k, self.top_p, self.min_p,
+                        self.repetition_penalty, self.presence_penalty, self.frequency_penalty):
             control.observe(self._show, names="value")
         self.generate_button.on_click(lambda _: self.generate())
         self._on_prompt()
         super().__init__([
             self.prompt,
             widgets.HBox([self.temperature, self.top_k, self.top_p]),
+            widgets.HBox([self.min_p, self.repetition_penalty]),
+            widgets.HBox([self.presence_penalty, self.frequency_penalty]),
+            widgets.HTML(PENALTY_NOTE),
             self.message,
             self.stats,
             self.figure,
@@ -100,11 +141,17 @@ class SamplingLab(widgets.VBox):
 
     # The settings as course_lib.sampling takes them.
     def settings(self) -> dict:
-        """temperature, top_k and top_p as generate() takes them (None where a filter is off)."""
+        """The sliders as generate() takes them: temperature, top_k, top_p, min_p and
+        repetition_penalty (None where off), presence_penalty and frequency_penalty (0 = off)."""
         return {
             "temperature": self.temperature.value,
             "top_k": self.top_k.value or None,
             "top_p": self.top_p.value if self.top_p.value < 1.0 else None,
+            "min_p": self.min_p.value or None,
+            "repetition_penalty": (self.repetition_penalty.value
+                                   if self.repetition_penalty.value != 1.0 else None),
+            "presence_penalty": self.presence_penalty.value,
+            "frequency_penalty": self.frequency_penalty.value,
         }
 
     @guarded
@@ -112,17 +159,19 @@ class SamplingLab(widgets.VBox):
         ids, _ = encode_text(self.tokenizer, self.prompt.value, what="prompt")
         block = self.model.config.block_size
         self._logits = next_token_logits(self.model, ids)  # the one forward pass
+        self._ids = ids
         self.message.value = note(
             f"The prompt is {len(ids)} tokens; the model sees only its last {block} "
             "(its block size).") if len(ids) > block else ""
         self._show()
 
+    @guarded
     def _show(self, change=None) -> None:
         if self._logits is None:
             return
         s = self.settings()
-        self.summary = describe_filtering(self._logits, s["temperature"], s["top_k"], s["top_p"],
-                                          n=self.n_shown)
+        # The same function Generate's first step amounts to: penalties on the prompt's tokens.
+        self.summary = describe_filtering(self._logits, n=self.n_shown, context=self._ids, **s)
         d = self.summary
         self.labels = token_labels(self.tokenizer, d["ids"])
         x = list(range(len(d["ids"])))
@@ -148,8 +197,7 @@ class SamplingLab(widgets.VBox):
             f"entropy <b>{max(0.0, d['entropy_before']):.2f}</b> bits at temperature 1 &rarr; "
             f"<b>{max(0.0, d['entropy_after']):.2f}</b> bits after your settings; "
             f"<b>{d['kept']}</b> of {vocab} tokens can still be sampled "
-            f"(top one: {html.escape(repr(self.tokenizer.decode([d['ids'][0]])))}, "
-            f"p = {d['after'][0]:.3f})"
+            f"(top one: {html.escape(self.labels[0])}, p = {d['after'][0]:.3f})"
         )
 
     def generate(self) -> str | None:
