@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 
 from course_lib.model import GPT, eval_mode
+from course_lib.tokenization import token_pieces
 from course_lib.validation import check_int, check_str, check_token_ids
 
 
@@ -148,6 +150,40 @@ def surprisal_summary(
         "perplexity": 2 ** (total / len(scored)),
         "bits_per_char": total / chars if chars > 0 else None,
     }
+
+
+def word_surprisal(model: GPT, tokenizer, text: str) -> list[tuple[str, float | None]]:
+    """Each whitespace-separated word of the text with the surprisal, in bits, of its tokens.
+
+    Words are a unit every tokenizer shares, so two models with different tokenizers can be
+    compared word by word. Each word owns the whitespace before it (the text's trailing
+    whitespace goes to the last word), and each scored token's bits go to the word owning the
+    token's first byte, so the words' bits add up to the text's total_bits. The first token
+    is given, not scored: a word made only of it has None.
+    """
+    ids = _encode(tokenizer, text)
+    if len(ids) < 2:
+        raise ValueError(f"text must encode to at least 2 tokens, got {len(ids)}: {text!r:.60}")
+    data = text.encode("utf-8", errors="surrogatepass")
+    pieces = token_pieces(tokenizer, ids)
+    if b"".join(pieces) != data:  # offsets below would point at the wrong characters
+        raise ValueError("text must decode back to itself under this tokenizer to be split "
+                         f"into words, got {text!r:.60}")
+    words, ends, offset, last = [], [], 0, 0  # ends: the byte offset where each word ends
+    for m in re.finditer(r"\S+", text):
+        offset += len(text[last : m.end()].encode("utf-8", errors="surrogatepass"))
+        words.append(m.group())
+        ends.append(offset)
+        last = m.end()
+    if not words:
+        raise ValueError(f"text must hold at least one word, got {text!r:.60}")
+    bits: list[float | None] = [None] * len(words)
+    start = len(pieces[0])
+    for piece, nats in zip(pieces[1:], token_nll(model, ids).tolist(), strict=True):
+        k = min(bisect.bisect_right(ends, start), len(words) - 1)
+        bits[k] = (bits[k] or 0.0) + nats / math.log(2)
+        start += len(piece)
+    return list(zip(words, bits, strict=True))
 
 
 # ----- multiple choice (HellaSwag-style) and bootstrap intervals ------------------------------

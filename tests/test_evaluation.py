@@ -364,3 +364,92 @@ def test_shared_context_scoring_equals_row_scoring(small_model):
     assert torch.allclose(rows, shared, atol=1e-4)
     with pytest.raises(TypeError, match="share_context"):
         choice_logprobs(small_model, tok, items, share_context="yes")
+
+
+# ----- words: the unit two tokenizers share (issue 14, surprisal on plain English) ------------
+
+
+def _owner_of_each_char(text):
+    """For each character, the index of the word that owns it: a word owns the whitespace
+    before it, and the text's trailing whitespace belongs to the last word."""
+    starts = [i for i, c in enumerate(text)
+              if not c.isspace() and (i == 0 or text[i - 1].isspace())]
+    owners = []
+    for i in range(len(text)):
+        j = next((k for k in range(i, len(text)) if not text[k].isspace()), None)
+        owners.append(len(starts) - 1 if j is None else sum(s <= j for s in starts) - 1)
+    return owners
+
+
+def test_word_surprisal_with_one_character_per_token(small_model):
+    from course_lib.evaluation import word_surprisal
+
+    text = "a cat  sat. on the   mat "
+    words = word_surprisal(small_model, Chars(), text)
+    assert [w for w, _ in words] == text.split()
+    assert words[0] == ("a", None)  # the first token alone: given, not scored
+    bits = [b for _, b in surprisal(small_model, Chars(), text)]
+    owners = _owner_of_each_char(text)
+    for k, (_, b) in enumerate(words[1:], start=1):
+        want = sum(bits[i] for i in range(1, len(text)) if owners[i] == k)
+        assert b == pytest.approx(want)
+    assert sum(b for _, b in words[1:]) == pytest.approx(
+        score_text(small_model, Chars(), text)["total_bits"])
+
+
+def test_word_surprisal_on_the_shipped_tokenizer_and_split_characters():
+    from course_lib.evaluation import word_surprisal
+    from course_lib.pretrained import load_pretrained
+    from course_lib.tokenization import token_pieces
+
+    model, tokenizer = load_pretrained()
+    text = "KING HENRY:\nOnce more unto the breach, dear friends \u2615 caf\u00e9 2025!\n\n"
+    ids = tokenizer.encode(text)
+    pieces = token_pieces(tokenizer, ids)
+    assert any(p.decode("utf-8", "replace") != p.decode("utf-8", "ignore")
+               for p in pieces)  # some token holds part of a character
+    words = word_surprisal(model, tokenizer, text)
+    assert [w for w, _ in words] == text.split()
+    # by hand: each token's bits to the owner of the character where its first byte lies
+    owners = _owner_of_each_char(text)
+    byte_owner = [o for c, o in zip(text, owners, strict=True) for _ in c.encode()]
+    nll = token_nll(model, ids) / math.log(2)
+    want = [None] * len(words)
+    offset = len(pieces[0])
+    for piece, b in zip(pieces[1:], nll.tolist(), strict=True):
+        k = byte_owner[offset]
+        want[k] = (want[k] or 0.0) + b
+        offset += len(piece)
+    assert words[0] == ("KING", None)  # one token, the first: given, not scored
+    assert [b for _, b in words[1:]] == pytest.approx(want[1:]) and want[0] is None
+    assert sum(want[1:]) == pytest.approx(score_text(model, tokenizer, text)["total_bits"])
+
+
+def test_word_surprisal_refuses_what_it_cannot_split(small_model):
+    from course_lib.evaluation import word_surprisal
+
+    with pytest.raises(ValueError, match="at least one word"):
+        word_surprisal(small_model, Chars(), "   ")
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        word_surprisal(small_model, Chars(), "a")
+
+    class DropsFullStops(Chars):
+        def encode(self, text):
+            return super().encode(text.replace(".", ""))
+
+    with pytest.raises(ValueError, match="decode back"):
+        word_surprisal(small_model, DropsFullStops(), "one. two.")
+    for text, error, match in BAD_TEXT:
+        with pytest.raises(error, match=match):
+            word_surprisal(small_model, Chars(), text)
+
+
+def test_word_surprisal_compares_two_tokenizers_word_for_word(smollm2):
+    from course_lib.evaluation import word_surprisal
+
+    model, tokenizer = smollm2
+    text = "The meeting on March 3, 2025 cost $58 million in Portland."
+    words = word_surprisal(model, tokenizer, text)
+    assert [w for w, _ in words] == text.split()
+    assert sum(b for _, b in words if b is not None) == pytest.approx(
+        score_text(model, tokenizer, text)["total_bits"], rel=1e-5)
