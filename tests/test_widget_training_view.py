@@ -1,7 +1,13 @@
 """TrainingView: a run trains, plots both losses, reports at 0, N/2 and N; controls matter."""
 
+import ast
 import html
 import math
+import os
+import re
+import signal
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +16,7 @@ from course_lib.model import GPTConfig
 from course_lib.tokenization import CharTokenizer
 from widgets.training_view import TrainingView
 
+ROOT = Path(__file__).resolve().parent.parent
 TEXT = "to be or not to be, that is the question.\nwhether 'tis nobler in the mind.\n" * 40
 
 
@@ -120,3 +127,119 @@ def test_trains_without_touching_the_global_seed_logic(view):
     a = view.run()["train_loss"]
     torch.manual_seed(999)
     assert view.run()["train_loss"] == a
+
+
+def test_outside_a_kernel_sigint_is_left_alone(view):
+    from widgets.interrupt import install_interrupt_hook
+
+    before = signal.getsignal(signal.SIGINT)
+    TrainingView(view.tokenizer, view.train_ids, view.model_config, eval_text=view.eval_text)
+    assert install_interrupt_hook() is False and signal.getsignal(signal.SIGINT) is before
+    assert "Stop, or Kernel > Interrupt, ends a run" in html.unescape(view.hint.value)
+
+
+class _Kernel:
+    """A real ipykernel (the installed python3 kernel) in the project root, driven as Lab does."""
+
+    def __init__(self, km, kc) -> None:
+        self.km, self.kc = km, kc
+
+    def run(self, code: str, timeout: float = 300) -> dict:
+        """Execute `code`; return {"reply": execute_reply content, "stdout": text}."""
+        out = []
+
+        def keep(msg):
+            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+                out.append(msg["content"]["text"])
+
+        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=keep)
+        return {"reply": reply["content"], "stdout": "".join(out)}
+
+    def start(self, code: str, until_printed: str, timeout: float = 300) -> str:
+        """Send `code` and return its msg_id once it has printed `until_printed` (so it is busy)."""
+        msg_id = self.kc.execute(code)
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream"
+                    and until_printed in msg["content"]["text"]):
+                return msg_id
+
+    def reply_to(self, msg_id: str, timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg["content"]
+
+
+@pytest.fixture
+def kernel():
+    jupyter_client = pytest.importorskip("jupyter_client")
+    km = jupyter_client.KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(ROOT), env=dict(os.environ, OMP_NUM_THREADS="1"))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        yield _Kernel(km, kc)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+START_A_RUN = """
+th = view.start_in_background()
+while not view.reports and th.is_alive():  # the step-0 report: the training loop has begun
+    time.sleep(0.05)
+print("running", th.is_alive())
+"""
+STOPPED = """
+th.join(timeout=240)
+print(repr((th.is_alive(), view.status.value, running_jobs())))
+"""
+
+
+def test_kernel_interrupt_stops_a_background_run_and_still_interrupts_cells(kernel):
+    setup = kernel.run(f"""
+import signal, time
+from course_lib.model import GPTConfig
+from course_lib.tokenization import CharTokenizer
+from widgets.interrupt import running_jobs
+from widgets.training_view import TrainingView
+TEXT = {TEXT!r}
+tok = CharTokenizer.from_text(TEXT)
+config = GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=32)
+view = TrainingView(tok, tok.encode(TEXT), config, eval_text=TEXT[:300], prompt="to ",
+                    steps=3000, batch_size=8, sample_tokens=10, device="cpu")
+""" + START_A_RUN)
+    assert setup["reply"]["status"] == "ok", setup
+    assert setup["stdout"].strip() == "running True"
+
+    # Interrupted while idle (the run is in its thread): the run stops, nothing else happens.
+    kernel.km.interrupt_kernel()
+    after = kernel.run(STOPPED)
+    assert after["reply"]["status"] == "ok" and after["stdout"], after
+    alive, status, jobs = ast.literal_eval(after["stdout"])
+    assert not alive and jobs == 0  # the thread ended and left the registry
+    steps = int(re.fullmatch(r"stopped: (\d+) steps in .*", status).group(1))
+    assert 0 < steps < 3000
+    assert kernel.run("print(1 + 1)")["stdout"] == "2\n"  # the kernel still runs cells
+
+    # Interrupted while a cell is busy: KeyboardInterrupt there, as always, and the run stops.
+    assert kernel.run(START_A_RUN)["stdout"].strip() == "running True"
+    busy = kernel.start("print('sleeping', flush=True); time.sleep(30)", "sleeping")
+    kernel.km.interrupt_kernel()
+    reply = kernel.reply_to(busy)
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    after = kernel.run(STOPPED)
+    assert after["reply"]["status"] == "ok" and after["stdout"], after
+    alive, status, jobs = ast.literal_eval(after["stdout"])
+    assert not alive and status.startswith("stopped: ") and jobs == 0
+
+    # With no run going, an interrupt of a busy cell is the plain KeyboardInterrupt.
+    busy = kernel.start("print('sleeping', flush=True); time.sleep(30)", "sleeping")
+    kernel.km.interrupt_kernel()
+    reply = kernel.reply_to(busy)
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    assert kernel.run("print(view.history is not None)")["stdout"] == "True\n"

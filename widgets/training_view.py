@@ -15,8 +15,9 @@ from course_lib.evaluation import cross_entropy
 from course_lib.model import GPT, GPTConfig
 from course_lib.train import TrainConfig, sample_report, train_with_reports
 from course_lib.validation import check_int, check_str
-from widgets.common import warn
+from widgets.common import note, warn
 from widgets.figure import FigureWidget
+from widgets.interrupt import install_interrupt_hook, stopped_by_interrupt
 
 EARLIER_RUNS = 3  # how many earlier runs stay drawn, faintly, to compare with
 
@@ -29,10 +30,11 @@ class TrainingView(widgets.VBox):
     held-out loss is measured on `eval_text` (text the model never trains on); at step 0,
     halfway and at the end a sample from `prompt` (same seed) and bits per character join it.
     `run()` trains in the calling thread; the Train button runs it in a background thread, so
-    that the kernel stays free and `stop` (the Stop button) can end the run after the current
-    step. After a run: `model`, `history`, `reports` (one dict per checkpoint), `figure` (train
-    and held-out loss; traces 2 and on are the last EARLIER_RUNS runs' train loss, faint),
-    `val_steps`/`val_losses` (the red curve) and `samples` (the HTML table shown).
+    that the kernel stays free and `stop` (the Stop button) or an interrupt of the kernel
+    (Kernel > Interrupt, or the toolbar's square; see widgets.interrupt) can end the run after
+    the current step. After a run: `model`, `history`, `reports` (one dict per checkpoint),
+    `figure` (train and held-out loss; traces 2 and on are the last EARLIER_RUNS runs' train
+    loss, faint), `val_steps`/`val_losses` (the red curve) and `samples` (the HTML table shown).
     """
 
     def __init__(
@@ -76,10 +78,13 @@ class TrainingView(widgets.VBox):
                                    style={"description_width": "initial"})
         self.start = widgets.Button(description="Train", button_style="primary", icon="play")
         self.stop = widgets.Button(description="Stop", icon="stop", disabled=True,
-                                   tooltip="end the run after the current step")
+                                   tooltip="end the run after the current step "
+                                           "(Kernel > Interrupt does the same)")
         self.progress = widgets.IntProgress(value=0, min=0, max=steps, description="step 0",
                                             layout=widgets.Layout(width="420px"))
         self.status = widgets.HTML()
+        self.hint = widgets.HTML(note("Stop, or Kernel > Interrupt, ends a run after its "
+                                      "current step."))
         self.samples = widgets.HTML()
         chance = math.log(model_config.vocab_size)
         self.figure = FigureWidget(
@@ -118,11 +123,12 @@ class TrainingView(widgets.VBox):
         self._thread: threading.Thread | None = None
         self._run_name = ""
 
+        install_interrupt_hook()  # in a kernel, an interrupt calls request_stop() too
         self.start.on_click(lambda _: self.start_in_background())
         self.stop.on_click(lambda _: self.request_stop())
         super().__init__([
             widgets.HBox([self.learning_rate, self.steps]),
-            widgets.HBox([self.prompt, self.start, self.stop]),
+            widgets.HBox([self.prompt, self.start, self.stop, self.hint]),
             widgets.HBox([self.progress, self.status]),
             self.figure,
             self.samples,
@@ -137,13 +143,15 @@ class TrainingView(widgets.VBox):
         return self._thread
 
     def request_stop(self) -> None:
-        """End the current run after its current step (what the Stop button does)."""
+        """End the current run after its current step (the Stop button; an interrupt too)."""
         self._stop_requested = True
 
     def run(self) -> dict[str, list] | None:
         """Train a fresh model with the current controls; returns its history (None on error).
 
-        The run ends early, with what it has, when request_stop() is called meanwhile.
+        The run ends early, with what it has, when request_stop() is called meanwhile (by the
+        Stop button, or by an interrupt of the kernel while it runs in the background; run in a
+        cell, the interrupt also raises KeyboardInterrupt there, as in any cell).
         """
         prompt, steps = self.prompt.value, self.steps.value
         if not prompt:
@@ -154,7 +162,11 @@ class TrainingView(widgets.VBox):
             control.disabled = True
         self.stop.disabled = False
         try:
-            return self._train(prompt, steps)
+            with stopped_by_interrupt(self.request_stop):
+                return self._train(prompt, steps)
+        except KeyboardInterrupt:
+            self.status.value = note("Interrupted: the run stopped before its end.")
+            raise
         except Exception as e:  # shown in the view: a learner should never face a traceback
             self.status.value = warn(f"Training stopped: {e}")
             return None
