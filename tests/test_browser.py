@@ -174,6 +174,19 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
                                    timeout=120_000, polling=250)
             stop.click()
             page.get_by_text(re.compile(r"stopped: \d+ steps")).first.wait_for(timeout=120_000)
+            # Kernel > Interrupt stops a run too (3000 steps would take many minutes), and
+            # leaves the kernel idle, not dead.
+            train = page.locator("button", has_text=re.compile("^Train$")).first
+            page.wait_for_function("b => !b.disabled", arg=train.element_handle(),
+                                   timeout=120_000, polling=250)
+            train.click()
+            page.wait_for_function("b => !b.disabled", arg=stop.element_handle(),
+                                   timeout=120_000, polling=250)
+            _menu(page, "Kernel", "Interrupt Kernel")
+            page.wait_for_function("b => b.disabled", arg=stop.element_handle(),
+                                   timeout=120_000, polling=250)
+            assert page.get_by_text(re.compile(r"stopped: \d+ steps")).count() == 1
+            _wait_for_kernel(page)
         if lesson.startswith("08"):
             # The lab shows what the lesson's code set last: temperature 1, top-k 0, top-p 1.
             lab = page.locator(".widget-vbox", has=page.locator(".widget-label",

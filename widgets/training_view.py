@@ -160,9 +160,9 @@ class TrainingView(widgets.VBox):
         self._stop_requested = False
         for control in (self.learning_rate, self.steps, self.prompt, self.start):
             control.disabled = True
-        self.stop.disabled = False
         try:
             with stopped_by_interrupt(self.request_stop):
+                self.stop.disabled = False  # offered once an interrupt would stop the run too
                 return self._train(prompt, steps)
         except KeyboardInterrupt:
             self.status.value = note("Interrupted: the run stopped before its end.")
