@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_checks_code_solutions import CODE_CHECKS
 
 from course_lib.evaluation import bits_per_char, perplexity
 from course_lib.lora import lora_parameter_count
@@ -71,15 +72,7 @@ CHECKS = {
         assistant.check_masked_targets,
         assistant.check_dpo_loss,
         assistant.check_dpo_by_hand,
-        tokenization.check_encode,
-        embeddings.check_cosine_similarity,
-        positional.check_sinusoidal,
-        self_attention.check_causal_attention,
-        multi_head.check_split_heads,
-        training.check_training_step,
-        decoding.check_top_p,
-        fine_tuning.check_lora_forward,
-        evaluation.check_continuation_logprob,
+        *CODE_CHECKS,
     ]
 }
 CHECKS["check_pattern_head"] = _check_pattern_head

@@ -23,6 +23,7 @@ from widgets.checks import (
     training,
 )
 
+# test_checks_bad_input.py gives these to its hostile inputs too.
 CODE_CHECKS = [
     tokenization.check_encode,
     embeddings.check_cosine_similarity,

@@ -117,5 +117,5 @@ def test_training_step_right_and_the_usual_slips():
     assert not late and "loss of the forward pass" in late.message
     assert "returns None" in check_training_step(lambda m, o, x, y: None).message
     assert "raised" in check_training_step(lambda m, o, x, y: m(x, y.float())).message
-    assert "one number" in check_training_step(lambda m, o, x, y: m(x)).message
+    assert "one finite number, the loss" in check_training_step(lambda m, o, x, y: m(x)).message
     assert torch.is_grad_enabled()

@@ -187,14 +187,56 @@ def as_text(answer: object, max_chars: int = 10_000) -> str | None:
     return answer
 
 
-def call_learner(function: Callable, *args) -> tuple[object, Feedback | None]:
-    """Run a learner's function: (its result, None), or (None, a Feedback saying what it raised)."""
+def call_learner(
+    function: Callable, *args, on: str = "", if_none: str = ""
+) -> tuple[object, Feedback | None]:
+    """Run a learner's function: (its result, None), or (None, a Feedback saying what it raised).
+
+    on: where it ran, added to that Feedback ("on two vectors of 8 numbers"). if_none: the
+    Feedback's message when the function returns None (without it, None is a result).
+    """
     if not callable(function):
         return None, wrong(f"Give a function (def ...), not {shown(function)}.")
     try:
-        return function(*args), None
+        out = function(*args)
     except Exception as e:  # the learner's code: report whatever it raised
-        return None, wrong(f"Your function raised {type(e).__name__}: {_message_of(e)}")
+        where = f" ({on})." if on else ""
+        return None, wrong(f"Your function raised {type(e).__name__}: {_message_of(e)}{where}")
+    if out is None and if_none:
+        return None, wrong(if_none)
+    return out, None
+
+
+def learner_number(
+    function: Callable, *args, on: str, if_none: str, what: str
+) -> tuple[float | None, Feedback | None]:
+    """Run a learner's function that returns one number (what it is: `what`): (the number as a
+    finite float, None), or (None, a Feedback saying what it raised or returned instead)."""
+    out, failed = call_learner(function, *args, on=on, if_none=if_none)
+    if failed is not None:
+        return None, failed
+    if isinstance(out, torch.Tensor) and out.numel() != 1:
+        return None, wrong(f"Return one number, {what}; got a tensor of shape "
+                           f"{tuple(out.shape)} ({on}).")
+    value = as_number(out)
+    if value is None:
+        return None, wrong(f"Return one finite number, {what}; got {shown(out)} ({on}).")
+    return value, None
+
+
+def learner_tensor(
+    function: Callable, *args, on: str, if_none: str, what: str
+) -> tuple[torch.Tensor | None, Feedback | None]:
+    """Run a learner's function that returns a float tensor (what it is: `what`; a float numpy
+    array counts): (the tensor, None), or (None, a Feedback saying what went wrong)."""
+    out, failed = call_learner(function, *args, on=on, if_none=if_none)
+    if failed is not None:
+        return None, failed
+    if isinstance(out, np.ndarray) and out.dtype.kind == "f":
+        out = torch.from_numpy(out)
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        return None, wrong(f"Return a float tensor ({what}), not {shown(out)}.")
+    return out, None
 
 
 def _message_of(error: BaseException) -> str:

@@ -11,11 +11,10 @@ from widgets.feedback import (
     A_NUMBER,
     Feedback,
     as_ints,
-    as_number,
     call_learner,
     exercise,
+    learner_number,
     right,
-    shown,
     wrong,
 )
 
@@ -33,12 +32,12 @@ def check_masked_targets(fn: object) -> Feedback:
     """Exercise 1: fn(prompt_ids, answer_ids) -> (inputs, targets) with -1 on the prompt."""
     for prompt, answer in _CASES:
         expected_x, expected_y = masked_targets(prompt, answer)
-        out, failed = call_learner(fn, list(prompt), list(answer))
-        if failed is not None:  # a wrong Feedback is falsy
-            return wrong(f"{failed.message} (on prompt {prompt}, answer {answer}).")
-        if out is None:
-            return wrong("Your function returns None: replace the None in its body with the "
-                         "pair (inputs, targets).")
+        out, failed = call_learner(
+            fn, list(prompt), list(answer), on=f"on prompt {prompt}, answer {answer}",
+            if_none="Your function returns None: replace the None in its body with the pair "
+                    "(inputs, targets).")
+        if failed is not None:
+            return failed
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             return wrong("Return a pair (inputs, targets).")
         x, y = as_ints(out[0]), as_ints(out[1])
@@ -76,17 +75,12 @@ def check_dpo_loss(fn: object) -> Feedback:
     g = torch.Generator().manual_seed(12)
     pc, pr, rc, rr = (torch.randn(5, generator=g) * 4 - 20 for _ in range(4))
     beta = 0.2
-    out, failed = call_learner(fn, pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
+    out, failed = learner_number(
+        fn, pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta,
+        on="on 5 pairs of log-probabilities", what="the mean loss over the pairs",
+        if_none="Your function returns None: return the mean loss.")
     if failed is not None:
         return failed
-    if out is None:
-        return wrong("Your function returns None: return the mean loss.")
-    if isinstance(out, torch.Tensor) and out.numel() != 1:
-        return wrong(f"Return one number, the mean over the pairs; got shape "
-                     f"{tuple(out.shape)}.")
-    given, out = out, as_number(out)
-    if out is None:
-        return wrong(f"Return a finite number (or a 1-element tensor), got {shown(given)}.")
     expected = dpo_loss(pc, pr, rc, rr, beta).item()
 
     def close(value: torch.Tensor | float) -> bool:

@@ -11,8 +11,8 @@ from widgets.feedback import (
     A_WHOLE_NUMBER,
     Feedback,
     a_text,
-    call_learner,
     exercise,
+    learner_tensor,
     right,
     shown,
     wrong,
@@ -155,13 +155,11 @@ def check_top_p(fn: object) -> Feedback:
     if not callable(fn):
         return wrong(f"Give a function (def top_p(logits, p): ...), not {shown(fn)}.")
     for what, logits, p in _top_p_trials():
-        out, failed = call_learner(fn, logits.clone(), p)
-        if failed is not None:  # a wrong Feedback is falsy
-            return wrong(f"{failed.message} (on {what}).")
-        if out is None:
-            return wrong("Your function returns None: return the filtered logits.")
-        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            return wrong(f"Return a tensor of floats (logits), got {shown(out)} (on {what}).")
+        out, failed = learner_tensor(
+            fn, logits.clone(), p, on=f"on {what}", what="the logits",
+            if_none="Your function returns None: return the filtered logits.")
+        if failed is not None:
+            return failed
         if out.shape != logits.shape:
             return wrong(f"Return the logits' shape {tuple(logits.shape)}, one per token, with "
                          f"the dropped ones at -inf; got {tuple(out.shape)} (on {what}).")

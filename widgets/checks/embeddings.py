@@ -15,9 +15,8 @@ from widgets.feedback import (
     Feedback,
     a_text,
     as_int,
-    as_number,
-    call_learner,
     exercise,
+    learner_number,
     right,
     shown,
     wrong,
@@ -184,17 +183,11 @@ def check_cosine_similarity(fn: object) -> Feedback:
     if not callable(fn):
         return wrong(f"Give a function (def cosine(a, b): ...), not {shown(fn)}.")
     for what, a, b in _cosine_trials():
-        out, failed = call_learner(fn, a.clone(), b.clone())
-        if failed is not None:  # a wrong Feedback is falsy
-            return wrong(f"{failed.message} (on {what}).")
-        if out is None:
-            return wrong("Your function returns None: return the cosine, one number.")
-        if isinstance(out, torch.Tensor) and out.numel() != 1:
-            return wrong(f"Return one number for two vectors; got a tensor of shape "
-                         f"{tuple(out.shape)} (on {what}). Sum the products: a @ b.")
-        value = as_number(out)
-        if value is None:
-            return wrong(f"Return one finite number, got {shown(out)} (on {what}).")
+        value, failed = learner_number(
+            fn, a.clone(), b.clone(), on=f"on {what}", what="the cosine of the two vectors",
+            if_none="Your function returns None: return the cosine, one number.")
+        if failed is not None:
+            return failed
         expected = float(cosine_similarity(a, b))
         if abs(value - expected) < 1e-4:
             continue

@@ -17,9 +17,8 @@ from widgets.feedback import (
     A_NUMBER,
     Feedback,
     a_text,
-    as_number,
-    call_learner,
     exercise,
+    learner_number,
     right,
     shown,
     wrong,
@@ -179,17 +178,12 @@ def check_continuation_logprob(fn: object, model=None, tokenizer=None) -> Feedba
         expected = -float(token_nll(model, ids)[len(ctx) - 1:].sum())
         on = f"for the continuation {continuation!r} after {context[-25:]!r}"
         with torch.no_grad():
-            out, failed = call_learner(fn, theirs, list(ctx), list(cont))
-        if failed is not None:  # a wrong Feedback is falsy
-            return wrong(f"{failed.message} ({on}).")
-        if out is None:
-            return wrong("Your function returns None: return the summed log-probability.")
-        if isinstance(out, torch.Tensor) and out.numel() != 1:
-            return wrong(f"Return one number, the sum over the continuation's tokens; got a "
-                         f"tensor of shape {tuple(out.shape)} ({on}).")
-        value = as_number(out)
-        if value is None:
-            return wrong(f"Return one finite number, got {shown(out)} ({on}).")
+            value, failed = learner_number(
+                fn, theirs, list(ctx), list(cont), on=on,
+                what="the sum over the continuation's tokens",
+                if_none="Your function returns None: return the summed log-probability.")
+        if failed is not None:
+            return failed
         if math.isclose(value, expected, rel_tol=1e-4, abs_tol=1e-3):
             continue
         with eval_mode(model):

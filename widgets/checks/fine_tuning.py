@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -15,8 +14,8 @@ from widgets.feedback import (
     A_NUMBER,
     A_WHOLE_NUMBER,
     Feedback,
-    call_learner,
     exercise,
+    learner_tensor,
     right,
     shown,
     wrong,
@@ -67,17 +66,12 @@ def check_merge(merge: object) -> Feedback:
         layer.lora_A.copy_(torch.randn(rank, 12, generator=g))
         layer.lora_B.copy_(torch.randn(10, rank, generator=g))  # nonzero, as after training
     W, A, B = (t.detach().clone() for t in (base.weight, layer.lora_A, layer.lora_B))
-    out, failed = call_learner(merge, W.clone(), A.clone(), B.clone(), alpha, rank)
-    if failed is not None:  # a wrong Feedback is falsy
+    out, failed = learner_tensor(
+        merge, W.clone(), A.clone(), B.clone(), alpha, rank, on="", what="the merged weight",
+        if_none="Your merge returns None: replace the None in its body with the merged weight.")
+    if failed is not None:
         fit = " B @ A is (out x r) @ (r x in); A @ B does not fit."
         return wrong(failed.message + (fit if "shape" in failed.message else ""))
-    if out is None:
-        return wrong("Your merge returns None: replace the None in its body with the merged "
-                     "weight.")
-    if isinstance(out, np.ndarray) and out.dtype.kind == "f":
-        out = torch.from_numpy(out)
-    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-        return wrong(f"Return a float tensor (the merged weight), not {shown(out)}.")
     if out.shape != W.shape:
         return wrong(f"The merged weight must have W's shape {tuple(W.shape)}, "
                      f"got {tuple(out.shape)}.")
@@ -170,17 +164,14 @@ def check_lora_forward(fn: object) -> Feedback:
         x = torch.randn(x_shape, generator=g)
         W, A, B = (t.detach().clone() for t in (layer.base.weight, layer.lora_A, layer.lora_B))
         on = f"on x of shape {x_shape}, rank {rank}, alpha {alpha:g}"
-        out, failed = call_learner(fn, x.clone(), W.clone(), A.clone(), B.clone(), alpha, rank)
-        if failed is not None:  # a wrong Feedback is falsy
+        out, failed = learner_tensor(
+            fn, x.clone(), W.clone(), A.clone(), B.clone(), alpha, rank, on=on,
+            what="the layer's output",
+            if_none="Your lora_forward returns None: return the layer's output.")
+        if failed is not None:
             fit = (" W is (out, in), A (rank, in), B (out, rank): x @ W.T, then x @ A.T @ B.T."
                    if "shape" in failed.message or "size" in failed.message else "")
-            return wrong(f"{failed.message} ({on}).{fit}")
-        if out is None:
-            return wrong("Your lora_forward returns None: return the layer's output.")
-        if isinstance(out, np.ndarray) and out.dtype.kind == "f":
-            out = torch.from_numpy(out)
-        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            return wrong(f"Return a float tensor (the layer's output), not {shown(out)}.")
+            return wrong(failed.message + fit)
         with torch.no_grad():
             expected = layer(x)
         if out.shape != expected.shape:

@@ -189,12 +189,12 @@ def check_split_heads(fn: object) -> Feedback:
     g = torch.Generator().manual_seed(5)
     for B, T, C, H in SPLIT_CASES:
         x = torch.randn(B, T, C, generator=g)
-        out, failed = call_learner(fn, x.clone(), H)
         on = f"on x of shape {(B, T, C)} with n_head={H}"
-        if failed is not None:  # a wrong Feedback is falsy
-            return wrong(f"{failed.message} ({on}).")
-        if out is None:
-            return wrong("Your split_heads returns None: return the reshaped tensor.")
+        out, failed = call_learner(
+            fn, x.clone(), H, on=on,
+            if_none="Your split_heads returns None: return the reshaped tensor.")
+        if failed is not None:
+            return failed
         if not isinstance(out, torch.Tensor):
             return wrong(f"Return a tensor, got {shown(out)} ({on}).")
         expected = _reference_split(x, H)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from course_lib.positional import sinusoidal
@@ -13,8 +12,8 @@ from widgets.feedback import (
     as_int_pairs,
     as_ints,
     as_number,
-    call_learner,
     exercise,
+    learner_tensor,
     right,
     shown,
     wrong,
@@ -142,15 +141,11 @@ def check_sinusoidal(fn: object) -> Feedback:
         return wrong(f"Give a function (def sinusoidal_table(n_positions, d_model): ...), "
                      f"not {shown(fn)}.")
     for n, d in SINUSOIDAL_SHAPES:
-        out, failed = call_learner(fn, n, d)
-        if failed is not None:  # a wrong Feedback is falsy
-            return wrong(f"{failed.message} (for n_positions={n}, d_model={d}).")
-        if out is None:
-            return wrong("Your function returns None: return the table.")
-        if isinstance(out, np.ndarray) and out.dtype.kind == "f":
-            out = torch.from_numpy(out)
-        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            return wrong(f"Return a tensor of floats, got {shown(out)}.")
+        out, failed = learner_tensor(fn, n, d, on=f"for n_positions={n}, d_model={d}",
+                                     what="the table",
+                                     if_none="Your function returns None: return the table.")
+        if failed is not None:
+            return failed
         expected = sinusoidal(n, d)
         if tuple(out.shape) != (n, d):
             return wrong(f"For n_positions={n}, d_model={d} the table has shape {(n, d)}, one "

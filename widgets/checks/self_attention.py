@@ -153,12 +153,12 @@ def check_causal_attention(fn: object) -> Feedback:
     g = torch.Generator().manual_seed(4)
     for shape in ATTENTION_SHAPES:
         q, k, v = (torch.randn(shape, generator=g) for _ in range(3))
-        out, failed = call_learner(fn, q.clone(), k.clone(), v.clone())
         on = f"on q, k, v of shape {shape}"
+        out, failed = call_learner(fn, q.clone(), k.clone(), v.clone(), on=on)
         if failed is not None:  # a wrong Feedback is falsy
             hint = (" For batched inputs transpose the last two axes only: "
                     "k.transpose(-2, -1), not k.T." if len(shape) > 2 else "")
-            return wrong(f"{failed.message} ({on}).{hint}")
+            return wrong(failed.message + hint)
         if isinstance(out, tuple) and len(out) == 2:
             out = out[0]  # (output, weights), as course_lib returns them, is fine too
         if out is None:

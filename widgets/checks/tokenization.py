@@ -237,13 +237,13 @@ def check_encode(fn: object) -> Feedback:
     if not callable(fn):
         return wrong(f"Give a function (def encode(text, merges): ...), not {shown(fn)}.")
     for text, merges, expected in _encode_trials():
-        out, failed = call_learner(fn, text, [tuple(m) for m in merges])
         where = f"on the text {text[:30]!r}{'...' if len(text) > 30 else ''} with " \
                 f"{len(merges)} merges"
-        if failed is not None:  # a wrong Feedback is falsy
-            return wrong(f"{failed.message} ({where}).")
-        if out is None:
-            return wrong("Your encode returns None: return the list of token ids.")
+        out, failed = call_learner(
+            fn, text, [tuple(m) for m in merges], on=where,
+            if_none="Your encode returns None: return the list of token ids.")
+        if failed is not None:
+            return failed
         ids = as_ints(out)
         if ids is None:
             return wrong(f"encode should return a list of token ids (ints), got {shown(out)}.")

@@ -13,9 +13,8 @@ from widgets.feedback import (
     A_NUMBER,
     Feedback,
     as_ints,
-    as_number,
-    call_learner,
     exercise,
+    learner_number,
     right,
     shown,
     wrong,
@@ -186,14 +185,12 @@ def check_training_step(fn: object) -> Feedback:
     losses, weights = _reference_steps()
     start = [p.detach().clone() for p in model.parameters()]
     for step, (x, y) in enumerate(batches):
-        out, failed = call_learner(fn, model, optimizer, x.clone(), y.clone())
-        if failed is not None:  # a wrong Feedback is falsy
-            return wrong(f"{failed.message} (on step {step + 1}).")
-        if out is None:
-            return wrong("Your function returns None: return the loss as a float, loss.item().")
-        loss = as_number(out)
-        if loss is None:
-            return wrong(f"Return the loss as one number (loss.item()), got {shown(out)}.")
+        loss, failed = learner_number(
+            fn, model, optimizer, x.clone(), y.clone(), on=f"on step {step + 1}",
+            what="the loss (loss.item())",
+            if_none="Your function returns None: return the loss as a float, loss.item().")
+        if failed is not None:
+            return failed
         now = [p.detach() for p in model.parameters()]
         if len(now) != len(start) or any(p.shape != q.shape for p, q in zip(now, start,
                                                                           strict=False)):

@@ -58,12 +58,12 @@ def check_layer_norm(layer_norm) -> Feedback:
     """A learner's layer_norm(x, weight, bias, eps), run on random inputs against torch's."""
     for x, weight, bias, eps in _trials():
         before = x.clone()
-        result, failed = call_learner(layer_norm, x, weight, bias, eps)
-        if failed is not None:  # a Feedback that is wrong is falsy
+        result, failed = call_learner(
+            layer_norm, x, weight, bias, eps,
+            if_none="Your layer_norm returns None: write its body so that it returns the "
+                    "normalised tensor, then run the cell again.")
+        if failed is not None:
             return failed
-        if result is None:
-            return wrong("Your layer_norm returns None: write its body so that it returns the "
-                         "normalised tensor, then run the cell again.")
         if not isinstance(result, torch.Tensor) or not result.is_floating_point():
             return wrong(f"layer_norm should return a tensor (of floats), got {shown(result)}.")
         if not torch.equal(x, before):
