@@ -79,3 +79,8 @@ def test_nonsense_constructor_arguments_are_refused(small_model, bad):
         LoRAView(small_model, **bad)
     with pytest.raises(TypeError):
         LoRAView("a model")
+
+
+def test_percent_axis_labels_every_tick_with_its_unit(small_model):
+    axis = LoRAView(small_model, rank=4).figure.layout.yaxis2
+    assert axis.type == "log" and axis.ticksuffix == " %" and axis.showticksuffix == "all"

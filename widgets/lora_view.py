@@ -95,7 +95,7 @@ class LoRAView(widgets.VBox):
         self.figure.update_xaxes(type="log", row=1, col=2)
         self.figure.update_yaxes(title_text="parameters", tickformat="~s", row=1, col=1)
         self.figure.update_yaxes(type="log", title_text="% of the model", ticksuffix=" %",
-                                 tickformat="~g", row=1, col=2)
+                                 showticksuffix="all", tickformat="~g", row=1, col=2)
         self.figure.update_layout(height=360, width=820, margin=dict(l=60, r=20, t=40, b=50),
                                   legend=dict(orientation="h", y=-0.22))
 
