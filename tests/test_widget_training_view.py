@@ -157,7 +157,9 @@ class _Kernel:
 
     def start(self, code: str, until_printed: str, timeout: float = 300) -> str:
         """Send `code` and return its msg_id once it has printed `until_printed` (so it is busy)."""
-        msg_id = self.kc.execute(code)
+        # stop_on_error=False: else the kernel may abort the next request, sent right after
+        # this one's KeyboardInterrupt, as queued behind an error.
+        msg_id = self.kc.execute(code, stop_on_error=False)
         deadline = time.monotonic() + timeout
         while True:
             msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
