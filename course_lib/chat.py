@@ -111,9 +111,11 @@ def _stop_ids(tokenizer) -> list[int]:
     return [specials[n] for n in (IM_END, "<|endoftext|>") if n in specials]
 
 
-def _check_sampling(max_new_tokens, temperature) -> None:
+def _reply_setup(tokenizer, messages, max_new_tokens, temperature) -> tuple[list[int], list[int]]:
+    """(the prompt's ids, the ids that end a reply), once the arguments are checked."""
     check_int("max_new_tokens", max_new_tokens, minimum=1)
     check_float("temperature (0 means greedy)", temperature, minimum=0.0)
+    return encode_chat(tokenizer, messages), _stop_ids(tokenizer)
 
 
 def chat(
@@ -130,9 +132,7 @@ def chat(
 
     temperature 0 (the default) is greedy: the same reply every time.
     """
-    _check_sampling(max_new_tokens, temperature)
-    prompt = encode_chat(tokenizer, messages)
-    stops = _stop_ids(tokenizer)
+    prompt, stops = _reply_setup(tokenizer, messages, max_new_tokens, temperature)
     out = generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed,
                    stop_ids=stops)[0, len(prompt) :].tolist()
     if out and out[-1] in stops:
@@ -154,7 +154,6 @@ def stream_chat(
 
     Joined, the pieces equal chat(...) with the same arguments.
     """
-    _check_sampling(max_new_tokens, temperature)
-    prompt = encode_chat(tokenizer, messages)
+    prompt, stops = _reply_setup(tokenizer, messages, max_new_tokens, temperature)
     yield from stream_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p,
-                           seed, stop_ids=_stop_ids(tokenizer))
+                           seed, stop_ids=stops)

@@ -26,6 +26,17 @@ def _check_top_p(top_p: float | None) -> None:
         check_float("top_p", top_p, minimum=0.0, maximum=1.0, min_inclusive=False)
 
 
+def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    _check_temperature(temperature)
+    _check_top_k(top_k)
+    _check_top_p(top_p)
+
+
+def _generator(seed: int | None, device) -> torch.Generator | None:
+    """A generator seeded with seed on device, or None (torch's global one) for no seed."""
+    return None if seed is None else torch.Generator(device=device).manual_seed(seed)
+
+
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """logits / temperature; temperature 0 keeps only the most likely token (greedy)."""
     _check_temperature(temperature)
@@ -74,11 +85,8 @@ def filter_logits(
 
     The penalties (off by default) need context, the token ids so far (batch, T).
     """
-    if repetition_penalty is not None or presence_penalty or frequency_penalty:
-        if context is None:
-            raise ValueError("the penalties need context: the token ids generated so far")
-        logits = apply_penalties(logits, context, repetition_penalty, presence_penalty,
-                                 frequency_penalty)
+    logits = _penalized(logits, context, repetition_penalty, presence_penalty,
+                        frequency_penalty)
     logits = apply_temperature(logits, temperature)
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
@@ -87,6 +95,17 @@ def filter_logits(
     if min_p is not None:
         logits = min_p_filter(logits, min_p)
     return logits
+
+
+def _penalized(logits: torch.Tensor, context, repetition_penalty: float | None,
+               presence_penalty: float, frequency_penalty: float) -> torch.Tensor:
+    """logits after the penalties that are on; they need context, the token ids so far."""
+    if repetition_penalty is None and not presence_penalty and not frequency_penalty:
+        return logits
+    if context is None:
+        raise ValueError("the penalties need context: the token ids generated so far")
+    return apply_penalties(logits, context, repetition_penalty, presence_penalty,
+                           frequency_penalty)
 
 
 def entropy_bits(probs: torch.Tensor) -> torch.Tensor:
@@ -208,6 +227,15 @@ def _as_prompt(model: GPT, idx) -> torch.Tensor:
     return idx.to(model.device)
 
 
+def _one_prompt(model: GPT, idx, what: str) -> torch.Tensor:
+    """idx as a (1, T) prompt on the model's device, for what (a caller that takes one only)."""
+    prompt = _as_prompt(model, idx)
+    if prompt.shape[0] != 1:
+        raise ValueError(f"{what} takes one prompt (one sequence of token ids), got a batch "
+                         f"of {prompt.shape[0]}")
+    return prompt
+
+
 def _check_stop_ids(stop_ids, vocab_size: int) -> torch.Tensor | None:
     """None, or the stop ids as a 1-D tensor: an int or a collection of ints in the vocabulary."""
     if stop_ids is None:
@@ -228,12 +256,26 @@ def next_token_probs(
     top_p: float | None = None,
 ) -> torch.Tensor:
     """The model's distribution over the next token after idx, after the chosen filters."""
-    idx = _as_prompt(model, idx)[:, -model.config.block_size :]
-    was_training = model.training
-    model.eval()
-    logits, _ = model(idx)
-    model.train(was_training)
-    return torch.softmax(filter_logits(logits[:, -1].float(), temperature, top_k, top_p), -1)
+    logits = _last_logits(model, _as_prompt(model, idx))
+    return torch.softmax(filter_logits(logits, temperature, top_k, top_p), -1)
+
+
+def _last_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """The logits (batch, vocab) after the last block_size tokens of idx, as float, in eval mode."""
+    with eval_mode(model):
+        logits, _ = model(idx[:, -model.config.block_size :])
+    return logits[:, -1].float()
+
+
+def _choose(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+            generator: torch.Generator | None, min_p: float | None = None) -> torch.Tensor:
+    """The next token of each row of logits (batch, V): the top one at temperature 0 (top-k,
+    top-p and min-p always keep it), else one drawn after the filters."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(logits.float(), temperature, top_k, top_p, min_p=min_p),
+                          dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
 MAX_NEW_TOKENS = 1_000_000  # beyond any use on a CPU; a bound keeps typos (1e12) from hanging
@@ -263,9 +305,7 @@ def stream_generate(
     token until they are done, as padding. The penalties (off by default) look at the whole
     sequence so far, prompt included, and apply to greedy decoding too, as in transformers.
     """
-    _check_temperature(temperature)
-    _check_top_k(top_k)
-    _check_top_p(top_p)
+    _check_sampling(temperature, top_k, top_p)
     _check_penalties(repetition_penalty, presence_penalty, frequency_penalty, min_p)
     penalized = repetition_penalty is not None or bool(presence_penalty or frequency_penalty)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=0,
@@ -276,9 +316,7 @@ def stream_generate(
     if stops is not None:
         stops = stops.to(model.device)
     block = model.config.block_size
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=model.device).manual_seed(seed)
+    generator = _generator(seed, model.device)
     with eval_mode(model):
         # Room for the prompt and the answer from the start, so the cache never reallocates.
         cache = model.new_cache(min(block, idx.shape[1] + max_new_tokens)) if use_cache else None
@@ -295,12 +333,7 @@ def stream_generate(
             if penalized:
                 logits = apply_penalties(logits.float(), idx, repetition_penalty,
                                          presence_penalty, frequency_penalty)
-            if temperature == 0:  # greedy: top-k, top-p and min-p always keep the top token
-                next_id = logits.argmax(dim=-1)
-            else:
-                logits = filter_logits(logits.float(), temperature, top_k, top_p, min_p=min_p)
-                probs = torch.softmax(logits, dim=-1)
-                next_id = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            next_id = _choose(logits, temperature, top_k, top_p, generator, min_p)
             if stops is not None:
                 if last is not None:  # finished rows repeat their stop token
                     next_id = torch.where(finished, last, next_id)
@@ -369,9 +402,7 @@ def stream_text(
     result at the stop string if it should not show. Keyword arguments min_p and the
     penalties: see stream_generate.
     """
-    prompt = _as_prompt(model, idx)
-    if prompt.shape[0] != 1:
-        raise ValueError(f"idx must hold one sequence for streaming text, got {prompt.shape[0]}")
+    prompt = _one_prompt(model, idx, "streaming text")
     stops = _check_stop_ids(stop_ids, model.config.vocab_size)
     stop_set = set() if stops is None else set(stops.tolist())
     stop_strings = _check_stop_strings(stop)
@@ -434,15 +465,7 @@ def utf8_pieces(tokenizer, tokens: Iterable[int], stop_ids: Iterable[int] = ()) 
 @torch.no_grad()
 def next_token_logits(model: GPT, idx) -> torch.Tensor:
     """Raw logits (vocab,) for the token after idx (one sequence): one forward pass to cache."""
-    idx = _as_prompt(model, idx)
-    if idx.shape[0] != 1:
-        raise ValueError(f"idx must hold one sequence, got a batch of {idx.shape[0]}")
-    idx = idx[:, -model.config.block_size :]
-    was_training = model.training
-    model.eval()
-    logits, _ = model(idx)
-    model.train(was_training)
-    return logits[0, -1].float().cpu()
+    return _last_logits(model, _one_prompt(model, idx, "next_token_logits"))[0].cpu()
 
 
 def describe_filtering(
@@ -473,18 +496,13 @@ def describe_filtering(
     """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 1:
         raise ValueError("logits must be a 1-D tensor: one score per vocabulary entry")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    n = check_int("n", n, minimum=1)
     logits = logits.float()
     before = torch.softmax(logits, -1)
     penalties = {"repetition_penalty": repetition_penalty, "presence_penalty": presence_penalty,
                  "frequency_penalty": frequency_penalty}
     _check_penalties(repetition_penalty, presence_penalty, frequency_penalty, min_p)
-    penalized = logits
-    if repetition_penalty is not None or presence_penalty or frequency_penalty:
-        if context is None:
-            raise ValueError("the penalties need context: the token ids generated so far")
-        penalized = apply_penalties(logits, context, **penalties)
+    penalized = _penalized(logits, context, **penalties)
     scaled_logits = apply_temperature(penalized, temperature)
     scaled = torch.softmax(scaled_logits, -1)
     pre_p = top_k_filter(scaled_logits, top_k) if top_k is not None else scaled_logits
@@ -511,8 +529,7 @@ def repeated_ngram_fraction(ids, n: int = 4) -> float:
     if isinstance(ids, torch.Tensor):
         ids = ids.reshape(-1).tolist()
     ids = list(ids)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    n = check_int("n", n, minimum=1)
     grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
     if not grams:
         raise ValueError(f"need at least n={n} tokens to count n-grams, got {len(ids)}")
@@ -582,12 +599,8 @@ def beam_search(
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1,
                                maximum=MAX_NEW_TOKENS)
     length_penalty = check_float("length_penalty", length_penalty)
-    if repetition_penalty is not None:
-        check_float("repetition_penalty (or None for none)", repetition_penalty, minimum=0.0,
-                    min_inclusive=False)
-    prompt = _as_prompt(model, idx)
-    if prompt.shape[0] != 1:
-        raise ValueError(f"beam search takes one prompt, got a batch of {prompt.shape[0]}")
+    _check_penalties(repetition_penalty, 0.0, 0.0, None)
+    prompt = _one_prompt(model, idx, "beam search")
     stops = _check_stop_ids(stop_ids, model.config.vocab_size)
     if num_beams == 1:  # transformers then decodes greedily, penalising logits, not log-probs
         return generate(model, prompt, max_new_tokens, 0.0, use_cache=use_cache,
@@ -756,20 +769,14 @@ def speculative_rounds(
     seed: int | None = None,
 ) -> Iterator[SpeculativeRound]:
     """Speculative decoding round by round (see speculative_generate); yields each round."""
-    _check_temperature(temperature)
-    _check_top_k(top_k)
-    _check_top_p(top_p)
+    _check_sampling(temperature, top_k, top_p)
     _check_draft(target, draft)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=0)
     k_max = check_int("num_draft_tokens", num_draft_tokens, minimum=1)
     seed = check_seed("seed", seed)
-    prompt = _as_prompt(target, idx)
-    if prompt.shape[0] != 1:
-        raise ValueError(f"speculative decoding takes one prompt, got a batch of {prompt.shape[0]}")
+    prompt = _one_prompt(target, idx, "speculative decoding")
     ids = prompt[0].tolist()
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=target.device).manual_seed(seed)
+    generator = _generator(seed, target.device)
     greedy = temperature == 0
     model_draft = isinstance(draft, GPT)
     block = target.config.block_size
@@ -778,6 +785,11 @@ def speculative_rounds(
 
     def dist(logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+
+    def target_token(logits: torch.Tensor) -> int:
+        """The target's own token after logits (vocab,)."""
+        return (int(logits.argmax()) if greedy else
+                int(torch.multinomial(dist(logits), 1, generator=generator)))
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(eval_mode(target))
@@ -791,8 +803,7 @@ def speculative_rounds(
             if len(ids) + k > block:  # past the context window: plain decoding, as generate
                 window = ids[-target.config.block_size :]
                 logits = target(torch.tensor([window], device=target.device))[0][0, -1].float()
-                token = (int(logits.argmax()) if greedy else
-                         int(torch.multinomial(dist(logits), 1, generator=generator)))
+                token = target_token(logits)
                 ids.append(token)
                 produced += 1
                 yield SpeculativeRound([], 0, token)
@@ -828,9 +839,7 @@ def speculative_rounds(
                     break
                 accepted += 1
             if accepted == len(proposed):  # all kept: the target's own next token is free
-                last = p_logits[len(proposed)]
-                token = (int(last.argmax()) if greedy else
-                         int(torch.multinomial(dist(last), 1, generator=generator)))
+                token = target_token(p_logits[len(proposed)])
             ids.extend(proposed[:accepted] + [token])
             produced += accepted + 1
             _truncate_cache(t_cache, len(ids) - 1)
@@ -898,9 +907,7 @@ def generate_batch(
     equal one-at-a-time generation. The price: the longer prompts' tails are read one token
     per step instead of in one prefill pass.
     """
-    _check_temperature(temperature)
-    _check_top_k(top_k)
-    _check_top_p(top_p)
+    _check_sampling(temperature, top_k, top_p)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=0)
     seed = check_seed("seed", seed)
     if not isinstance(prompts, (list, tuple)) or not prompts:
@@ -920,9 +927,7 @@ def generate_batch(
     for i, r in enumerate(rows):
         tokens[i, : lengths[i]] = r[0].to(model.device)
         is_prompt[i, : lengths[i]] = True
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=model.device).manual_seed(seed)
+    generator = _generator(seed, model.device)
     block = model.config.block_size
     with eval_mode(model):
         cache = model.new_cache()
@@ -931,11 +936,6 @@ def generate_batch(
                 logits, _ = model(tokens[:, cache.length : col], kv_cache=cache)
             else:  # past the window: every row slides alike, as generate does
                 logits, _ = model(tokens[:, col - block : col])
-            if temperature == 0:
-                nxt = logits[:, -1].argmax(dim=-1)
-            else:
-                probs = torch.softmax(filter_logits(logits[:, -1].float(), temperature, top_k,
-                                                    top_p), dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            nxt = _choose(logits[:, -1], temperature, top_k, top_p, generator)
             tokens[:, col] = torch.where(is_prompt[:, col], tokens[:, col], nxt)
     return [tokens[i, : lengths[i] + max_new_tokens].tolist() for i in range(len(rows))]

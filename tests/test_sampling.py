@@ -292,7 +292,8 @@ def test_presence_and_frequency_penalties_follow_openais_formula():
     assert torch.equal(presence_frequency_penalty(x, ids), x)
 
 
-def test_filter_logits_applies_processors_in_transformers_order():
+def _transformers_chain(repetition_penalty, temperature, top_k, top_p, min_p):
+    """transformers' processors in the order it applies them, as filter_logits should."""
     from transformers import (
         LogitsProcessorList,
         MinPLogitsWarper,
@@ -302,14 +303,18 @@ def test_filter_logits_applies_processors_in_transformers_order():
         TopPLogitsWarper,
     )
 
+    return LogitsProcessorList([RepetitionPenaltyLogitsProcessor(repetition_penalty),
+                                TemperatureLogitsWarper(temperature), TopKLogitsWarper(top_k),
+                                TopPLogitsWarper(top_p), MinPLogitsWarper(min_p)])
+
+
+def test_filter_logits_applies_processors_in_transformers_order():
     from course_lib.sampling import filter_logits
 
     torch.manual_seed(2)
     x = torch.randn(4, 80) * 3
     ids = torch.randint(0, 80, (4, 10))
-    ref = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.5), TemperatureLogitsWarper(0.7),
-                               TopKLogitsWarper(20), TopPLogitsWarper(0.9),
-                               MinPLogitsWarper(0.05)])(ids, x.clone())
+    ref = _transformers_chain(1.5, 0.7, 20, 0.9, 0.05)(ids, x.clone())
     got = filter_logits(x, 0.7, 20, 0.9, min_p=0.05, repetition_penalty=1.5, context=ids)
     assert torch.allclose(got, ref) and torch.equal(torch.isinf(got), torch.isinf(ref))
     # defaults leave filter_logits as it was
@@ -537,15 +542,6 @@ def test_generate_text_is_the_decoded_continuation(small_model):
 
 
 def test_describe_filtering_with_penalties_and_min_p_equals_transformers():
-    from transformers import (
-        LogitsProcessorList,
-        MinPLogitsWarper,
-        RepetitionPenaltyLogitsProcessor,
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
-    )
-
     from course_lib.sampling import apply_penalties, describe_filtering, filter_logits
 
     torch.manual_seed(3)
@@ -558,9 +554,7 @@ def test_describe_filtering_with_penalties_and_min_p_equals_transformers():
                                        **settings)[0], -1)
     assert d["after"] == torch.sort(want, descending=True, stable=True).values.tolist()
     # without presence/frequency the whole chain is transformers' processors
-    ref = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.5), TemperatureLogitsWarper(0.8),
-                               TopKLogitsWarper(30), TopPLogitsWarper(0.95),
-                               MinPLogitsWarper(0.05)])(torch.tensor([context]), x[None].clone())
+    ref = _transformers_chain(1.5, 0.8, 30, 0.95, 0.05)(torch.tensor([context]), x[None].clone())
     d = describe_filtering(x, 0.8, 30, 0.95, n=60, min_p=0.05, repetition_penalty=1.5,
                            context=context)
     probs = torch.softmax(ref[0], -1)
