@@ -183,3 +183,48 @@ def python_docs_text(modules: Iterable[str] = DOC_MODULES_TRAIN) -> str:
             "no docstrings found: is Python running with -OO, which strips them?"
         )
     return text + "\n"
+
+
+# ----- synthetic sequences for induction heads --------------------------------------------------
+
+
+def repeated_random_sequences(
+    n: int, length: int, vocab_size: int, seed: int = 0
+) -> torch.Tensor:
+    """(n, 2 * length) token ids: each row is `length` random ids, then the same ids again.
+
+    Random ids have nothing to predict them except the repetition: in the second copy a model
+    can only do better than chance (ln vocab_size nats) by copying from the first.
+    """
+    n = check_int("n", n, minimum=1)
+    length = check_int("length", length, minimum=1)
+    vocab_size = check_int("vocab_size", vocab_size, minimum=1)
+    seed = check_int("seed", seed, minimum=0, maximum=2**64 - 1)
+    g = torch.Generator().manual_seed(seed)
+    first = torch.randint(vocab_size, (n, length), generator=g)
+    return torch.cat([first, first], dim=1)
+
+
+def repeated_random_stream(
+    n_tokens: int, vocab_size: int, min_length: int, max_length: int, seed: int = 0
+) -> torch.Tensor:
+    """One 1-D stream of n_tokens ids: random runs, each followed by itself, end to end.
+
+    Each run's length is drawn from [min_length, max_length], so the distance back to the
+    earlier copy changes from run to run and no fixed offset finds it: a model that predicts
+    the second copy must look up where the current token occurred before (an induction head).
+    With one fixed length, a single head attending a fixed distance back would do.
+    """
+    n_tokens = check_int("n_tokens", n_tokens, minimum=2)
+    vocab_size = check_int("vocab_size", vocab_size, minimum=1)
+    min_length = check_int("min_length", min_length, minimum=1)
+    max_length = check_int("max_length", max_length, minimum=min_length)
+    seed = check_int("seed", seed, minimum=0, maximum=2**64 - 1)
+    g = torch.Generator().manual_seed(seed)
+    runs, total = [], 0
+    while total < n_tokens:
+        length = int(torch.randint(min_length, max_length + 1, (1,), generator=g))
+        run = torch.randint(vocab_size, (length,), generator=g)
+        runs += [run, run]
+        total += 2 * length
+    return torch.cat(runs)[:n_tokens]

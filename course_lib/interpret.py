@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from course_lib.data import repeated_random_sequences, repeated_random_stream
 from course_lib.model import GPT, eval_mode
 from course_lib.tokenization import token_pieces, visible_piece  # noqa: F401  (re-exported)
 from course_lib.validation import check_int, check_str, check_token_ids
@@ -344,14 +345,19 @@ def _run_with_stream(model: GPT, idx: torch.Tensor):
         hooks += [
             block.register_forward_hook(lambda m, i, o: residual.append(first(o)[0])),
             block.attn.register_forward_hook(lambda m, i, o: attn_out.append(first(o)[0])),
-            block.mlp.register_forward_hook(lambda m, i, o: mlp_out.append(first(o)[0])),
         ]
+        if block.mlp is not None:  # attention-only blocks (mlp="none") have no MLP to hook
+            hooks.append(
+                block.mlp.register_forward_hook(lambda m, i, o: mlp_out.append(first(o)[0]))
+            )
     try:
         logits, _, weights = model(idx, return_attention=True)
     finally:
         for h in hooks:
             h.remove()
-    return logits, weights, torch.stack(residual), torch.stack(attn_out), torch.stack(mlp_out)
+    attn = torch.stack(attn_out)
+    mlp = torch.stack(mlp_out) if mlp_out else torch.zeros_like(attn)  # no MLP adds nothing
+    return logits, weights, torch.stack(residual), attn, mlp
 
 
 def logit_lens(model: GPT, ids, position: int = -1) -> torch.Tensor:
@@ -462,7 +468,8 @@ def model_trace(model: GPT, tokenizer, ids, k: int = 5) -> ModelTrace:
 
 
 def induction_scores(
-    model: GPT, n_tokens: int = 50, n_sequences: int = 4, seed: int = 0
+    model: GPT, n_tokens: int = 50, n_sequences: int = 4, seed: int = 0,
+    head_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(n_layer, n_head) induction score of every head, between 0 and 1.
 
@@ -472,18 +479,97 @@ def induction_scores(
     attention weight from each position i of the second copy to position i - n_tokens + 1,
     over n_sequences sequences; a head that spreads attention evenly scores about
     1 / position, one that always looks there scores 1. Random tokens mean the head cannot
-    be using meaning or grammar, only the repetition.
+    be using meaning or grammar, only the repetition (data.repeated_random_sequences).
+    head_mask (n_layer, n_head) of 0/1 switches heads off while measuring.
     """
     n_tokens = check_int("n_tokens", n_tokens, minimum=2,
                          maximum=model.config.block_size // 2)
     n_sequences = check_int("n_sequences", n_sequences, minimum=1)
     seed = check_int("seed", seed, minimum=0)
-    g = torch.Generator().manual_seed(seed)
-    first = torch.randint(model.config.vocab_size, (n_sequences, n_tokens), generator=g)
-    idx = torch.cat([first, first], dim=1).to(model.device)
+    mask = _check_head_mask(model, head_mask)
+    idx = repeated_random_sequences(n_sequences, n_tokens, model.config.vocab_size, seed)
     with eval_mode(model):
-        weights = model(idx, return_attention=True)[2]
+        weights = model(idx.to(model.device), return_attention=True, head_mask=mask)[2]
     maps = torch.stack(weights, dim=1).float().cpu()  # (batch, layer, head, T, T)
     rows = torch.arange(n_tokens, 2 * n_tokens)
     stripe = maps[..., rows, rows - n_tokens + 1]  # (batch, layer, head, n_tokens)
     return stripe.mean(dim=(0, -1))
+
+
+def repeat_loss(
+    model: GPT, n_tokens: int = 50, n_sequences: int = 4, seed: int = 0,
+    head_mask: torch.Tensor | None = None,
+) -> float:
+    """Mean next-token loss (nats) on the second copy of repeated random sequences.
+
+    The same sequences as induction_scores. The first token of the second copy is left out:
+    nothing says the copy starts there. Chance is ln(vocab_size); copying perfectly is 0.
+    """
+    n_tokens = check_int("n_tokens", n_tokens, minimum=2,
+                         maximum=model.config.block_size // 2)
+    n_sequences = check_int("n_sequences", n_sequences, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    mask = _check_head_mask(model, head_mask)
+    idx = repeated_random_sequences(n_sequences, n_tokens, model.config.vocab_size, seed)
+    targets = idx[:, 1:].clone()
+    targets[:, :n_tokens] = -1  # the first copy, and the first token of the second
+    with eval_mode(model):
+        loss = model(idx[:, :-1].to(model.device), targets.to(model.device), head_mask=mask)[1]
+    return loss.item()
+
+
+def train_induction(
+    model: GPT,
+    steps: int,
+    min_length: int,
+    max_length: int,
+    n_tokens: int | None = None,
+    eval_every: int = 25,
+    batch_size: int = 32,
+    learning_rate: float = 1e-2,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, list]:
+    """Train model in place on repeated random runs and watch induction heads form.
+
+    The training text is data.repeated_random_stream (runs of min_length to max_length ids,
+    each repeated once), cut into windows of the model's block_size by course_lib.train.train.
+    Every eval_every steps (and before the first) it records repeat_loss and induction_scores
+    on held-out sequences of n_tokens ids repeated (default: max_length).
+    Returns {"step": [...], "repeat_loss": [...], "induction": [(n_layer, n_head), ...],
+    "train_loss": [every step's loss]}.
+    """
+    # Imported here: train brings torch.distributed and tqdm, which reading a model never needs.
+    from course_lib.train import TrainConfig, train
+
+    steps = check_int("steps", steps, minimum=1)
+    eval_every = check_int("eval_every", eval_every, minimum=1)
+    n_tokens = max_length if n_tokens is None else n_tokens
+    n_tokens = check_int("n_tokens", n_tokens, minimum=2, maximum=model.config.block_size // 2)
+    config = TrainConfig(max_steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                         min_lr=learning_rate / 10, warmup_steps=min(50, steps // 10),
+                         weight_decay=0.0, eval_interval=0, seed=seed, device="cpu",
+                         progress=progress)
+    # Enough text that no window is seen twice in expectation: nothing to memorise.
+    n_text = steps * batch_size * (model.config.block_size + 1)
+    stream = repeated_random_stream(n_text, model.config.vocab_size, min_length, max_length,
+                                    seed)
+    held_out = 10**6 + seed  # evaluation sequences drawn apart from the training stream
+    history: dict[str, list] = {"step": [], "repeat_loss": [], "induction": []}
+
+    def record(step: int) -> None:
+        history["step"].append(step)
+        history["repeat_loss"].append(repeat_loss(model, n_tokens, 8, held_out))
+        history["induction"].append(induction_scores(model, n_tokens, 8, held_out))
+
+    record(0)
+
+    def on_step(info: dict) -> None:
+        if info["step"] % eval_every == 0 or info["step"] == steps:
+            record(info["step"])
+
+    torch.manual_seed(seed)
+    with torch.enable_grad():  # a lesson may have switched gradients off to look inside models
+        result = train(model, stream, None, config, callback=on_step)
+    history["train_loss"] = result["train_loss"]
+    return history

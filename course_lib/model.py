@@ -21,7 +21,7 @@ from course_lib.validation import check_choice, check_float
 
 POSITION_KINDS = ("learned", "rope")
 NORM_KINDS = ("layernorm", "rmsnorm")
-MLP_KINDS = ("gelu", "gelu_exact", "swiglu")
+MLP_KINDS = ("gelu", "gelu_exact", "swiglu", "none")
 
 
 @dataclass
@@ -41,7 +41,8 @@ class GPTConfig:
     n_kv_head: int | None = None  # key/value heads; None = n_head (multi-head attention)
     norm: str = "layernorm"  # "layernorm" (GPT-2) or "rmsnorm" (Llama)
     norm_eps: float = 1e-5
-    mlp: str = "gelu"  # "gelu" (GPT-2, tanh form), "gelu_exact" (erf form) or "swiglu" (Llama)
+    mlp: str = "gelu"  # "gelu" (GPT-2, tanh form), "gelu_exact" (erf form), "swiglu" (Llama)
+    # or "none": blocks of attention alone, the toy models of interpretability papers
     mlp_hidden: int | None = None  # None = 4 * n_embd
     rope_base: float = 10000.0
     tie_embeddings: bool = True  # lm_head shares the token embedding's weights
@@ -225,7 +226,7 @@ def make_norm(config: GPTConfig) -> nn.Module:
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x)) (no MLP for mlp="none")."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -234,8 +235,9 @@ class Block(nn.Module):
             config.n_embd, config.n_head, config.bias, config.dropout,
             rope=config.position == "rope", n_kv_head=config.kv_heads, rope_base=config.rope_base,
         )
-        self.ln_2 = make_norm(config)
-        self.mlp = MLP(config)
+        # mlp="none": attention only, so neither the MLP nor the norm in front of it exists.
+        self.ln_2 = make_norm(config) if config.mlp != "none" else None
+        self.mlp = MLP(config) if config.mlp != "none" else None
 
     def forward(self, x, need_weights=False, kv_cache=None, layer=0, head_mask=None,
                 rotation=None):
@@ -243,7 +245,8 @@ class Block(nn.Module):
             self.ln_1(x), True, need_weights, kv_cache, layer, head_mask, rotation
         )
         x = x + a
-        x = x + self.mlp(self.ln_2(x))
+        if self.mlp is not None:
+            x = x + self.mlp(self.ln_2(x))
         return x, weights
 
 

@@ -447,3 +447,31 @@ def test_gelu_module_keeps_torch_for_exact_form_and_low_precision():
     assert torch.equal(GELU(approximate="tanh")(half), reference)
     mlp = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16))
     assert isinstance(mlp.transformer.h[0].mlp.gelu, torch.nn.GELU)
+
+
+def test_attention_only_model_has_no_mlp_and_its_cache_matches_full_passes():
+    config = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16, mlp="none")
+    m = _scaled_up(config, scale=5.0)
+    names = [n for n, _ in m.named_parameters()]
+    assert not [n for n in names if ".mlp." in n or ".ln_2." in n]
+    with_mlp = GPT(dataclasses.replace(config, mlp="gelu"))
+    mlp_and_norm = sum(p.numel() for n, p in with_mlp.named_parameters()
+                       if ".mlp." in n or ".ln_2." in n)
+    assert m.num_parameters() == with_mlp.num_parameters() - mlp_and_norm
+    idx = torch.randint(0, 50, (2, 12))
+    with torch.no_grad():
+        full, _ = m(idx)
+        # The block is x + attn(ln_1(x)) and nothing more.
+        x = m.transformer.wte(idx) + m.transformer.wpe(torch.arange(12))
+        for block in m.transformer.h:
+            x = x + block.attn(block.ln_1(x))[0]
+        by_hand = m.lm_head(m.transformer.ln_f(x))
+        cache = m.new_cache()
+        parts = [m(idx[:, :5], kv_cache=cache)[0]]
+        parts += [m(idx[:, t : t + 1], kv_cache=cache)[0] for t in range(5, 12)]
+    assert full.abs().max() > 5
+    assert torch.allclose(full, by_hand, atol=1e-4)
+    assert torch.allclose(torch.cat(parts, 1), full, atol=1e-4)
+    loss = m(idx, idx)[1]
+    loss.backward()
+    assert all(p.grad is not None for p in m.parameters())
