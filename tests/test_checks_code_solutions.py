@@ -62,3 +62,13 @@ def test_the_worked_solution_is_right_and_the_stub_is_not(check):
         assert fb.ok == ok, fb.message
         if not ok:  # the stub's body is ..., so the function returns None
             assert "None" in fb.message, fb.message
+
+
+@pytest.mark.parametrize("check", CODE_CHECKS, ids=lambda c: c.__name__)
+def test_an_answer_that_is_not_a_function_is_told_the_signature(check):
+    stub, _ = _blocks(check)
+    signature = stub.strip().splitlines()[0].removeprefix("def ").removesuffix(":")
+    for answer in (3, "def f(): pass", [None]):
+        fb = check(answer)
+        assert not fb.ok and f"a function (def {signature}: ...)" in fb.message, fb.message
+    assert f"your function {signature}." in check(None).message

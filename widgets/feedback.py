@@ -251,6 +251,16 @@ A_NUMBER = {"read": as_number, "expect": "a finite number"}
 A_WHOLE_NUMBER = {"read": as_int, "expect": "a whole number (an int)"}
 
 
+def a_function(signature: str) -> dict:
+    """exercise(**a_function("cosine(a, b)")): the answer is the learner's function."""
+    return {"no_answer": f"Replace None with your function {signature}.",
+            "read": _callable, "expect": f"a function (def {signature}: ...)"}
+
+
+def _callable(answer: object) -> object:
+    return answer if callable(answer) else None
+
+
 def a_text(what: str, max_chars: int) -> dict:
     """exercise(..., **a_text("a word", 100)): the answer is a str of at most max_chars."""
     return {"read": functools.partial(as_text, max_chars=max_chars),

@@ -10,6 +10,7 @@ from course_lib.assistant import dpo_loss, masked_targets
 from widgets.feedback import (
     A_NUMBER,
     Feedback,
+    a_function,
     as_ints,
     call_learner,
     exercise,
@@ -27,7 +28,7 @@ BY_HAND_REJECTED_DOWN = 1.0
 _CASES = [([10, 11, 12], [20, 21, 2]), ([7], [8, 9]), ([1, 2, 3, 4, 5], [6])]
 
 
-@exercise("Replace None with your function masked(prompt_ids, answer_ids).")
+@exercise(**a_function("masked(prompt_ids, answer_ids)"))
 def check_masked_targets(fn: object) -> Feedback:
     """Exercise 1: fn(prompt_ids, answer_ids) -> (inputs, targets) with -1 on the prompt."""
     for prompt, answer in _CASES:
@@ -69,7 +70,7 @@ def check_masked_targets(fn: object) -> Feedback:
                  "counts the answer tokens only.")
 
 
-@exercise("Replace None with your function dpo(pc, pr, rc, rr, beta).")
+@exercise(**a_function("dpo(pc, pr, rc, rr, beta)"))
 def check_dpo_loss(fn: object) -> Feedback:
     """Exercise 2: fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> loss."""
     g = torch.Generator().manual_seed(12)

@@ -10,11 +10,11 @@ from widgets.checks import shipped
 from widgets.feedback import (
     A_WHOLE_NUMBER,
     Feedback,
+    a_function,
     a_text,
     exercise,
     learner_tensor,
     right,
-    shown,
     wrong,
 )
 
@@ -122,7 +122,7 @@ def _top_p_trials() -> list[tuple[str, torch.Tensor, float]]:
     ]
 
 
-@exercise("Replace None with your function top_p(logits, p).")
+@exercise(**a_function("top_p(logits, p)"))
 def check_top_p(fn: object) -> Feedback:
     """Exercise 4: fn(logits, p) -> logits with every token outside the top-p set at -inf.
 
@@ -152,8 +152,6 @@ def check_top_p(fn: object) -> Feedback:
 
         check_top_p(top_p)
     """
-    if not callable(fn):
-        return wrong(f"Give a function (def top_p(logits, p): ...), not {shown(fn)}.")
     for what, logits, p in _top_p_trials():
         out, failed = learner_tensor(
             fn, logits.clone(), p, on=f"on {what}", what="the logits",

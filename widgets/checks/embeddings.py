@@ -13,6 +13,7 @@ from widgets.checks import shipped
 from widgets.feedback import (
     A_WHOLE_NUMBER,
     Feedback,
+    a_function,
     a_text,
     as_int,
     exercise,
@@ -157,7 +158,7 @@ def _cosine_trials() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     ]
 
 
-@exercise("Replace None with your function cosine(a, b).")
+@exercise(**a_function("cosine(a, b)"))
 def check_cosine_similarity(fn: object) -> Feedback:
     """Exercise 4: fn(a, b) -> the cosine similarity of two 1-D tensors, one number.
 
@@ -180,8 +181,6 @@ def check_cosine_similarity(fn: object) -> Feedback:
 
         check_cosine_similarity(cosine)
     """
-    if not callable(fn):
-        return wrong(f"Give a function (def cosine(a, b): ...), not {shown(fn)}.")
     for what, a, b in _cosine_trials():
         value, failed = learner_number(
             fn, a.clone(), b.clone(), on=f"on {what}", what="the cosine of the two vectors",

@@ -16,11 +16,11 @@ from widgets.checks import shipped
 from widgets.feedback import (
     A_NUMBER,
     Feedback,
+    a_function,
     a_text,
     exercise,
     learner_number,
     right,
-    shown,
     wrong,
 )
 
@@ -131,8 +131,7 @@ def _logprob_slips(logp: torch.Tensor, ids: list[int], n: int) -> dict[str, floa
     }
 
 
-@exercise("Replace None with your function continuation_logprob(model, context_ids, "
-          "continuation_ids).")
+@exercise(**a_function("continuation_logprob(model, context_ids, continuation_ids)"))
 def check_continuation_logprob(fn: object, model=None, tokenizer=None) -> Feedback:
     """Exercise 4: fn(model, context_ids, continuation_ids) -> the summed natural-log
     probability of the continuation given the context.
@@ -164,9 +163,6 @@ def check_continuation_logprob(fn: object, model=None, tokenizer=None) -> Feedba
 
         check_continuation_logprob(continuation_logprob)
     """
-    if not callable(fn):
-        return wrong("Give a function (def continuation_logprob(model, context_ids, "
-                     f"continuation_ids): ...), not {shown(fn)}.")
     model, tokenizer = shipped(model, tokenizer)
     # The learner's code gets a copy: a slip such as model.double() must not change the model
     # every other check shares.

@@ -14,10 +14,10 @@ from widgets.feedback import (
     A_NUMBER,
     A_WHOLE_NUMBER,
     Feedback,
+    a_function,
     exercise,
     learner_tensor,
     right,
-    shown,
     wrong,
 )
 
@@ -54,7 +54,7 @@ def check_lora_count(answer: int, model: nn.Module | None = None) -> Feedback:
     )
 
 
-@exercise("Replace None with your function merge(W, A, B, alpha, rank).")
+@exercise(**a_function("merge(W, A, B, alpha, rank)"))
 def check_merge(merge: object) -> Feedback:
     """Exercise 2: merge(W, A, B, alpha, rank) must return W + (alpha / rank) * B @ A."""
     g = torch.Generator().manual_seed(0)
@@ -131,7 +131,7 @@ def _lora_layer(g: torch.Generator, d_in: int, d_out: int, rank: int, alpha: flo
     return layer
 
 
-@exercise("Replace None with your function lora_forward(x, W, A, B, alpha, rank).")
+@exercise(**a_function("lora_forward(x, W, A, B, alpha, rank)"))
 def check_lora_forward(fn: object) -> Feedback:
     """Exercise 4: fn(x, W, A, B, alpha, rank) = x W^T + (alpha / rank) x A^T B^T.
 
@@ -155,9 +155,6 @@ def check_lora_forward(fn: object) -> Feedback:
 
         check_lora_forward(lora_forward)
     """
-    if not callable(fn):
-        return wrong(f"Give a function (def lora_forward(x, W, A, B, alpha, rank): ...), "
-                     f"not {shown(fn)}.")
     g = torch.Generator().manual_seed(9)
     for x_shape, d_out, rank, alpha in (((4, 12), 10, 3, 6.0), ((2, 5, 12), 7, 2, 16.0)):
         layer = _lora_layer(g, x_shape[-1], d_out, rank, alpha)

@@ -12,6 +12,7 @@ from course_lib.attention import MultiHeadAttention, causal_mask, scaled_dot_pro
 from course_lib.interpret import HEAD_PATTERNS, head_pattern_scores, text_windows
 from widgets.feedback import (
     Feedback,
+    a_function,
     as_int,
     as_ints,
     call_learner,
@@ -157,7 +158,7 @@ def _with_learner_split(mha: MultiHeadAttention, x: torch.Tensor, split) -> torc
     return mha.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
-@exercise("Replace None with your function split_heads(x, n_head).")
+@exercise(**a_function("split_heads(x, n_head)"))
 def check_split_heads(fn: object) -> Feedback:
     """Exercise 4: fn(x, n_head) turns (B, T, C) into (B, n_head, T, C // n_head).
 
@@ -184,8 +185,6 @@ def check_split_heads(fn: object) -> Feedback:
 
         check_split_heads(split_heads)
     """
-    if not callable(fn):
-        return wrong(f"Give a function (def split_heads(x, n_head): ...), not {shown(fn)}.")
     g = torch.Generator().manual_seed(5)
     for B, T, C, H in SPLIT_CASES:
         x = torch.randn(B, T, C, generator=g)

@@ -9,13 +9,13 @@ import torch
 from course_lib.positional import sinusoidal
 from widgets.feedback import (
     Feedback,
+    a_function,
     as_int_pairs,
     as_ints,
     as_number,
     exercise,
     learner_tensor,
     right,
-    shown,
     wrong,
 )
 
@@ -108,7 +108,7 @@ def check_unchanged_rows(positions: list[int]) -> Feedback:
 SINUSOIDAL_SHAPES = [(1, 2), (4, 6), (10, 16), (50, 64), (33, 10)]
 
 
-@exercise("Replace None with your function sinusoidal_table(n_positions, d_model).")
+@exercise(**a_function("sinusoidal_table(n_positions, d_model)"))
 def check_sinusoidal(fn: object) -> Feedback:
     """Exercise 4: fn(n_positions, d_model) -> the (n_positions, d_model) sinusoidal table.
 
@@ -137,9 +137,6 @@ def check_sinusoidal(fn: object) -> Feedback:
 
         check_sinusoidal(sinusoidal_table)
     """
-    if not callable(fn):
-        return wrong(f"Give a function (def sinusoidal_table(n_positions, d_model): ...), "
-                     f"not {shown(fn)}.")
     for n, d in SINUSOIDAL_SHAPES:
         out, failed = learner_tensor(fn, n, d, on=f"for n_positions={n}, d_model={d}",
                                      what="the table",

@@ -10,6 +10,7 @@ from course_lib.attention import causal_mask, scaled_dot_product
 from widgets.feedback import (
     A_NUMBER,
     Feedback,
+    a_function,
     as_int_pairs,
     as_numbers,
     call_learner,
@@ -120,7 +121,7 @@ def _attention_variants(q, k, v) -> dict[str, torch.Tensor]:
     }
 
 
-@exercise("Replace None with your function causal_attention(q, k, v).")
+@exercise(**a_function("causal_attention(q, k, v)"))
 def check_causal_attention(fn: object) -> Feedback:
     """Exercise 4: fn(q, k, v) -> softmax(q k^T / sqrt(d), causal mask) v.
 
@@ -148,8 +149,6 @@ def check_causal_attention(fn: object) -> Feedback:
 
         check_causal_attention(causal_attention)
     """
-    if not callable(fn):
-        return wrong(f"Give a function (def causal_attention(q, k, v): ...), not {shown(fn)}.")
     g = torch.Generator().manual_seed(4)
     for shape in ATTENTION_SHAPES:
         q, k, v = (torch.randn(shape, generator=g) for _ in range(3))

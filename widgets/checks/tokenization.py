@@ -22,6 +22,7 @@ from widgets.checks import shipped
 from widgets.feedback import (
     A_WHOLE_NUMBER,
     Feedback,
+    a_function,
     a_text,
     as_int,
     as_ints,
@@ -199,7 +200,7 @@ def _encode_no_split(text: str, merges: list[tuple[int, int]]) -> list[int]:
     return ids
 
 
-@exercise("Replace None with your function encode(text, merges).")
+@exercise(**a_function("encode(text, merges)"))
 def check_encode(fn: object) -> Feedback:
     """Exercise 4: fn(text, merges) -> token ids, as BPETokenizer gives them.
 
@@ -234,8 +235,6 @@ def check_encode(fn: object) -> Feedback:
 
         check_encode(encode)
     """
-    if not callable(fn):
-        return wrong(f"Give a function (def encode(text, merges): ...), not {shown(fn)}.")
     for text, merges, expected in _encode_trials():
         where = f"on the text {text[:30]!r}{'...' if len(text) > 30 else ''} with " \
                 f"{len(merges)} merges"

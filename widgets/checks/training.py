@@ -12,11 +12,11 @@ from course_lib.model import GPT, GPTConfig
 from widgets.feedback import (
     A_NUMBER,
     Feedback,
+    a_function,
     as_ints,
     exercise,
     learner_number,
     right,
-    shown,
     wrong,
 )
 
@@ -150,7 +150,7 @@ def _max_gap(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((p - q).abs().max()) for p, q in zip(a, b, strict=True))
 
 
-@exercise("Replace None with your function training_step(model, optimizer, x, y).")
+@exercise(**a_function("training_step(model, optimizer, x, y)"))
 def check_training_step(fn: object) -> Feedback:
     """Exercise 4: fn(model, optimizer, x, y) does one step and returns the loss as a float.
 
@@ -178,9 +178,6 @@ def check_training_step(fn: object) -> Feedback:
 
         check_training_step(training_step)
     """
-    if not callable(fn):
-        return wrong(f"Give a function (def training_step(model, optimizer, x, y): ...), "
-                     f"not {shown(fn)}.")
     model, optimizer, batches = _step_setup()
     losses, weights = _reference_steps()
     start = [p.detach().clone() for p in model.parameters()]
