@@ -63,8 +63,8 @@ _DRAWN_BOX = """(root) => {
 
 def _view_of(page, source_start: str):
     """The view shown by the code cell whose source begins with `source_start`."""
-    cell = page.locator(".jp-CodeCell").filter(
-        has=page.locator(".jp-InputArea-editor", has_text=source_start))
+    cell = page.locator(".jp-CodeCell").filter(has=page.locator(
+        ".jp-InputArea-editor", has_text=re.compile(f"^\\s*{re.escape(source_start)}")))
     assert cell.count() == 1, f"{cell.count()} cells start with {source_start!r}"
     return cell.locator(".jp-OutputArea-output .widget-box").first  # the outermost box
 
