@@ -26,6 +26,7 @@ from jupyterlab_browser import (  # noqa: E402
     missing,
     run_all,
     send_chat,
+    set_slider,
     wait_for_kernel,
 )
 
@@ -69,17 +70,6 @@ def _view_of(page, source_start: str):
     return cell.locator(".jp-OutputArea-output .widget-box").first  # the outermost box
 
 
-def _set_slider(view, label: str, value: str) -> None:
-    """Type a value into the readout of the slider labelled exactly `label` in the view."""
-    slider = view.locator(".widget-slider", has=view.page.locator(
-        ".widget-label", has_text=re.compile(f"^{re.escape(label)}$"))).first
-    readout = slider.locator(".widget-readout")
-    readout.click()
-    view.page.keyboard.press("Control+A")
-    view.page.keyboard.type(value)
-    view.page.keyboard.press("Enter")
-
-
 def _wait_for_text(view, pattern: str) -> None:
     view.page.wait_for_function("([el, p]) => new RegExp(p).test(el.textContent)",
                                 arg=[view.element_handle(), pattern], timeout=180_000,
@@ -100,8 +90,8 @@ def model_explorer(page):
     box.fill("The capital of France is")
     box.press("Enter")
     _wait_for_text(view, r"5 tokens\.")
-    _set_slider(view, "block", "28")
-    _set_slider(view, "head", "4")
+    set_slider(view, "block", "28")
+    set_slider(view, "head", "4")
     _wait_for_text(view, r"block 28, head 4")
     return view
 

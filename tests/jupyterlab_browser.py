@@ -216,6 +216,21 @@ def view_cell_times(page) -> list[dict]:
     return page.evaluate(_VIEW_CELL_TIMES)
 
 
+def set_slider(scope, label: str, value: str) -> None:
+    """Type `value` into the readout of the first slider labelled exactly `label` in `scope`
+    (a page or a locator), then Enter, as a learner would."""
+    page = getattr(scope, "page", scope)  # a Locator knows its page; a Page is one
+    slider = scope.locator(".widget-slider", has=page.locator(
+        ".widget-label", has_text=re.compile(f"^{re.escape(label)}$")))
+    assert slider.count() >= 1, f"no slider labelled {label!r} here"
+    readout = slider.first.locator(".widget-readout")
+    readout.scroll_into_view_if_needed()
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(value)
+    page.keyboard.press("Enter")
+
+
 def send_chat(view, text: str, replies: int) -> str:
     """Type `text` into a chat view, send it, wait until it shows `replies` whole replies;
     return the last reply's text."""

@@ -30,6 +30,7 @@ from jupyterlab_browser import (
     view_cell_times,
 )
 from jupyterlab_browser import menu as _menu
+from jupyterlab_browser import set_slider as _set_slider
 from jupyterlab_browser import wait_for_kernel as _wait_for_kernel
 
 LESSONS = sorted(p.name for p in (ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
@@ -77,18 +78,6 @@ def _wait_for_plots_to_change(page, before: list[str], timeout_s: float = 30) ->
             return True
         page.wait_for_timeout(250)
     return False
-
-
-def _set_slider(page, label: str, value: str) -> None:
-    """Type a value into the readout of the ipywidgets slider whose description is `label`."""
-    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=label))
-    assert slider.count() >= 1, f"no slider labelled {label!r} in the page"
-    readout = slider.first.locator(".widget-readout")
-    readout.scroll_into_view_if_needed()
-    readout.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.type(value)
-    page.keyboard.press("Enter")
 
 
 class _Traffic:
