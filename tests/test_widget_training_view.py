@@ -2,6 +2,7 @@
 
 import ast
 import html
+import json
 import math
 import os
 import re
@@ -155,16 +156,18 @@ class _Kernel:
         reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=keep)
         return {"reply": reply["content"], "stdout": "".join(out)}
 
-    def start(self, code: str, until_printed: str, timeout: float = 300) -> str:
-        """Send `code` and return its msg_id once it has printed `until_printed` (so it is busy)."""
+    def start(self, code: str, until: str, timeout: float = 300) -> str:
+        """Send `code`; return its msg_id once it is busy: some text it printed, or a widget
+        update it sent, contains `until`."""
         # stop_on_error=False: else the kernel may abort the next request, sent right after
         # this one's KeyboardInterrupt, as queued behind an error.
         msg_id = self.kc.execute(code, stop_on_error=False)
         deadline = time.monotonic() + timeout
         while True:
             msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream"
-                    and until_printed in msg["content"]["text"]):
+            if (msg["parent_header"].get("msg_id") == msg_id
+                    and msg["msg_type"] in ("stream", "comm_msg")
+                    and until in json.dumps(msg["content"])):
                 return msg_id
 
     def reply_to(self, msg_id: str, timeout: float = 300) -> dict:
@@ -245,3 +248,14 @@ view = TrainingView(tok, tok.encode(TEXT), config, eval_text=TEXT[:300], prompt=
     reply = kernel.reply_to(busy)
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     assert kernel.run("print(view.history is not None)")["stdout"] == "True\n"
+
+    # A run in the cell itself (as lesson 7 does): KeyboardInterrupt there, the view says so
+    # and offers Train again.
+    busy = kernel.start("view.run()", "measuring the untrained model")
+    kernel.km.interrupt_kernel()
+    reply = kernel.reply_to(busy)
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    after = kernel.run("print(repr((view.status.value, view.start.disabled, view.stop.disabled,"
+                       " running_jobs())))")
+    status, start_disabled, stop_disabled, jobs = ast.literal_eval(after["stdout"])
+    assert "Interrupted" in status and not start_disabled and stop_disabled and jobs == 0
