@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -103,11 +104,20 @@ def chat_view(page):
     return view
 
 
-SHOTS = {  # picture -> (lesson, how to set its view)
+SHOTS = {  # picture, named as the module of its view (widgets/<name>.py) -> (lesson, setting)
     "sampling_lab": ("08_decoding.ipynb", sampling_lab),
     "model_explorer": ("06_transformer_block.ipynb", model_explorer),
     "chat_view": ("12_assistant.ipynb", chat_view),
 }
+
+
+def _version(path: Path) -> str:
+    """The last commit of a file, and whether it has changed since (what a picture shows)."""
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "log", "-1", "--format=%h", "--", str(path)],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    changed = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", str(path)]).returncode
+    return commit + (" with uncommitted changes" if changed else "")
 
 
 def take(browser, url: str, name: str, out: Path) -> Path:
@@ -127,7 +137,8 @@ def take(browser, url: str, name: str, out: Path) -> Path:
         clip = view.evaluate(_DRAWN_BOX)
         path = out / f"{name}.png"
         page.screenshot(path=str(path), clip=clip)
-        print(f"{path}: {path.stat().st_size:,} bytes, {lesson} ran in {seconds:.0f} s")
+        print(f"{path}: {path.stat().st_size:,} bytes, {lesson} ran in {seconds:.0f} s, "
+              f"widgets/{name}.py at {_version(ROOT / 'widgets' / f'{name}.py')}")
         return path
     finally:
         page.close()
