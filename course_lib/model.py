@@ -175,7 +175,7 @@ class _TanhGELU(torch.autograd.Function):
         x, s = ctx.saved_tensors
         d = x * x
         d.mul_(3 * _GELU_A * _GELU_2C).add_(_GELU_2C).mul_(x)
-        d.mul_(s).mul_(1 - s).add_(s)
+        d.mul_(torch.addcmul(s, s, s, value=-1)).add_(s)  # s (1 - s) = s - s * s
         return d.mul_(grad)
 
 
