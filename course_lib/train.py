@@ -422,7 +422,9 @@ def train(
             history["val_step"].append(step + 1)
             history["val_loss"].append(val_loss)
             info["val_loss"] = val_loss
-        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+        # refresh=False: the bar redraws at most every mininterval; a redraw per step is, in
+        # a notebook, one widget message per step sent to the browser.
+        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
         if main_rank and config.checkpoint_path and (
             last or (config.checkpoint_interval and (step + 1) % config.checkpoint_interval == 0)
         ):

@@ -1,5 +1,6 @@
 """course_lib.train: the training loop, its schedule and optimizer, checkpoints, reports, CLI."""
 
+import io
 import json
 import math
 import re
@@ -397,3 +398,25 @@ def test_a_report_callback_returning_false_stops_early(tok):
                                           [0, 5, 30], callback=lambda info: info["step"] < 10)
     assert len(history["step"]) == 10
     assert [r["step"] for r in reports] == [0, 5]
+
+
+def test_the_progress_bar_redraws_on_its_interval_not_every_step(monkeypatch):
+    # In a notebook each redraw is a widget message to the browser, so not one per step.
+    import tqdm
+
+    import course_lib.train as train_module
+
+    draws = []
+
+    class CountingBar(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "mininterval": 1e9, "file": io.StringIO()})
+
+        def display(self, *args, **kwargs):
+            draws.append(self.n)
+            return super().display(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "tqdm", CountingBar)
+    train(tiny_model(), data(), None, TrainConfig(max_steps=30, batch_size=4, block_size=16,
+                                                  eval_interval=0))
+    assert len(draws) <= 3, f"the bar redrew {len(draws)} times in 30 steps"
