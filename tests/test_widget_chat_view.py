@@ -170,3 +170,10 @@ def test_chatml_template_goes_through_course_lib_chat(tokenizer):
     assert view.prompt_ids == encode_chat(chat_tok, msgs)
     assert view.prompt_ids.count(300) == 3 and "plain text" in view.message.value
     assert reply is not None and view.history[-1] == {"role": "assistant", "content": reply}
+
+
+def test_button_labels_are_not_cut(fake_view):
+    # ipywidgets gives a button 148 px unless its layout says otherwise.
+    for button in (fake_view.send_button, fake_view.clear_button, fake_view.show_template):
+        if len(button.description) > 12:
+            assert button.layout.width == "auto", button.description

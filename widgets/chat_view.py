@@ -60,7 +60,10 @@ class ChatView(widgets.VBox):
                                           icon="paper-plane")
         self.clear_button = widgets.Button(description="Clear", icon="eraser")
         self.show_template = widgets.ToggleButton(value=False, description="Show the template",
-                                                  icon="code")
+                                                  icon="code",
+                                                  # A button is 148 px unless told: the label
+                                                  # would be cut to "Show the tem...".
+                                                  layout=widgets.Layout(width="auto"))
         self.message = widgets.HTML()
         self.transcript = widgets.HTML(_box(""))
         self.template_box = widgets.HTML()
