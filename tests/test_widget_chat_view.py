@@ -174,6 +174,7 @@ def test_chatml_template_goes_through_course_lib_chat(tokenizer):
 
 def test_button_labels_are_not_cut(fake_view):
     # ipywidgets gives a button 148 px unless its layout says otherwise.
-    for button in (fake_view.send_button, fake_view.clear_button, fake_view.show_template):
+    view, _ = fake_view
+    for button in (view.send_button, view.clear_button, view.show_template):
         if len(button.description) > 12:
             assert button.layout.width == "auto", button.description
