@@ -80,6 +80,20 @@ def _wait_for_plots_to_change(page, before: list[str], timeout_s: float = 30) ->
     return False
 
 
+def _assert_slider_redraws(page, lesson: str, label: str, value: str, failure: str) -> None:
+    """Setting the slider labelled `label` to `value` changes what the lesson's graphs draw."""
+    before = _plot_data(page)
+    assert before, f"lesson {int(lesson[:2])} shows no plotly graph"
+    _set_slider(page, label, value)
+    assert _wait_for_plots_to_change(page, before), failure
+
+
+def _wait_until_enabled(page, button, enabled: bool = True) -> None:
+    """Wait (up to 2 minutes) until a widget button is enabled, or disabled."""
+    page.wait_for_function("b => !b.disabled" if enabled else "b => b.disabled",
+                           arg=button.element_handle(), timeout=120_000, polling=250)
+
+
 class _Traffic:
     """Counts the bytes of every websocket frame a page sends or receives."""
 
@@ -159,21 +173,17 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
             _set_slider(page, "steps", "3000")
             page.locator("button", has_text=re.compile("^Train$")).first.click()
             stop = page.locator("button", has_text=re.compile("^Stop$")).first
-            page.wait_for_function("b => !b.disabled", arg=stop.element_handle(),
-                                   timeout=120_000, polling=250)
+            _wait_until_enabled(page, stop)
             stop.click()
             page.get_by_text(re.compile(r"stopped: \d+ steps")).first.wait_for(timeout=120_000)
             # Kernel > Interrupt stops a run too (3000 steps would take many minutes), and
             # leaves the kernel idle, not dead.
             train = page.locator("button", has_text=re.compile("^Train$")).first
-            page.wait_for_function("b => !b.disabled", arg=train.element_handle(),
-                                   timeout=120_000, polling=250)
+            _wait_until_enabled(page, train)
             train.click()
-            page.wait_for_function("b => !b.disabled", arg=stop.element_handle(),
-                                   timeout=120_000, polling=250)
+            _wait_until_enabled(page, stop)
             _menu(page, "Kernel", "Interrupt Kernel")
-            page.wait_for_function("b => b.disabled", arg=stop.element_handle(),
-                                   timeout=120_000, polling=250)
+            _wait_until_enabled(page, stop, enabled=False)
             assert page.get_by_text(re.compile(r"stopped: \d+ steps")).count() == 1
             _wait_for_kernel(page)
         if lesson.startswith("08"):
@@ -184,11 +194,9 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
                     _readout(lab, "top-p (1 = off)")) == ("1.00", "0", "1.0")
             lab.scroll_into_view_if_needed()
             lab.screenshot(path=str(ARTIFACTS / "sampling_lab.png"))  # README's picture
-            before = _plot_data(page)
-            assert before, "lesson 8 shows no plotly graph"
-            _set_slider(page, "temperature", "0.1")
-            assert _wait_for_plots_to_change(page, before), \
-                "moving the temperature slider did not change the distribution shown"
+            _assert_slider_redraws(
+                page, lesson, "temperature", "0.1",
+                "moving the temperature slider did not change the distribution shown")
         if lesson.startswith("02"):
             # Typing a sentence and clicking Add (the box's own submit fires too) adds it once.
             sentence = "A browser test adds this sentence"
@@ -217,17 +225,12 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
             # The model explorer draws every stage; its block slider moves through the stack.
             assert page.get_by_text(re.compile(r"^\d+ blocks$")).count() > 0, \
                 "lesson 6 shows no model explorer diagram"
-            before = _plot_data(page)
-            assert before, "lesson 6 shows no plotly graph"
-            _set_slider(page, "block", "0")
-            assert _wait_for_plots_to_change(page, before), \
-                "moving the explorer's block slider did not change what it draws"
+            _assert_slider_redraws(
+                page, lesson, "block", "0",
+                "moving the explorer's block slider did not change what it draws")
         if lesson.startswith("05"):
-            before = _plot_data(page)
-            assert before, "lesson 5 shows no plotly graph"
-            _set_slider(page, "head", "2")
-            assert _wait_for_plots_to_change(page, before), \
-                "changing the head did not change the heatmap"
+            _assert_slider_redraws(page, lesson, "head", "2",
+                                   "changing the head did not change the heatmap")
             # Clicking a head in the grid moves the explorer to it, on its first tab.
             explorer = page.locator(".jupyter-widget-tab, .widget-tab") \
                 .filter(has_text="all heads").first
