@@ -1,9 +1,10 @@
 """A training step of our GPT against nanoGPT's model.py at the same shape, same optimizer.
 
 nanoGPT is not a dependency and none of its code is in this repository: give the path of its
-model.py (from a clone of github.com/karpathy/nanoGPT). Every model is timed in turn, round after
-round, by the CPU time of this thread (so other work on the machine disturbs it little), and
-the best round of each counts. Prints step times and ratios measured in the same run:
+model.py (from a clone of github.com/karpathy/nanoGPT). Every model is timed in turn, round
+after round, in a new order each round, by the CPU time of this thread (so other work on the
+machine disturbs it less), and the best round of each counts. Prints step times and ratios
+measured in the same run:
 
     OMP_NUM_THREADS=1 python scripts/compare_nanogpt.py /path/to/nanoGPT/model.py
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import random
 import time
 
 import torch
@@ -81,8 +83,12 @@ def main() -> None:
         for _ in range(3):
             step()
     best = dict.fromkeys(steps, float("inf"))
+    order = list(steps)
+    shuffle = random.Random(0).shuffle
     for _ in range(args.rounds):
-        for name, step in steps.items():
+        shuffle(order)  # a fresh order each round: no model always follows the same one
+        for name in order:
+            step = steps[name]
             start = time.thread_time()
             for _ in range(args.steps):
                 step()
