@@ -380,8 +380,10 @@ def train(
     main_rank = rank == 0
     tokens_per_step = config.batch_size * block_size
 
+    # Two redraws a second: in a notebook each is a widget message to the browser.
     bar = tqdm(range(start, config.max_steps), initial=start, total=config.max_steps,
-               disable=not (config.progress and main_rank), desc="training", unit="step")
+               disable=not (config.progress and main_rank), desc="training", unit="step",
+               mininterval=0.5)
     for step in bar:
         t0 = time.perf_counter()
         lr = lr_at(step, config)
@@ -422,8 +424,7 @@ def train(
             history["val_step"].append(step + 1)
             history["val_loss"].append(val_loss)
             info["val_loss"] = val_loss
-        # refresh=False: the bar redraws at most every mininterval; a redraw per step is, in
-        # a notebook, one widget message per step sent to the browser.
+        # refresh=False: the bar redraws on its interval, not once per step.
         bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
         if main_rank and config.checkpoint_path and (
             last or (config.checkpoint_interval and (step + 1) % config.checkpoint_interval == 0)

@@ -13,6 +13,7 @@ Skipped, with the reason, where Chromium or Playwright is missing; COURSE_REQUIR
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -99,14 +100,26 @@ class _Traffic:
 
     def __init__(self, page) -> None:
         self.bytes = 0
+        # Where the bytes go, for the report: (direction, message type) -> bytes.
+        self.by_kind: collections.Counter = collections.Counter()
         page.on("websocket", self._watch)
 
     def _watch(self, ws) -> None:
-        ws.on("framesent", self._count)
-        ws.on("framereceived", self._count)
+        ws.on("framesent", lambda payload: self._count("sent", payload))
+        ws.on("framereceived", lambda payload: self._count("received", payload))
 
-    def _count(self, payload) -> None:
-        self.bytes += len(payload.encode() if isinstance(payload, str) else payload)
+    def _count(self, direction: str, payload) -> None:
+        data = payload.encode() if isinstance(payload, str) else payload
+        self.bytes += len(data)
+        # Text or binary, a Jupyter frame carries its header as JSON text.
+        kind = re.search(rb'"msg_type":\s*"(\w+)"', data)
+        name = kind.group(1).decode() if kind else "other"
+        if name == "comm_msg":  # which widget message: plotly's js2py echoes, state updates...
+            method = re.search(rb'"method":\s*"(\w+)"', data)
+            key = re.search(rb'"state":\s*\{\s*"(\w+)"', data)
+            name += ":" + (method.group(1).decode() if method else "?") + (
+                ":" + key.group(1).decode() if key else "")
+        self.by_kind[f"{direction} {name}"] += len(data)
 
 
 def _report(lesson: str, **figures) -> None:
@@ -155,7 +168,8 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
         not_run, run_all_s = run_all(page, lab_url, lesson)
         # For the record only (no time is asserted): the machine may be shared and loaded.
         _report(lesson, websocket_bytes=traffic.bytes, run_all_s=round(run_all_s, 1),
-                view_cells=view_cell_times(page))
+                view_cells=view_cell_times(page),
+                largest_kinds=dict(traffic.by_kind.most_common(8)))
         # JupyterLab renders errors as stderr; a traceback marks a real one.
         stderr = page.locator("[data-mime-type='application/vnd.jupyter.stderr']")
         tracebacks = [t for t in stderr.all_inner_texts() if re.search(r"Traceback|\w+Error\b", t)]

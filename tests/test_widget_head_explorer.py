@@ -197,3 +197,11 @@ def test_smollm2_every_head_of_30_layers(smollm2):
     assert f"last {T} tokens" in view.grid.layout.title.text
     view.select_head_at(x=3 * (T + 1) + 1, y=7 * (T + 1) + 1)
     assert (view.layer.value, view.head.value) == (7, 3)
+
+
+def test_switches_share_one_layout_and_one_style(view):
+    # Each Layout or style is a widget of its own: one message to the browser apiece.
+    switches = [s for row in view.switches for s in row]
+    assert len({id(s.layout) for s in switches}) == 1 and len({id(s.style) for s in switches}) == 1
+    switches[1].value = False  # still switches one head, not all
+    assert view.head_mask.flatten().tolist().count(0.0) == 1

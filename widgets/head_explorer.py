@@ -9,6 +9,7 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 import torch
+from ipywidgets.widgets.widget_bool import ToggleButtonStyle
 
 from course_lib.interpret import (
     attention_and_probs,
@@ -136,10 +137,13 @@ class HeadExplorer(widgets.VBox):
                              legend=dict(orientation="h", y=1.12)),
         )
 
+        # One layout and one style shared by every switch: each is a widget of its own, and
+        # one per switch would be hundreds of messages to the browser on a deep model.
+        switch_layout, switch_style = widgets.Layout(width="80px"), ToggleButtonStyle()
         self.switches = [
             [widgets.ToggleButton(value=True, description=f"head {h}",
                                   tooltip=f"layer {layer}, head {h}: click to switch off",
-                                  button_style="info", layout=widgets.Layout(width="80px"))
+                                  button_style="info", layout=switch_layout, style=switch_style)
              for h in range(self.n_head)]
             for layer in range(self.n_layer)
         ]
