@@ -467,6 +467,16 @@ def model_trace(model: GPT, tokenizer, ids, k: int = 5) -> ModelTrace:
 # ----- induction heads ------------------------------------------------------------------------
 
 
+def _repeated_test(model: GPT, n_tokens, n_sequences, seed, head_mask):
+    """The repeated random sequences of induction_scores and repeat_loss, and the head mask."""
+    n_tokens = check_int("n_tokens", n_tokens, minimum=2,
+                         maximum=model.config.block_size // 2)
+    n_sequences = check_int("n_sequences", n_sequences, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    mask = _check_head_mask(model, head_mask)
+    return repeated_random_sequences(n_sequences, n_tokens, model.config.vocab_size, seed), mask
+
+
 def induction_scores(
     model: GPT, n_tokens: int = 50, n_sequences: int = 4, seed: int = 0,
     head_mask: torch.Tensor | None = None,
@@ -482,12 +492,8 @@ def induction_scores(
     be using meaning or grammar, only the repetition (data.repeated_random_sequences).
     head_mask (n_layer, n_head) of 0/1 switches heads off while measuring.
     """
-    n_tokens = check_int("n_tokens", n_tokens, minimum=2,
-                         maximum=model.config.block_size // 2)
-    n_sequences = check_int("n_sequences", n_sequences, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
-    mask = _check_head_mask(model, head_mask)
-    idx = repeated_random_sequences(n_sequences, n_tokens, model.config.vocab_size, seed)
+    idx, mask = _repeated_test(model, n_tokens, n_sequences, seed, head_mask)
+    n_tokens = idx.shape[1] // 2
     with eval_mode(model):
         weights = model(idx.to(model.device), return_attention=True, head_mask=mask)[2]
     maps = torch.stack(weights, dim=1).float().cpu()  # (batch, layer, head, T, T)
@@ -505,12 +511,8 @@ def repeat_loss(
     The same sequences as induction_scores. The first token of the second copy is left out:
     nothing says the copy starts there. Chance is ln(vocab_size); copying perfectly is 0.
     """
-    n_tokens = check_int("n_tokens", n_tokens, minimum=2,
-                         maximum=model.config.block_size // 2)
-    n_sequences = check_int("n_sequences", n_sequences, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
-    mask = _check_head_mask(model, head_mask)
-    idx = repeated_random_sequences(n_sequences, n_tokens, model.config.vocab_size, seed)
+    idx, mask = _repeated_test(model, n_tokens, n_sequences, seed, head_mask)
+    n_tokens = idx.shape[1] // 2
     targets = idx[:, 1:].clone()
     targets[:, :n_tokens] = -1  # the first copy, and the first token of the second
     with eval_mode(model):
