@@ -84,7 +84,7 @@ class SurprisalView(widgets.VBox):
         max_chars = check_int("max_chars", max_chars, minimum=1, maximum=100_000)
         continuous_update = check_bool("continuous_update", continuous_update, allow_none=True)
         if continuous_update is None:
-            continuous_update = all(sum(p.numel() for p in m.parameters()) <= LIVE_MAX_PARAMS
+            continuous_update = all(m.num_parameters() <= LIVE_MAX_PARAMS
                                     for m in models.values())
         self.models = dict(models)
         self.tokenizer = tokenizer
@@ -106,8 +106,7 @@ class SurprisalView(widgets.VBox):
         self.text.observe(self._update, names="value")
         self.model_name.observe(self._update, names="value")
         hint = widgets.HTML("" if continuous_update else
-                            "<i>A big model: the text is scored when you click outside the box."
-                            "</i>")
+                            note("A big model: the text is scored when you click outside the box."))
         super().__init__([self.model_name, hint, self.text, self.message, self.html, self.summary,
                           widgets.HTML(_legend(self.max_bits))])
         self._update()
