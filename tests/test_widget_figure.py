@@ -4,9 +4,10 @@ import json
 import re
 from pathlib import Path
 
+import ipywidgets
 import plotly.graph_objects as go
 
-from widgets.figure import FigureWidget
+from widgets.figure import LOADER, FigureWidget
 from widgets.server import _load_jupyter_server_extension, bundle_path, bundle_url_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,18 +17,21 @@ def test_a_figure_sends_a_stub_not_plotly_js():
     figure = FigureWidget(data=[go.Bar(x=[1, 2], y=[3, 4])])
     assert isinstance(figure, go.FigureWidget)  # the whole plotly API, events included
     assert len(figure._esm) < 3_000 < 4_000_000 < bundle_path().stat().st_size
-    assert bundle_url_path() in figure._esm and "msg:custom" in figure._esm
+    assert bundle_url_path() in figure._esm
+    # A figure never asks the kernel itself (its messages wait until it has the bundle): the
+    # loader, created once on import, does.
+    assert "msg:custom" not in figure._esm and "msg:custom" in LOADER._esm
+    assert len(LOADER._esm) < 3_000 and bundle_url_path() in LOADER._esm
     assert re.fullmatch(r"course-widgets/widgetbundle\.js\?v=[\w.]+", bundle_url_path())
     assert figure.data[0].y == (3, 4)
 
 
 def test_without_the_server_the_kernel_sends_the_bundle_on_request(monkeypatch):
-    figure = FigureWidget()
     sent = []
-    monkeypatch.setattr(figure, "send", lambda content, buffers=None: sent.append(content))
-    figure._on_custom_message(figure, {"type": "something else"}, [])
+    monkeypatch.setattr(LOADER, "send", lambda content, buffers=None: sent.append(content))
+    LOADER._on_custom_message(LOADER, {"type": "something else"}, [])
     assert sent == []
-    figure._on_custom_message(figure, {"type": "bundle?"}, [])
+    LOADER._on_custom_message(LOADER, {"type": "bundle?"}, [])
     assert sent[0]["type"] == "bundle"
     assert sent[0]["source"] == bundle_path().read_text(encoding="utf-8")
 
@@ -58,3 +62,11 @@ def test_pip_install_enables_the_server_extension():
     config = json.loads((ROOT / "jupyter-config" / "course_widgets.json").read_text())
     assert config["ServerApp"]["jpserver_extensions"] == {"widgets.server": True}
     assert "jupyter-config/course_widgets.json" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_repr_names_the_traces_without_printing_their_numbers():
+    # ipywidgets puts repr() in every display's text/plain: it must not walk a 50,000-cell map.
+    figure = FigureWidget(data=[go.Heatmap(z=[[0.5] * 200] * 250), go.Bar(y=[1])])
+    assert repr(figure) == "FigureWidget(heatmap, bar)"
+    shown = ipywidgets.VBox([figure])._repr_mimebundle_()["text/plain"]
+    assert shown == "VBox(children=(FigureWidget(heatmap, bar),))"
