@@ -49,12 +49,18 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def jupyterlab(tmp: Path) -> Iterator[str]:
+def jupyterlab(tmp: Path, serve_bundle: bool = True) -> Iterator[str]:
     """A JupyterLab server on 127.0.0.1, a free port, no token, throwaway settings in `tmp`;
-    yields its URL. Raises RuntimeError, with the end of its log, if it does not start."""
+    yields its URL. Raises RuntimeError, with the end of its log, if it does not start.
+    serve_bundle=False switches off the server extension that serves plotly.js (widgets.server),
+    as in an editor that is not JupyterLab."""
     port = _free_port()
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
                JUPYTER_CONFIG_DIR=str(tmp / "config"), HF_HUB_OFFLINE="1")
+    if not serve_bundle:
+        (tmp / "config").mkdir(parents=True, exist_ok=True)
+        (tmp / "config" / "jupyter_server_config.json").write_text(json.dumps(
+            {"ServerApp": {"jpserver_extensions": {"widgets.server": False}}}))
     # Serve a copy: JupyterLab saves notebooks after running them, and the committed lessons
     # must stay exactly as they are. docs/ beside them holds the benchmark figures lesson 7 reads.
     root = tmp / "course"
@@ -65,10 +71,11 @@ def jupyterlab(tmp: Path) -> Iterator[str]:
     (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings") \
         .write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    # Keep every cell in the page, so the test can see all of them.
+    # Keep every cell in the page, so the test can see all of them; record when the kernel
+    # started and finished each cell (saved in the cell's metadata, read by measure_views.py).
     (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings") \
-        .write_text(json.dumps({"windowingMode": "none"}))
+        .write_text(json.dumps({"windowingMode": "none", "recordTiming": True}))
     (settings / "@jupyterlab" / "docmanager-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings") \
         .write_text(json.dumps({"autosave": False}))

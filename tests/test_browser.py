@@ -34,6 +34,8 @@ from jupyterlab_browser import menu as _menu
 from jupyterlab_browser import set_slider as _set_slider
 from jupyterlab_browser import wait_for_kernel as _wait_for_kernel
 
+from widgets.server import bundle_path
+
 LESSONS = sorted(p.name for p in (ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 # What a lesson's Run All may send over the websockets, both ways: the data, not plotly.js.
@@ -291,6 +293,32 @@ def test_reloading_a_page_with_two_lessons_open_renders_every_view(lab_url, brow
     finally:
         page.screenshot(path=str(ARTIFACTS / "reload.png"), full_page=False)
         page.close()
+
+
+def test_without_the_server_extension_the_kernel_sends_plotly_js_once(tmp_path, browser):
+    """Where the server does not serve plotly's bundle (an editor that is not JupyterLab, the
+    extension off), the loader widget asks the kernel for it: figures still draw, and the
+    bundle crosses the websocket once per page however many figures there are."""
+    import nbformat
+
+    with jupyterlab(tmp_path, serve_bundle=False) as url:
+        code = ("import plotly.graph_objects as go\n"
+                "from widgets.figure import FigureWidget\n"
+                "display(FigureWidget(data=[go.Bar(y=[1, 3, 2])]))\n"
+                "display(FigureWidget(data=[go.Heatmap(z=[[1, 2], [3, 4]])]))")
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]),
+                       tmp_path / "course" / "lessons" / "figures.ipynb")
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        traffic = _Traffic(page)
+        try:
+            _run_in_open_page(page, f"{url}/lab/tree/lessons/figures.ipynb?reset")
+            page.wait_for_function(
+                "() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2",
+                timeout=120_000, polling=250)
+            size = bundle_path().stat().st_size
+            assert size < traffic.bytes < 1.5 * size, (traffic.bytes, size)
+        finally:
+            page.close()
 
 
 def _run_in_open_page(page, url: str) -> None:
