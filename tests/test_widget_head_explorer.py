@@ -62,10 +62,10 @@ def test_token_dropdown_shows_where_that_token_looks(view):
 
 def test_grid_tiles_every_head_and_a_click_selects_one(view):
     T = len(view.ids)
+    view.tabs.selected_index = 1
     z = np.array(view.grid.data[0].z, dtype=float)
     assert z.shape == (2 * T + 1, 4 * T + 3)  # 2 layers x 4 heads, one blank cell between
     assert np.allclose(z[T + 1 :, 3 * (T + 1) :] / 100, view.maps[1, 3].numpy(), atol=5e-3)
-    view.tabs.selected_index = 1
     view.select_head_at(x=2 * (T + 1) + 3, y=T + 4)
     assert (view.layer.value, view.head.value, view.tabs.selected_index) == (1, 2, 0)
     assert view.grid.layout.shapes[0].x0 == 2 * (T + 1) - 0.5
@@ -77,6 +77,7 @@ def test_grid_tiles_every_head_and_a_click_selects_one(view):
 
 def test_grid_shows_only_the_last_tokens_of_a_long_text(small_model, view):
     short = HeadExplorer(small_model, view.tokenizer, text=TEXT, grid_tokens=10)
+    short.tabs.selected_index = view.tabs.selected_index = 1
     z = np.array(short.grid.data[0].z, dtype=float)
     assert z.shape == (2 * 11 - 1, 4 * 11 - 1)
     assert np.allclose(z[11:, 33:] / 100, short.maps[1, 3, -10:, -10:].numpy(), atol=5e-3)
@@ -84,6 +85,23 @@ def test_grid_shows_only_the_last_tokens_of_a_long_text(small_model, view):
     short.select_head_at(x=2 * 11 + 3, y=12)
     assert (short.layer.value, short.head.value) == (1, 2)
     assert "last" not in view.grid.layout.title.text
+
+
+def test_the_grid_is_drawn_when_its_tab_is_shown_and_follows_the_text(view):
+    # Its tens of thousands of cells are the heaviest part of the view: not sent until seen.
+    assert np.array(view.grid.data[0].z).size == 1 and not view.grid.layout.shapes
+    view.text.value = "JULIET:\nah"  # a new text while the grid is hidden: still not drawn
+    assert np.array(view.grid.data[0].z).size == 1
+    view.tabs.selected_index = 1
+    T = len(view.ids)
+    assert T == 10 and np.array(view.grid.data[0].z).shape == (2 * T + 1, 4 * T + 3)
+    assert view.grid.layout.title.text.startswith("every head")
+    assert view.grid.layout.shapes[0].x0 == -0.5  # the chosen head, outlined
+    view.text.value = TEXT  # the grid in view: drawn at once
+    z = np.array(view.grid.data[0].z, dtype=float)
+    T = len(view.ids)
+    assert np.allclose(z[T + 1 :, 3 * (T + 1) :] / 100, view.maps[1, 3].numpy(), atol=5e-3)
+    assert view.forward_calls == [1, 1]  # one pass per text, none for showing the tab
 
 
 def test_switching_a_head_off_changes_the_prediction(view):
@@ -172,6 +190,7 @@ def test_an_empty_starting_text_waits_for_one(small_model):
 def test_the_grid_sends_click_events(view):
     # plotly sends no click event for a trace whose hoverinfo is "skip"
     assert view.grid.data[0].hoverinfo != "skip"
+    view.tabs.selected_index = 1
     view.layer.value, view.head.value = 0, 0
     step = view._grid_T + view._gap
     view.select_head_at(1 * step + 1, 1 * step + 1)
@@ -190,6 +209,7 @@ def test_smollm2_every_head_of_30_layers(smollm2):
     z = np.nan_to_num(np.array(view.heatmap.data[0].z, dtype=float))
     assert np.allclose(z, maps[20, 8].numpy(), atol=5e-4)
     # 270 heads: the grid keeps to about 100,000 cells by showing the last tokens only.
+    view.tabs.selected_index = 1
     T = view._grid_T
     assert T < len(view.ids)
     grid = np.array(view.grid.data[0].z)

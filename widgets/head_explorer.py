@@ -38,6 +38,7 @@ _MAX_TICKS = 24
 # The most cells the "all heads" grid sends: SmolLM2's 270 heads at 48 tokens would be 650,000
 # (about 2 MB of JSON), for maps of a few pixels a cell. Past it, the grid shows fewer tokens.
 _GRID_CELLS = 100_000
+_GRID_TAB = 1  # the tab that holds the grid
 
 
 def _axis(labels: list[str], size: int = 9, **extra) -> dict:
@@ -67,7 +68,9 @@ class HeadExplorer(widgets.VBox):
     of the before/after bar chart: (text, p_before, p_after)), `kl` and `message`.
     Figures: `heatmap` (one head), `row_chart`, `grid` (all heads, at most the last
     `grid_tokens` tokens; click one to pick it) and `prob_chart`.
-    A new text costs one forward pass; a head switch costs one; sliders cost none.
+    A new text costs one forward pass; a head switch costs one; sliders cost none. The grid
+    is the heaviest figure (tens of thousands of cells): it is drawn when its tab is shown,
+    not for a text nobody looks at in it.
     """
 
     def __init__(
@@ -91,6 +94,8 @@ class HeadExplorer(widgets.VBox):
         self._gap = 1
         self.grid_tokens = grid_tokens
         self._grid_T = 0
+        self._grid_stale = True  # the grid does not show the current text yet
+        self.tabs = None
         self._resetting = self._quiet = False
 
         self.text = widgets.Textarea(
@@ -126,8 +131,7 @@ class HeadExplorer(widgets.VBox):
                              hoverinfo="none")],
             # A map 120 px square, smaller for a deep model, so that 30 layers fit a screen or two.
             layout=go.Layout(height=tile * self.n_layer + 60, width=tile * self.n_head + 80,
-                             margin=dict(l=70, r=10, t=40, b=20), plot_bgcolor="white",
-                             title="every head (click one to explore it)"),
+                             margin=dict(l=70, r=10, t=40, b=20), plot_bgcolor="white"),
         )
         self.prob_chart = go.Figure(
             data=[go.Bar(name="all heads on", x=[0], y=[0.0], marker_color=_ON),
@@ -176,6 +180,7 @@ class HeadExplorer(widgets.VBox):
                            titles=("one head", "all heads", "switch heads off"))
         self.tabs = tabs
         super().__init__([self.text, self.message, tabs])
+        tabs.observe(lambda _: self._show_grid_if_seen(), names="selected_index")
 
         self.text.observe(lambda _: self._set_text(), names="value")
         for control in (self.layer, self.head, self.token):
@@ -203,8 +208,9 @@ class HeadExplorer(widgets.VBox):
             self.token.value = T - 1
         finally:
             self._quiet = False
+        self._grid_stale = True
         self._show_head()
-        self._show_grid()
+        self._show_grid_if_seen()
         self._show_probs(self._masked_probs())
 
     # ----- one head, and where one token looks -------------------------------------------------
@@ -236,7 +242,13 @@ class HeadExplorer(widgets.VBox):
 
     # ----- every head at once ------------------------------------------------------------------
 
+    def _show_grid_if_seen(self) -> None:
+        if self._grid_stale and self.ids and self.tabs is not None \
+                and self.tabs.selected_index == _GRID_TAB:
+            self._show_grid()
+
     def _show_grid(self) -> None:
+        self._grid_stale = False
         # Past grid_tokens tokens a map would be smaller than a pixel a cell: show the end.
         fit = max(2, math.isqrt(_GRID_CELLS // (self.n_layer * self.n_head)) - self._gap)
         T = self._grid_T = min(len(self.ids), self.grid_tokens, fit)
@@ -263,6 +275,8 @@ class HeadExplorer(widgets.VBox):
         self._outline_grid()
 
     def _outline_grid(self) -> None:
+        if self._grid_stale:
+            return  # drawn with the grid, when its tab is shown
         T = self._grid_T
         x0, y0 = self.head.value * (T + self._gap) - 0.5, self.layer.value * (T + self._gap) - 0.5
         self.grid.layout.shapes = [dict(type="rect", x0=x0, x1=x0 + T, y0=y0, y1=y0 + T,
