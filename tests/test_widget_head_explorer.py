@@ -89,9 +89,15 @@ def test_grid_shows_only_the_last_tokens_of_a_long_text(small_model, view):
 
 def test_the_grid_is_drawn_when_its_tab_is_shown_and_follows_the_text(view):
     # Its tens of thousands of cells are the heaviest part of the view: not sent until seen.
+    # A hidden tab's content is not even placed in the tab, so the browser does not draw it.
+    assert [len(tab.children) for tab in view.tabs.children[1:]] == [0, 0]
     assert np.array(view.grid.data[0].z).size == 1 and not view.grid.layout.shapes
     view.text.value = "JULIET:\nah"  # a new text while the grid is hidden: still not drawn
     assert np.array(view.grid.data[0].z).size == 1
+    view.tabs.selected_index = 1
+    assert view.tabs.children[1].children == (view.grid,)
+    view.tabs.selected_index = 2
+    assert view.prob_chart in view.tabs.children[2].children
     view.tabs.selected_index = 1
     T = len(view.ids)
     assert T == 10 and np.array(view.grid.data[0].z).shape == (2 * T + 1, 4 * T + 3)

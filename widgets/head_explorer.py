@@ -171,16 +171,19 @@ class HeadExplorer(widgets.VBox):
             widgets.HBox([self.layer, self.head, self.token]),
             widgets.HBox([self.heatmap, self.row_chart]),
         ])
-        heads_off = widgets.VBox([
+        heads_off = [
             widgets.HTML("Switch heads off (they then add nothing to the residual stream) "
                          "and watch the prediction for the next token change."),
             *switch_rows, self.all_on, self.kl_label, self.prob_chart,
-        ])
-        tabs = widgets.Tab(children=[one_head, widgets.VBox([self.grid]), heads_off],
+        ]
+        # A browser draws every tab's content as soon as the view appears, hidden or not: the
+        # other two tabs get theirs when first shown, and the view appears in half the time.
+        tabs = widgets.Tab(children=[one_head, widgets.VBox(), widgets.VBox()],
                            titles=("one head", "all heads", "switch heads off"))
+        self._unshown_tabs = {1: [self.grid], 2: heads_off}
         self.tabs = tabs
         super().__init__([self.text, self.message, tabs])
-        tabs.observe(lambda _: self._show_grid_if_seen(), names="selected_index")
+        tabs.observe(lambda _: self._on_tab(), names="selected_index")
 
         self.text.observe(lambda _: self._set_text(), names="value")
         for control in (self.layer, self.head, self.token):
@@ -241,6 +244,12 @@ class HeadExplorer(widgets.VBox):
         self._outline_grid()
 
     # ----- every head at once ------------------------------------------------------------------
+
+    def _on_tab(self) -> None:
+        content = self._unshown_tabs.pop(self.tabs.selected_index, None)
+        if content is not None:
+            self.tabs.children[self.tabs.selected_index].children = content
+        self._show_grid_if_seen()
 
     def _show_grid_if_seen(self) -> None:
         if self._grid_stale and self.ids and self.tabs is not None \
