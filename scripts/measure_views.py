@@ -36,40 +36,13 @@ from jupyterlab_browser import (  # noqa: E402
     launch_chromium,
     menu,
     missing,
+    rerun_cell,
     run_all,
     view_cell_times,
 )
 
 COMPUTING_S = 5.0
-QUIET_MS = 500
 REFERENCE = "import ipywidgets; ipywidgets.IntSlider(description='reference')"
-
-# Starts watching code cell i: when its prompt gets a new number (the reply) and when its output
-# last changed. The caller presses Ctrl+Enter right after.
-_WATCH = """(i) => {
-    const cell = document.querySelectorAll('.jp-Notebook .jp-CodeCell')[i];
-    const prompt = cell.querySelector('.jp-InputPrompt');
-    const w = window.__courseRerun = {start: Date.now(), before: prompt.textContent,
-                                      reply: null, changed: null, parts: 0};
-    const look = () => {
-        const now = Date.now();
-        if (w.reply === null && /\\[\\d+\\]/.test(prompt.textContent)
-                && prompt.textContent !== w.before) w.reply = now;
-        w.changed = now;
-        w.parts = cell.querySelectorAll('.jp-OutputArea-output .jupyter-widgets, '
-                                        + '.jp-OutputArea-output .js-plotly-plot').length;
-    };
-    w.observer = new MutationObserver(look);
-    w.observer.observe(cell, {childList: true, subtree: true, characterData: true,
-                              attributes: true});
-}"""
-
-_SETTLED = """([parts, quiet]) => {
-    const w = window.__courseRerun;
-    // A cell may show less on a second run (a progress bar for a model already loaded).
-    return w.reply !== null && Date.now() - w.changed > quiet
-        && (w.parts >= parts || Date.now() - w.reply > 5000);
-}"""
 
 
 def _kernel_times(notebook: Path) -> list[tuple[float, float] | None]:
@@ -97,22 +70,6 @@ def _save(page) -> None:
     page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=30_000)
 
 
-def _rerun(page, i: int, parts: int) -> tuple[float, float]:
-    """Run code cell i alone; seconds to its reply and to its view settling."""
-    cell = page.locator(".jp-Notebook .jp-CodeCell").nth(i)
-    cell.locator(".jp-InputPrompt").click()  # selects the cell, command mode
-    page.evaluate(_WATCH, i)
-    page.keyboard.press("Control+Enter")
-    page.wait_for_function(_SETTLED, arg=[parts, QUIET_MS], timeout=120_000, polling=100)
-    w = page.evaluate("() => { const w = window.__courseRerun; w.observer.disconnect();"
-                      " return [w.reply - w.start, w.changed - w.start, w.parts]; }")
-    if w[2] < parts:
-        shown = cell.locator(".jp-OutputArea").inner_text().strip().replace("\n", " ")
-        raise RuntimeError(f"code cell {i} showed {w[2]} of its {parts} views when run again: "
-                           f"{shown[:200]!r}")
-    return w[0] / 1000, w[1] / 1000
-
-
 def _add_reference_cell(page) -> int:
     """Append the reference cell at the end of the notebook; return its code-cell index."""
     cells = page.locator(".jp-Notebook .jp-CodeCell")
@@ -138,7 +95,6 @@ def measure(browser, url: str, lesson: str, notebook: Path, repeats: int) -> lis
         run_all_times = _kernel_times(notebook)
         kernel = [_seconds(t) for t in run_all_times]
         rows = []
-        cells = page.locator(".jp-Notebook .jp-CodeCell")
         for v in views + [{"cell": _add_reference_cell(page), "code": REFERENCE}]:
             i = v["cell"]
             row = {"cell": i, "code": v["code"]}
@@ -148,10 +104,8 @@ def measure(browser, url: str, lesson: str, notebook: Path, repeats: int) -> lis
             if i < len(kernel) and kernel[i] is not None and kernel[i] > COMPUTING_S:
                 rows.append(row | {"computing_s": round(kernel[i], 2)})
                 continue
-            parts = cells.nth(i).locator(".jp-OutputArea-output .jupyter-widgets, "
-                                         ".jp-OutputArea-output .js-plotly-plot").count()
             try:
-                times = [_rerun(page, i, max(parts, 1)) for _ in range(repeats)]
+                times = [rerun_cell(page, i, v.get("parts") or 1) for _ in range(repeats)]
             except RuntimeError as e:
                 rows.append(row | {"skipped": str(e)})
                 continue

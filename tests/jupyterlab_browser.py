@@ -179,7 +179,7 @@ _VIEW_CELL_TIMES = """() => {
         const line = cells[i]?.querySelector('.cm-line')?.textContent || '';
         out.push({cell: i, code: line.slice(0, 60), reply_s: w.done[i] === undefined ? null
                                     : Math.round(w.done[i] - start) / 1000,
-                  rendered_s: Math.round(w.shown[i] - start) / 1000});
+                  rendered_s: Math.round(w.shown[i] - start) / 1000, parts: w.parts[i]});
     }
     return out.sort((a, b) => a.cell - b.cell);
 }"""
@@ -218,9 +218,65 @@ def run_all(page, url: str, lesson: str) -> tuple[int, float]:
 def view_cell_times(page) -> list[dict]:
     """After run_all: each code cell that shows a view (its index among the code cells and its
     first line), with the seconds from its start to its reply (`reply_s`, the kernel's work)
-    and to the last part of its view appearing in the page (`rendered_s`). Measured, not
-    asserted: a shared machine's timings say little."""
+    and to the last part of its view appearing in the page (`rendered_s`), and how many parts
+    (widgets and plotly graphs) it shows. Measured, not asserted: a shared machine's timings
+    say little (scripts/measure_views.py times views on a quiet machine)."""
     return page.evaluate(_VIEW_CELL_TIMES)
+
+
+# Watches code cell i from now: when its prompt gets a new number (the reply), when its output
+# last changed, and how many views it shows.
+_WATCH_RERUN = """(i) => {
+    const cell = document.querySelectorAll('.jp-Notebook .jp-CodeCell')[i];
+    const prompt = cell.querySelector('.jp-InputPrompt');
+    const w = window.__courseRerun = {start: Date.now(), before: prompt.textContent,
+                                      reply: null, changed: null, parts: 0};
+    const look = () => {
+        const now = Date.now();
+        if (w.reply === null && /\\[\\d+\\]/.test(prompt.textContent)
+                && prompt.textContent !== w.before) w.reply = now;
+        w.changed = now;
+        w.parts = cell.querySelectorAll('.jp-OutputArea-output .jupyter-widgets, '
+                                        + '.jp-OutputArea-output .js-plotly-plot').length;
+    };
+    w.observer = new MutationObserver(look);
+    w.observer.observe(cell, {childList: true, subtree: true, characterData: true,
+                              attributes: true});
+}"""
+
+_RERUN_SETTLED = """([parts, quiet]) => {
+    const w = window.__courseRerun;
+    // A cell may show less on a second run (a progress bar for a model already loaded).
+    return w.reply !== null && Date.now() - w.changed > quiet
+        && (w.parts >= parts || Date.now() - w.reply > 5000);
+}"""
+
+
+def rerun_cell(page, i: int, parts: int, quiet_ms: int = 500) -> tuple[float, float]:
+    """Run code cell i alone, as a learner going back to it; return the seconds from the key
+    press to its reply and to its output settling (unchanged for `quiet_ms`). Raises
+    RuntimeError, with what the cell shows, if it shows fewer than `parts` views (widgets and
+    plotly graphs) than before."""
+    cell = page.locator(".jp-Notebook .jp-CodeCell").nth(i)
+    # A view's text box or slider readout may hold the keyboard: take it back first.
+    page.evaluate("() => document.activeElement?.blur()")
+    cell.locator(".jp-InputPrompt").click()  # selects the cell
+    page.wait_for_function(
+        "(cell) => cell.classList.contains('jp-mod-active')"
+        " && cell.closest('.jp-Notebook').classList.contains('jp-mod-commandMode')"
+        " && cell.closest('.jp-Notebook').contains(document.activeElement)",
+        arg=cell.element_handle(), timeout=30_000, polling=100)
+    page.evaluate(_WATCH_RERUN, i)
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function(_RERUN_SETTLED, arg=[parts, quiet_ms], timeout=120_000, polling=100)
+    reply, settled, shown = page.evaluate(
+        "() => { const w = window.__courseRerun; w.observer.disconnect();"
+        " return [w.reply - w.start, w.changed - w.start, w.parts]; }")
+    if shown < parts:
+        text = cell.locator(".jp-OutputArea").inner_text().strip().replace("\n", " ")
+        raise RuntimeError(f"code cell {i} showed {shown} of its {parts} views when run again: "
+                           f"{text[:300]!r}")
+    return reply / 1000, settled / 1000
 
 
 def set_slider(scope, label: str, value: str) -> None:

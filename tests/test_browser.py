@@ -26,6 +26,7 @@ from jupyterlab_browser import (
     jupyterlab,
     launch_chromium,
     missing,
+    rerun_cell,
     run_all,
     send_chat,
     view_cell_times,
@@ -168,10 +169,10 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
     traffic = _Traffic(page)
     try:
         not_run, run_all_s = run_all(page, lab_url, lesson)
+        view_cells = view_cell_times(page)
         # For the record only (no time is asserted): the machine may be shared and loaded.
         _report(lesson, websocket_bytes=traffic.bytes, run_all_s=round(run_all_s, 1),
-                view_cells=view_cell_times(page),
-                largest_kinds=dict(traffic.by_kind.most_common(8)))
+                view_cells=view_cells, largest_kinds=dict(traffic.by_kind.most_common(8)))
         # JupyterLab renders errors as stderr; a traceback marks a real one.
         stderr = page.locator("[data-mime-type='application/vnd.jupyter.stderr']")
         tracebacks = [t for t in stderr.all_inner_texts() if re.search(r"Traceback|\w+Error\b", t)]
@@ -256,6 +257,17 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
                     s => s.textContent).join('|').match(/layer\\s*1.*head\\s*3/s)""",
                 arg=explorer.element_handle(), timeout=60_000, polling=250)
             assert (_readout(explorer, "layer"), _readout(explorer, "head")) == ("1", "3")
+        # A learner going back: each cell that builds one of the course's views runs again on
+        # its own, after the whole lesson (so with whatever later cells left in the kernel),
+        # and shows its views again. Cells that compute for seconds (training) are left out.
+        code_cells = page.locator(".jp-Notebook .jp-CodeCell")
+        for cell in view_cells:
+            source = code_cells.nth(cell["cell"]).locator(".jp-InputArea-editor").inner_text()
+            if re.search(r"\b[A-Z]\w*(View|Explorer|Lab)\(", source) \
+                    and cell["reply_s"] is not None and cell["reply_s"] < 5:
+                rerun_cell(page, cell["cell"], cell["parts"])
+        assert not [t for t in stderr.all_inner_texts()
+                    if re.search(r"Traceback|\w+Error\b", t)], f"{lesson}: a re-run cell failed"
     finally:
         page.screenshot(path=str(ARTIFACTS / f"{lesson.removesuffix('.ipynb')}.png"),
                         full_page=False)
