@@ -1,8 +1,9 @@
 """Every lesson, run in a real JupyterLab in Debian's Chromium, driven by Playwright.
 
-Checks that every cell runs without an error, that the widgets render, and that moving the
+Checks that every cell runs without an error, that the widgets render, that moving the
 sampling lab's temperature (lesson 8) and the head explorer's head (lesson 5) changes what is
-drawn. A screenshot of each lesson is saved to test-artifacts/browser/ for inspection, and
+drawn, and that each cell building a view, run again on its own after the whole lesson, shows
+its view again. A screenshot of each lesson is saved to test-artifacts/browser/ for inspection, and
 traffic.json there records each lesson's websocket bytes, its Run All time and, for each view
 cell, the seconds from its start to its reply and to its view rendering (reported, not asserted).
 The start-up (JupyterLab, Chromium, Run All) is tests/jupyterlab_browser.py, which

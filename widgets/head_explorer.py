@@ -180,7 +180,7 @@ class HeadExplorer(widgets.VBox):
         # other two tabs get theirs when first shown, and the view appears in half the time.
         tabs = widgets.Tab(children=[one_head, widgets.VBox(), widgets.VBox()],
                            titles=("one head", "all heads", "switch heads off"))
-        self._unshown_tabs = {1: [self.grid], 2: heads_off}
+        self._unshown_tabs = {_GRID_TAB: [self.grid], 2: heads_off}
         self.tabs = tabs
         super().__init__([self.text, self.message, tabs])
         tabs.observe(lambda _: self._on_tab(), names="selected_index")
