@@ -7,13 +7,14 @@
 For each lesson: Run All (so everything a view needs is in the kernel), then run each cell that
 shows a view again, alone, on a quiet kernel, `--repeats` times, and time it from the key press
 to the view fully drawn (nothing in its output changed for 0.5 s afterwards). That is split into
-the kernel's own time (JupyterLab's recorded timing: from the kernel starting the cell to its
-reply) and the rest: messages, the browser building widgets and plotly drawing. The reference,
-run the same way in the same page, is a cell showing one plain ipywidgets slider: what Jupyter
-itself costs. A cell whose Run All took over 5 s in the kernel is computing, not only showing
-(training, loading a model): it is listed, not re-run. `first s` is the view's first showing,
-during Run All: from the kernel starting the cell to its last view appearing in the page, with
-plotly.js not yet loaded and the browser still drawing the cells before it.
+the kernel's own time (JupyterLab's recorded timing of the last run: from the kernel starting
+the cell to its reply) and the rest: messages, the browser building widgets and plotly
+drawing. The reference, run the same way in the same page, is a cell showing one plain
+ipywidgets slider: what Jupyter itself costs. A cell whose Run All took over 5 s in the kernel
+is computing, not only showing (training, loading a model): it is listed, not re-run.
+`first s` is the view's first showing, during Run All: from the kernel starting the cell to its
+last view appearing in the page, with plotly.js not yet loaded and the browser still drawing
+the cells before it.
 
 Reports, asserts nothing: a shared machine's timings say little. Run it on a quiet machine.
 """
@@ -99,7 +100,7 @@ def measure(browser, url: str, lesson: str, notebook: Path, repeats: int) -> lis
             i = v["cell"]
             row = {"cell": i, "code": v["code"]}
             if str(i) in shown and i < len(run_all_times) and run_all_times[i]:
-                # The first time this page showed the view: plotly.js loaded, nothing warm.
+                # The view's first showing in this page, during Run All: nothing warm yet.
                 row["first_s"] = round(shown[str(i)] - run_all_times[i][0], 2)
             if i < len(kernel) and kernel[i] is not None and kernel[i] > COMPUTING_S:
                 rows.append(row | {"computing_s": round(kernel[i], 2)})
