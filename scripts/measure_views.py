@@ -13,7 +13,7 @@ drawing. The reference, run the same way in the same page, is a cell showing one
 ipywidgets slider: what Jupyter itself costs. A cell whose Run All took over 5 s in the kernel
 is computing, not only showing (training, loading a model): it is listed, not re-run.
 `first s` is the view's first showing, during Run All: from the kernel starting the cell to its
-last view appearing in the page, with plotly.js not yet loaded and the browser still drawing
+last view appearing in the page, with the browser not yet warm and still drawing
 the cells before it.
 
 Reports, asserts nothing: a shared machine's timings say little. Run it on a quiet machine.
