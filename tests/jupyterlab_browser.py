@@ -147,6 +147,11 @@ def wait_for_kernel(page) -> None:
     )
 
 
+# What counts as one part of a view in a cell's output: a widget or a plotly graph. Run All's
+# count and a re-run's must agree, so both watchers below use this one selector.
+_VIEW_PARTS = ("'.jp-OutputArea-output .jupyter-widgets, "
+               ".jp-OutputArea-output .js-plotly-plot'")
+
 # Watches the notebook while it runs: when each code cell got its number (its reply came) and
 # when a widget or a plotly graph last appeared in its output. Run All executes the cells in
 # order, so a cell starts when the code cell before it finished.
@@ -159,15 +164,13 @@ _WATCH_CELLS = """() => {
             const prompt = cell.querySelector('.jp-InputPrompt');
             if (w.done[i] === undefined && prompt && /\\[\\d+\\]/.test(prompt.textContent))
                 w.done[i] = now;
-            const parts = cell.querySelectorAll(
-                '.jp-OutputArea-output .jupyter-widgets, .jp-OutputArea-output .js-plotly-plot')
-                .length;
+            const parts = cell.querySelectorAll(VIEW_PARTS).length;
             if (parts > (w.parts[i] || 0)) { w.parts[i] = parts; w.shown[i] = now; }
         });
     };
     new MutationObserver(look).observe(document.querySelector('.jp-Notebook'),
         {childList: true, subtree: true, characterData: true});
-}"""
+}""".replace("VIEW_PARTS", _VIEW_PARTS)
 
 _VIEW_CELL_TIMES = """() => {
     const w = window.__courseCells, out = [];
@@ -236,13 +239,12 @@ _WATCH_RERUN = """(i) => {
         if (w.reply === null && /\\[\\d+\\]/.test(prompt.textContent)
                 && prompt.textContent !== w.before) w.reply = now;
         w.changed = now;
-        w.parts = cell.querySelectorAll('.jp-OutputArea-output .jupyter-widgets, '
-                                        + '.jp-OutputArea-output .js-plotly-plot').length;
+        w.parts = cell.querySelectorAll(VIEW_PARTS).length;
     };
     w.observer = new MutationObserver(look);
     w.observer.observe(cell, {childList: true, subtree: true, characterData: true,
                               attributes: true});
-}"""
+}""".replace("VIEW_PARTS", _VIEW_PARTS)
 
 _RERUN_SETTLED = """([parts, quiet]) => {
     const w = window.__courseRerun;

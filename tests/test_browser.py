@@ -135,6 +135,13 @@ def _report(lesson: str, **figures) -> None:
     print(lesson, figures)
 
 
+def _tracebacks(page) -> list[str]:
+    """The errors the page's cells show: JupyterLab renders them as stderr, and a traceback
+    marks a real one (a warning is stderr too)."""
+    stderr = page.locator("[data-mime-type='application/vnd.jupyter.stderr']")
+    return [t for t in stderr.all_inner_texts() if re.search(r"Traceback|\w+Error\b", t)]
+
+
 def _readout(scope, label: str) -> str:
     """The readout of the slider labelled exactly `label` inside `scope`."""
     slider = scope.locator(".widget-slider",
@@ -174,9 +181,7 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
         # For the record only (no time is asserted): the machine may be shared and loaded.
         _report(lesson, websocket_bytes=traffic.bytes, run_all_s=round(run_all_s, 1),
                 view_cells=view_cells, largest_kinds=dict(traffic.by_kind.most_common(8)))
-        # JupyterLab renders errors as stderr; a traceback marks a real one.
-        stderr = page.locator("[data-mime-type='application/vnd.jupyter.stderr']")
-        tracebacks = [t for t in stderr.all_inner_texts() if re.search(r"Traceback|\w+Error\b", t)]
+        tracebacks = _tracebacks(page)
         assert not tracebacks, f"{lesson}: a cell failed:\n{tracebacks[0][-2000:]}"
         assert not_run == 0, f"{lesson}: {not_run} cells did not run"
         widgets = page.locator(".jp-OutputArea-output .jupyter-widgets")
@@ -267,8 +272,8 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
             if re.search(r"\b[A-Z]\w*(View|Explorer|Lab)\(", source) \
                     and cell["reply_s"] is not None and cell["reply_s"] < 5:
                 rerun_cell(page, cell["cell"], cell["parts"])
-        assert not [t for t in stderr.all_inner_texts()
-                    if re.search(r"Traceback|\w+Error\b", t)], f"{lesson}: a re-run cell failed"
+        tracebacks = _tracebacks(page)
+        assert not tracebacks, f"{lesson}: a re-run cell failed:\n{tracebacks[0][-2000:]}"
     finally:
         page.screenshot(path=str(ARTIFACTS / f"{lesson.removesuffix('.ipynb')}.png"),
                         full_page=False)
