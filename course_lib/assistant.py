@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from course_lib.data import (
     python_docs_text,
 )
 from course_lib.model import GPT, eval_mode
-from course_lib.sampling import stream_text
+from course_lib.sampling import SamplingParams, make_params, stream_text
 from course_lib.train import TrainConfig, lr_at, make_optimizer
 from course_lib.validation import check_float, check_int, check_seed, check_str
 
@@ -462,11 +463,18 @@ def _check_messages(messages: Sequence[dict]) -> Sequence[dict]:
 
 
 def stream_reply(model: GPT, tokenizer, messages: Sequence[dict] | None = None, *,
-                 prompt_ids: Sequence[int] | None = None, max_new_tokens: int = 60,
-                 temperature: float = 0.7, top_k: int | None = None,
-                 top_p: float | None = None, seed: int | None = None) -> Iterator[str]:
+                 prompt_ids: Sequence[int] | None = None, max_new_tokens: int | None = None,
+                 params: SamplingParams | None = None, **settings) -> Iterator[str]:
     """The shipped model's reply to messages (plain chat format) as UTF-8-safe text pieces,
-    up to <|endoftext|> or max_new_tokens. prompt_ids, if given, replaces the rendered chat."""
+    up to <|endoftext|> or max_new_tokens. prompt_ids, if given, replaces the rendered chat.
+
+    Settings: a SamplingParams or its fields as keywords; by default up to 60 tokens at
+    temperature 0.7.
+    """
+    if max_new_tokens is not None:
+        settings["max_new_tokens"] = max_new_tokens
+    params = make_params(params, settings, max_new_tokens=60, temperature=0.7)
+    check_int("max_new_tokens", params.max_new_tokens, minimum=1)
+    params = dataclasses.replace(params, stop_ids=params.stop_ids + (end_id(tokenizer),))
     ids = list(prompt_ids) if prompt_ids is not None else encode_plain_chat(tokenizer, messages)
-    yield from stream_text(model, tokenizer, ids, max_new_tokens, temperature, top_k, top_p, seed,
-                           stop_ids=[end_id(tokenizer)])
+    yield from stream_text(model, tokenizer, ids, params=params)

@@ -14,11 +14,12 @@ one id each; the same strings typed by a user must stay plain text (encode_chat)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 from course_lib.model import GPT
-from course_lib.sampling import generate, stream_text
-from course_lib.validation import check_float, check_int
+from course_lib.sampling import SamplingParams, generate, make_params, stream_text
+from course_lib.validation import check_int
 
 ROLES = ("system", "user", "assistant")
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -111,49 +112,36 @@ def _stop_ids(tokenizer) -> list[int]:
     return [specials[n] for n in (IM_END, "<|endoftext|>") if n in specials]
 
 
-def _reply_setup(tokenizer, messages, max_new_tokens, temperature) -> tuple[list[int], list[int]]:
-    """(the prompt's ids, the ids that end a reply), once the arguments are checked."""
-    check_int("max_new_tokens", max_new_tokens, minimum=1)
-    check_float("temperature (0 means greedy)", temperature, minimum=0.0)
-    return encode_chat(tokenizer, messages), _stop_ids(tokenizer)
+def _reply(tokenizer, messages, params: SamplingParams | None, max_new_tokens: int | None,
+           settings: dict) -> tuple[list[int], SamplingParams]:
+    """(the prompt's ids, the settings with the ids that end a reply), once checked."""
+    if max_new_tokens is not None:
+        settings["max_new_tokens"] = max_new_tokens
+    params = make_params(params, settings, max_new_tokens=256, temperature=0.0)
+    check_int("max_new_tokens", params.max_new_tokens, minimum=1)
+    stops = tuple(dict.fromkeys(params.stop_ids + tuple(_stop_ids(tokenizer))))
+    return encode_chat(tokenizer, messages), dataclasses.replace(params, stop_ids=stops)
 
 
-def chat(
-    model: GPT,
-    tokenizer,
-    messages,
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-) -> str:
+def chat(model: GPT, tokenizer, messages, max_new_tokens: int | None = None, *,
+         params: SamplingParams | None = None, **settings) -> str:
     """The assistant's reply to the conversation, up to (not including) its <|im_end|>.
 
-    temperature 0 (the default) is greedy: the same reply every time.
+    Settings: a SamplingParams or its fields as keywords; by default up to 256 tokens at
+    temperature 0, greedy: the same reply every time.
     """
-    prompt, stops = _reply_setup(tokenizer, messages, max_new_tokens, temperature)
-    out = generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed,
-                   stop_ids=stops)[0, len(prompt) :].tolist()
-    if out and out[-1] in stops:
+    prompt, params = _reply(tokenizer, messages, params, max_new_tokens, settings)
+    out = generate(model, prompt, params=params)[0, len(prompt) :].tolist()
+    if out and out[-1] in params.stop_ids:
         out = out[:-1]
     return tokenizer.decode(out)
 
 
-def stream_chat(
-    model: GPT,
-    tokenizer,
-    messages,
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-) -> Iterator[str]:
+def stream_chat(model: GPT, tokenizer, messages, max_new_tokens: int | None = None, *,
+                params: SamplingParams | None = None, **settings) -> Iterator[str]:
     """The assistant's reply as it is written, in pieces that never split a character.
 
     Joined, the pieces equal chat(...) with the same arguments.
     """
-    prompt, stops = _reply_setup(tokenizer, messages, max_new_tokens, temperature)
-    yield from stream_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p,
-                           seed, stop_ids=stops)
+    prompt, params = _reply(tokenizer, messages, params, max_new_tokens, settings)
+    yield from stream_text(model, tokenizer, prompt, params=params)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from course_lib.sampling import (
+    SamplingParams,
     apply_temperature,
     describe_filtering,
     entropy_bits,
@@ -315,10 +316,11 @@ def test_filter_logits_applies_processors_in_transformers_order():
     x = torch.randn(4, 80) * 3
     ids = torch.randint(0, 80, (4, 10))
     ref = _transformers_chain(1.5, 0.7, 20, 0.9, 0.05)(ids, x.clone())
-    got = filter_logits(x, 0.7, 20, 0.9, min_p=0.05, repetition_penalty=1.5, context=ids)
+    chain = SamplingParams(temperature=0.7, top_k=20, top_p=0.9)
+    got = filter_logits(x, chain, min_p=0.05, repetition_penalty=1.5, context=ids)
     assert torch.allclose(got, ref) and torch.equal(torch.isinf(got), torch.isinf(ref))
     # defaults leave filter_logits as it was
-    assert torch.equal(filter_logits(x, 0.7, 20, 0.9), filter_logits(x, 0.7, 20, 0.9, min_p=None))
+    assert torch.equal(filter_logits(x, chain), filter_logits(x, chain, min_p=None))
     with pytest.raises(ValueError, match="context"):
         filter_logits(x, repetition_penalty=1.2)
 
@@ -361,8 +363,9 @@ def test_beam_search_equals_transformers_on_a_random_gpt2(seed):
             got = beam_search(ours, prompt, num_beams, 12, length_penalty=length_penalty,
                               repetition_penalty=penalty)
             assert torch.equal(got, ref), (num_beams, length_penalty, penalty)
-            assert torch.equal(beam_search(ours, prompt, num_beams, 12, length_penalty,
-                                           repetition_penalty=penalty, use_cache=False), got)
+            plain = beam_search(ours, prompt, num_beams, 12, length_penalty=length_penalty,
+                                repetition_penalty=penalty, use_cache=False)
+            assert torch.equal(plain, got)
     for eos in (int(prompt[0, 0]), prompt[0, :2].tolist()):  # one stop id, two
         ref = hf.generate(prompt, num_beams=3, do_sample=False, max_new_tokens=12,
                           **_unpadded(prompt), eos_token_id=eos)
@@ -549,13 +552,14 @@ def test_describe_filtering_with_penalties_and_min_p_equals_transformers():
     context = [int(i) for i in torch.topk(x, 4).indices] + [7, 7]  # the likeliest are "seen"
     settings = dict(min_p=0.05, repetition_penalty=1.5, presence_penalty=0.4,
                     frequency_penalty=0.3)
-    d = describe_filtering(x, 0.8, 30, 0.95, n=60, context=context, **settings)
-    want = torch.softmax(filter_logits(x[None], 0.8, 30, 0.95, context=torch.tensor([context]),
+    chain = SamplingParams(temperature=0.8, top_k=30, top_p=0.95)
+    d = describe_filtering(x, chain, n=60, context=context, **settings)
+    want = torch.softmax(filter_logits(x[None], chain, context=torch.tensor([context]),
                                        **settings)[0], -1)
     assert d["after"] == torch.sort(want, descending=True, stable=True).values.tolist()
     # without presence/frequency the whole chain is transformers' processors
     ref = _transformers_chain(1.5, 0.8, 30, 0.95, 0.05)(torch.tensor([context]), x[None].clone())
-    d = describe_filtering(x, 0.8, 30, 0.95, n=60, min_p=0.05, repetition_penalty=1.5,
+    d = describe_filtering(x, chain, n=60, min_p=0.05, repetition_penalty=1.5,
                            context=context)
     probs = torch.softmax(ref[0], -1)
     assert torch.allclose(torch.tensor(d["after"]), probs[d["ids"]])

@@ -30,8 +30,8 @@ class FakeStream:
     def __init__(self, pieces=("Good ", "morrow, ", "my lord.")):
         self.pieces, self.calls, self.seen_during = pieces, [], []
 
-    def __call__(self, messages, **settings):
-        self.calls.append((messages, settings))
+    def __call__(self, messages, params):
+        self.calls.append((messages, params))
         for piece in self.pieces:
             yield piece
             self.seen_during.append(self.view.transcript.value)
@@ -65,13 +65,13 @@ def test_controls_reach_the_generator(fake_view):
     view.temperature.value, view.top_p.value = 0.8, 0.9
     view.system.value = "Answer briefly."
     view.send("Hello")
-    messages, settings = fake.calls[-1]
-    assert settings["temperature"] == 0.8 and settings["top_p"] == 0.9
+    messages, params = fake.calls[-1]
+    assert params.temperature == 0.8 and params.top_p == 0.9
     assert messages[0] == {"role": "system", "content": "Answer briefly."}
     view.top_p.value = 1.0
     view.send("Again")
-    messages, settings = fake.calls[-1]
-    assert settings["top_p"] is None  # 1 means off
+    messages, params = fake.calls[-1]
+    assert params.top_p is None  # 1 means off
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
 
 

@@ -8,14 +8,20 @@ import torch
 
 from course_lib.interpret import visible_piece
 from course_lib.model import GPT, GPTConfig
-from course_lib.sampling import describe_filtering, generate, generate_text, next_token_probs
+from course_lib.sampling import (
+    SamplingParams,
+    describe_filtering,
+    generate,
+    generate_text,
+    next_token_probs,
+)
 from course_lib.tokenization import CharTokenizer
 from widgets.sampling_lab import SamplingLab
 
 CHARS = [chr(32 + i) for i in range(95)] + ["\n", "\t"]  # 97 tokens
-# settings() with every slider at its default: nothing filtered, nothing penalised
-OFF = {"temperature": 1.0, "top_k": None, "top_p": None, "min_p": None,
-       "repetition_penalty": None, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+# params() with every slider at its default: nothing filtered, nothing penalised
+OFF = SamplingParams(temperature=1.0, top_k=None, top_p=None, min_p=None,
+                     repetition_penalty=None, presence_penalty=0.0, frequency_penalty=0.0)
 
 
 @pytest.fixture
@@ -70,7 +76,7 @@ def test_top_k_5_leaves_five_tokens(lab):
     assert lab.summary["kept"] == 5 and kept_bars(lab) == 5
     assert sum(lab.figure.data[1].y) == pytest.approx(1.0)
     assert "<b>5</b> of 97" in lab.stats.value
-    assert lab.settings() == dict(OFF, top_k=5)
+    assert lab.params() == SamplingParams(top_k=5)
 
 
 def test_top_p_shrinks_the_kept_set(lab):
@@ -149,7 +155,7 @@ def test_top_p_holds_exactly_what_the_code_set(lab):
     # options are exact floats instead, so what the lesson sets is what the learner sees.
     for p in (1.0, 0.9, 0.5, 1.0):
         lab.top_p.value = p
-    assert lab.top_p.value == 1.0 and lab.settings()["top_p"] is None
+    assert lab.top_p.value == 1.0 and lab.params().top_p is None
     assert 0.9 in lab.top_p.options and all(round(v, 2) == v for v in lab.top_p.options)
 
 
@@ -195,7 +201,7 @@ def shown_probs(lab) -> torch.Tensor:
 
 
 def test_the_penalties_and_min_p_are_off_by_default_and_settings_round_trip(lab):
-    assert lab.settings() == OFF
+    assert lab.params() == OFF
     plain = describe_filtering(lab._logits, n=20)
     assert lab.summary == plain  # off: exactly the unpenalised, unfiltered distribution
     chosen = {"temperature": 0.7, "top_k": 30, "top_p": 0.9, "min_p": 0.05,
@@ -203,15 +209,16 @@ def test_the_penalties_and_min_p_are_off_by_default_and_settings_round_trip(lab)
     lab.temperature.value, lab.top_k.value, lab.top_p.value = 0.7, 30, 0.9
     lab.min_p.value, lab.repetition_penalty.value = 0.05, 1.3
     lab.presence_penalty.value, lab.frequency_penalty.value = -0.5, 0.2
-    assert lab.settings() == chosen  # exact floats: 0.05 is 0.05, not 0.05000000000000001
+    # exact floats: 0.05 is 0.05, not 0.05000000000000001
+    assert lab.params() == SamplingParams(**chosen)
     assert lab.summary == describe_filtering(lab._logits, n=20, context=lab.tokenizer.encode(
         "To be"), **chosen)
-    # what settings() returns is what generate takes, and setting it back restores the view
-    generate(lab.model, lab.tokenizer.encode("To be"), 2, seed=0, **lab.settings())
+    # what params() returns is what generate takes, and setting it back restores the view
+    generate(lab.model, lab.tokenizer.encode("To be"), 2, seed=0, params=lab.params())
     lab.temperature.value, lab.top_k.value, lab.top_p.value = 1.0, 0, 1.0
     lab.min_p.value, lab.repetition_penalty.value = 0.0, 1.0
     lab.presence_penalty.value, lab.frequency_penalty.value = 0.0, 0.0
-    assert lab.settings() == OFF and lab.summary == plain
+    assert lab.params() == OFF and lab.summary == plain
     for slider, off in ((lab.min_p, 0.0), (lab.repetition_penalty, 1.0),
                         (lab.presence_penalty, 0.0), (lab.frequency_penalty, 0.0)):
         assert off in slider.options and all(round(v, 2) == v for v in slider.options)
@@ -275,9 +282,9 @@ def test_min_p_shows_transformers_cut(lab):
         assert torch.allclose(shown_probs(lab), torch.softmax(ref, -1)[lab.summary["ids"]])
         kept.append(lab.summary["kept"])
     assert kept == sorted(kept, reverse=True) and kept[0] == 97 and kept[-1] == 1
-    assert lab.settings()["min_p"] == 1.0
+    assert lab.params().min_p == 1.0
     lab.min_p.value = 0.0
-    assert lab.settings()["min_p"] is None and lab.summary["kept"] == 97
+    assert lab.params().min_p is None and lab.summary["kept"] == 97
 
 
 def test_every_value_of_every_new_slider_shows_without_a_message(lab):

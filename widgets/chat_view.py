@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import ipywidgets as widgets
 
 from course_lib import assistant
+from course_lib.sampling import SamplingParams
 from course_lib.tokenization import token_pieces, visible_piece
 
 MAX_CHARS = 4000  # a longer message is refused before it is even tokenized
@@ -21,8 +22,8 @@ class ChatView(widgets.VBox):
     template" displays the exact text and token ids the model is given. template: "chatml" (a
     model with <|im_start|> special tokens, through course_lib.chat), "plain" (the shipped
     model's "### Question:" format, course_lib.assistant) or "auto" (chosen by the tokenizer).
-    stream_fn(messages, temperature=, top_p=, max_new_tokens=, seed=) may replace the model's
-    generation (tests give a fake one).
+    stream_fn(messages, params=SamplingParams(...)) may replace the model's generation (tests
+    give a fake one).
 
     Controls: `text`, `send_button`, `clear_button`, `system`, `temperature`, `top_p`,
     `show_template`. Shown data: `history` (the messages), `transcript` (HTML), `reply` (the
@@ -111,16 +112,16 @@ class ChatView(widgets.VBox):
         return encode_chat(self.tokenizer, messages, add_generation_prompt=True)
 
     def _stream(self, messages: list[dict]) -> Iterator[str]:
-        settings = {"temperature": self.temperature.value,
-                    "top_p": self.top_p.value if self.top_p.value < 1.0 else None,
-                    "max_new_tokens": self.max_new_tokens, "seed": self.seed}
+        params = SamplingParams(temperature=self.temperature.value,
+                                top_p=self.top_p.value if self.top_p.value < 1.0 else None,
+                                max_new_tokens=self.max_new_tokens, seed=self.seed)
         if self._stream_fn is not None:
-            return self._stream_fn(messages, **settings)
+            return self._stream_fn(messages, params=params)
         if self.template_kind == "plain":
-            return assistant.stream_reply(self.model, self.tokenizer, messages, **settings)
+            return assistant.stream_reply(self.model, self.tokenizer, messages, params=params)
         from course_lib.chat import stream_chat
 
-        return stream_chat(self.model, self.tokenizer, messages, **settings)
+        return stream_chat(self.model, self.tokenizer, messages, params=params)
 
     def _show_template(self, change=None) -> None:
         if not self.show_template.value:

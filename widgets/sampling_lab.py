@@ -8,7 +8,12 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from course_lib.interpret import token_labels
-from course_lib.sampling import describe_filtering, next_token_logits, stream_generate
+from course_lib.sampling import (
+    SamplingParams,
+    describe_filtering,
+    next_token_logits,
+    stream_generate,
+)
 from course_lib.validation import check_int, check_str
 from widgets.common import encode_text, guarded, message_box, note, parse_seed, pre, reported
 from widgets.figure import FigureWidget
@@ -139,20 +144,20 @@ class SamplingLab(widgets.VBox):
             self.output,
         ])
 
-    # The settings as course_lib.sampling takes them.
-    def settings(self) -> dict:
-        """The sliders as generate() takes them: temperature, top_k, top_p, min_p and
-        repetition_penalty (None where off), presence_penalty and frequency_penalty (0 = off)."""
-        return {
-            "temperature": self.temperature.value,
-            "top_k": self.top_k.value or None,
-            "top_p": self.top_p.value if self.top_p.value < 1.0 else None,
-            "min_p": self.min_p.value or None,
-            "repetition_penalty": (self.repetition_penalty.value
-                                   if self.repetition_penalty.value != 1.0 else None),
-            "presence_penalty": self.presence_penalty.value,
-            "frequency_penalty": self.frequency_penalty.value,
-        }
+    def params(self) -> SamplingParams:
+        """The sliders as one SamplingParams: temperature, top_k, top_p, min_p and
+        repetition_penalty (None where off), presence_penalty and frequency_penalty (0 = off).
+        Generate adds the number of tokens and the seed."""
+        return SamplingParams(
+            temperature=self.temperature.value,
+            top_k=self.top_k.value or None,
+            top_p=self.top_p.value if self.top_p.value < 1.0 else None,
+            min_p=self.min_p.value or None,
+            repetition_penalty=(self.repetition_penalty.value
+                                if self.repetition_penalty.value != 1.0 else None),
+            presence_penalty=self.presence_penalty.value,
+            frequency_penalty=self.frequency_penalty.value,
+        )
 
     @guarded
     def _on_prompt(self, change=None) -> None:
@@ -169,9 +174,9 @@ class SamplingLab(widgets.VBox):
     def _show(self, change=None) -> None:
         if self._logits is None:
             return
-        s = self.settings()
+        params = self.params()
         # The same function Generate's first step amounts to: penalties on the prompt's tokens.
-        self.summary = describe_filtering(self._logits, n=self.n_shown, context=self._ids, **s)
+        self.summary = describe_filtering(self._logits, params, n=self.n_shown, context=self._ids)
         d = self.summary
         self.labels = token_labels(self.tokenizer, d["ids"])
         x = list(range(len(d["ids"])))
@@ -186,10 +191,10 @@ class SamplingLab(widgets.VBox):
             self.figure.layout.xaxis.tickvals = x
             self.figure.layout.xaxis.ticktext = self.labels
             self.figure.layout.shapes = (
-                [dict(type="line", xref="paper", yref="y2", x0=0, x1=1, y0=s["top_p"],
-                      y1=s["top_p"],
+                [dict(type="line", xref="paper", yref="y2", x0=0, x1=1, y0=params.top_p,
+                      y1=params.top_p,
                       line=dict(dash="dot", color="#ff7f0e"))]
-                if s["top_p"] is not None else []
+                if params.top_p is not None else []
             )
         vocab = self._logits.numel()
         # max(0, .): a distribution on one token has entropy 0, which rounding error shows as -0.00
@@ -223,7 +228,7 @@ class SamplingLab(widgets.VBox):
     def _stream(self, ids: list[int], seed: int | None, prompt_html: str) -> None:
         new: list[int] = []
         stream = stream_generate(self.model, ids, self.max_new_tokens.value, seed=seed,
-                                 **self.settings())
+                                 params=self.params())
         for token in stream:
             new.append(int(token[0]))
             # Decode the whole continuation each time: a character split across two byte
