@@ -10,7 +10,8 @@ import pytest
 import regex
 import torch
 
-from course_lib.tokenization import GPT4_SPLIT_PATTERN, _merge_pair
+from course_lib.tokenization import GPT4_SPLIT_PATTERN
+from course_lib.tokenization.bpe_train import _merge_pair
 from widgets.checks import (
     decoding,
     embeddings,

@@ -9,7 +9,8 @@ import pytest
 import regex
 
 from course_lib.pretrained import TOKENIZER_FILE
-from course_lib.tokenization import GPT4_SPLIT_PATTERN, BPETokenizer, _merge_pair, get_encoding
+from course_lib.tokenization import GPT4_SPLIT_PATTERN, BPETokenizer, get_encoding
+from course_lib.tokenization.bpe_train import _merge_pair
 from widgets.checks.tokenization import (
     NUMBER,
     TINY_CORPUS,

@@ -215,7 +215,7 @@ def test_long_chunks_match_tiktoken(cl100k, enc, name):
 def test_short_and_long_merge_loops_agree(cl100k, smollm2_or_trained):
     # The heap (long chunks) and the list loop (short ones) must pick the same merges, under
     # both merge rules, on pieces with many equal ranks (repeats) and none (random).
-    from course_lib.tokenization import _merge_long, _merge_short
+    from course_lib.tokenization.bpe_merge import _merge_long, _merge_short
 
     rng = random.Random(3)
     for tok in (cl100k, smollm2_or_trained):
@@ -229,7 +229,7 @@ def test_short_and_long_merge_loops_agree(cl100k, smollm2_or_trained):
 
 
 def _rank_function(tok):
-    from course_lib.tokenization import _NO_MERGE
+    from course_lib.tokenization.bpe_merge import _NO_MERGE
 
     if tok.merge_rule == "merges":
         pair_ranks = tok._pair_ranks
@@ -1003,7 +1003,7 @@ def test_from_gguf_takes_a_parsed_file(smollm2):
 # A tiny byte-level GGUF vocabulary, written with llama.cpp's own writer (the gguf package):
 # the 256 bytes spelled GPT-2's way, "ab" and "abc" by merges, and two control tokens.
 def _spell(data: bytes) -> str:
-    from course_lib.tokenization import _byte_level_alphabet
+    from course_lib.gguf_vocab import _byte_level_alphabet
 
     _, table = _byte_level_alphabet()
     to_char = {b: chr(c) for c, b in table.items()}

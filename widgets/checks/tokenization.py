@@ -14,10 +14,10 @@ import regex
 from course_lib.tokenization import (
     GPT4_SPLIT_PATTERN,
     BPETokenizer,
-    _merge_pair,
     get_encoding,
     naive_train_bpe,
 )
+from course_lib.tokenization.bpe_train import _merge_pair
 from widgets.checks import shipped
 from widgets.feedback import (
     A_WHOLE_NUMBER,
