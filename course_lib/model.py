@@ -192,17 +192,27 @@ class Block(nn.Module):
         super().__init__()
         self.ln_1 = make_norm(config)
         self.attn = MultiHeadAttention(
-            config.n_embd, config.n_head, config.bias, config.dropout,
+            config.n_embd, config.n_head, bias=config.bias, dropout=config.dropout,
             rope=config.position == "rope", n_kv_head=config.kv_heads, rope_base=config.rope_base,
         )
         # mlp="none": attention only, so neither the MLP nor the norm in front of it exists.
         self.ln_2 = make_norm(config) if config.mlp != "none" else None
         self.mlp = MLP(config) if config.mlp != "none" else None
 
-    def forward(self, x, need_weights=False, kv_cache=None, layer=0, head_mask=None,
-                rotation=None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        need_weights: bool = False,
+        kv_cache: KVCache | None = None,
+        layer: int = 0,
+        head_mask: torch.Tensor | None = None,
+        rotation: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, n_embd) -> (x after the block, attention weights or None); see attention."""
         a, weights = self.attn(
-            self.ln_1(x), True, need_weights, kv_cache, layer, head_mask, rotation
+            self.ln_1(x), causal=True, need_weights=need_weights, kv_cache=kv_cache,
+            layer=layer, head_mask=head_mask, rotation=rotation,
         )
         x = x + a
         if self.mlp is not None:
