@@ -6,7 +6,7 @@ course_lib.train uses these; a single process (no torchrun) passes through them 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import torch
@@ -65,3 +65,17 @@ def micro_batches(ids: torch.Tensor, batch_size: int, block_size: int, generator
         rows = starts[first : first + micro, None] + offsets
         yield (ids[rows].to(device, non_blocking=True),
                ids[rows + 1].to(device, non_blocking=True))
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Call a command line's main(); under torchrun, through torchrun's error recorder.
+
+    torchrun then shows the failing rank's exception in its summary, not just "exit 1". The
+    recorder's module is imported only here: every other use of course_lib would pay for it.
+    """
+    if launched_by_torchrun():
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        record(main)()
+    else:
+        main()

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from course_lib.data import get_batch
 from course_lib.device import autocast, default_device
-from course_lib.distributed import init_distributed, launched_by_torchrun, micro_batches, world
+from course_lib.distributed import init_distributed, micro_batches, run_main, world
 from course_lib.model import GPT, GPTConfig
 from course_lib.training_state import load_checkpoint, restore_checkpoint, save_checkpoint
 from course_lib.validation import (
@@ -553,10 +553,4 @@ def _main(args, device: torch.device, rank: int, world_size: int) -> None:
 
 
 if __name__ == "__main__":
-    if launched_by_torchrun():
-        from torch.distributed.elastic.multiprocessing.errors import record
-
-        # torchrun then shows the failing rank's exception in its summary, not just "exit 1".
-        record(main)()
-    else:
-        main()
+    run_main(main)
