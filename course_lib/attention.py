@@ -157,6 +157,7 @@ class MultiHeadAttention(nn.Module):
         self,
         n_embd: int,
         n_head: int,
+        *,
         bias: bool = True,
         dropout: float = 0.0,
         rope: bool = False,
@@ -187,6 +188,7 @@ class MultiHeadAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
+        *,
         causal: bool = True,
         need_weights: bool = False,
         kv_cache: KVCache | None = None,
@@ -228,7 +230,7 @@ class MultiHeadAttention(nn.Module):
         if need_weights:
             if grouped:  # the readable path: give every query head its own copy of its k, v
                 k, v = k.repeat_interleave(H // H_kv, 1), v.repeat_interleave(H // H_kv, 1)
-            y, weights = scaled_dot_product(q, k, v, mask)
+            y, weights = scaled_dot_product(q, k, v, mask=mask)
             if dropout_p:
                 y = F.dropout(weights, dropout_p, training=True) @ v
         else:

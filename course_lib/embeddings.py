@@ -1,4 +1,8 @@
-"""Sentence embeddings, cosine similarity, PCA and semantic vs keyword search for the lessons."""
+"""Sentence embeddings, cosine similarity, PCA and semantic vs keyword search for the lessons.
+
+cosine_similarity itself lives in course_lib.vectors, where positional encodings import it
+too; it is part of this module's API as well, beside the embeddings it compares.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,14 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from course_lib.device import default_device
 from course_lib.validation import check_device, check_int, check_str
+from course_lib.vectors import as_float_tensor, cosine_similarity
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -104,53 +109,6 @@ def embed(
     return out.detach().to(device="cpu", dtype=torch.float32).clone()
 
 
-def _to_float_tensor(x: Any, name: str) -> torch.Tensor:
-    try:
-        t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    except (TypeError, ValueError, RuntimeError, OverflowError):
-        t = None
-    if t is None or t.dtype == torch.bool or t.is_complex():
-        raise TypeError(f"{name} must be a tensor, array or nested list of real numbers, "
-                        f"got {type(x).__name__}")
-    if not t.is_floating_point():
-        t = t.to(torch.float32)
-    if t.ndim not in (1, 2) or t.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D vector or 2-D matrix, "
-                         f"got shape {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} holds NaN or infinity: a cosine of it means nothing")
-    return t
-
-
-def cosine_similarity(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Cosine similarity of every row of a (n, d) with every row of b (m, d): shape (n, m).
-
-    1-D inputs drop their axis: vector-vector gives a scalar, vector-matrix gives (m,),
-    matrix-vector gives (n,). Accepts torch tensors, NumPy arrays or nested lists.
-    """
-    ta = _to_float_tensor(a, "a")
-    tb = _to_float_tensor(b, "b")
-    if ta.shape[-1] != tb.shape[-1]:
-        raise ValueError(
-            f"a and b must have the same last dimension, got shapes {tuple(ta.shape)} "
-            f"and {tuple(tb.shape)}"
-        )
-    dtype = torch.promote_types(ta.dtype, tb.dtype)
-    a2 = torch.atleast_2d(ta.to(dtype))
-    b2 = torch.atleast_2d(tb.to(dtype))
-    # eps keeps an all-zero row at similarity 0 instead of NaN, as torch's own version does.
-    a2 = torch.nn.functional.normalize(a2, dim=-1, eps=1e-12)
-    b2 = torch.nn.functional.normalize(b2, dim=-1, eps=1e-12)
-    sims = a2 @ b2.T
-    if ta.ndim == 1 and tb.ndim == 1:
-        return sims[0, 0]
-    if ta.ndim == 1:
-        return sims[0]
-    if tb.ndim == 1:
-        return sims[:, 0]
-    return sims
-
-
 @dataclass(eq=False)
 class PCAResult:
     """A fitted PCA: `components` (k, d), `mean` (d,), `explained_variance_ratio` (k,)."""
@@ -161,7 +119,7 @@ class PCAResult:
 
     def transform(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Project x (n, d) to (n, k), or a single vector (d,) to (k,)."""
-        t = _to_float_tensor(x, "x").to(self.mean.dtype)
+        t = as_float_tensor(x, "x").to(self.mean.dtype)
         if t.shape[-1] != self.mean.shape[0]:
             raise ValueError(
                 f"x must have {self.mean.shape[0]} columns to match the fitted PCA, "
@@ -176,7 +134,7 @@ def pca(x: torch.Tensor | np.ndarray, n_components: int = 2) -> PCAResult:
     Each component's sign is fixed so that its largest-magnitude entry is positive; without
     that rule the plot of the same data could flip from run to run or machine to machine.
     """
-    t = _to_float_tensor(x, "x")
+    t = as_float_tensor(x, "x")
     if t.ndim != 2:
         raise ValueError(f"x must be a 2-D matrix (n, d), got shape {tuple(t.shape)}")
     n, d = t.shape
@@ -267,8 +225,8 @@ def nearest(
     are skipped. Ties keep the lower index first, so the answer does not depend on the machine.
     """
     k = check_int("k", k, minimum=1)
-    v = _to_float_tensor(vectors, "vectors")
-    q = _to_float_tensor(query, "query")
+    v = as_float_tensor(vectors, "vectors")
+    q = as_float_tensor(query, "query")
     if v.ndim != 2:
         raise ValueError(f"vectors must be a 2-D matrix (n, d), got shape {tuple(v.shape)}")
     if q.ndim != 1:

@@ -1,5 +1,8 @@
-"""Attention at inference: tiled attention with an online softmax (FlashAttention's idea) and
-the memory arithmetic of attention scores and the KV cache."""
+"""Attention at inference: tiled attention with an online softmax, and attention's memory cost.
+
+The tiling is FlashAttention's idea; the memory arithmetic covers the attention scores and
+the KV cache.
+"""
 
 from __future__ import annotations
 

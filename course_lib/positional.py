@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from course_lib.embeddings import cosine_similarity
 from course_lib.validation import check_float, check_int, check_seed
+from course_lib.vectors import cosine_similarity
 
 MAX_TABLE_NUMBERS = 1 << 27  # 512 MB of float32: far beyond any lesson, short of a frozen laptop
 

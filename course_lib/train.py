@@ -1,4 +1,8 @@
-"""Training a GPT: AdamW, warmup + cosine schedule, clipping, eval, checkpoints, and a CLI."""
+"""Training a GPT: AdamW, warmup + cosine schedule, clipping, eval, checkpoints, and a CLI.
+
+Running under torchrun is course_lib.distributed's part; saving and resuming the training
+state, course_lib.training_state's.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
-from datetime import timedelta
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,8 +22,9 @@ from tqdm.auto import tqdm
 
 from course_lib.data import get_batch
 from course_lib.device import autocast, default_device
-from course_lib.files import replace_atomically
+from course_lib.distributed import init_distributed, micro_batches, run_main, world
 from course_lib.model import GPT, GPTConfig
+from course_lib.training_state import load_checkpoint, restore_checkpoint, save_checkpoint
 from course_lib.validation import (
     check_bool,
     check_device,
@@ -172,131 +176,6 @@ def estimate_loss(model, ids, config: TrainConfig, block_size: int, device) -> f
     return sum(losses) / len(losses)
 
 
-# ----- several processes (torchrun) -----------------------------------------------------------
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) unless a torch.distributed group is running."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def launched_by_torchrun() -> bool:
-    """Whether torchrun (or another launcher using its environment variables) started us."""
-    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
-
-
-def init_distributed(device: str | None = None) -> torch.device:
-    """Join torchrun's process group and return this process's device.
-
-    nccl on CUDA (one GPU per process, chosen by LOCAL_RANK), gloo on CPUs. Without torchrun
-    it starts nothing and returns the device that a single process would use.
-    """
-    dev = check_device("device", device) if device else default_device()
-    if not launched_by_torchrun() or world()[1] > 1:
-        return dev
-    if dev.type == "cuda":
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(dev)
-    elif dev.type == "mps":
-        raise ValueError("several processes on Apple's MPS are not supported; use --device cpu")
-    backend = "nccl" if dev.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=timedelta(minutes=10))
-    return dev
-
-
-def _micro_batches(ids: torch.Tensor, batch_size: int, block_size: int, generator, device,
-                   rank: int, world_size: int, accumulation: int):
-    """This rank's micro-batches of one step's global batch.
-
-    Every rank draws the same batch_size window starts from the same generator (so its state
-    is one number for the whole job, and a checkpoint resumes at any number of processes); rank
-    r then takes the rows of micro-batches r, r + world_size, ...  One process without
-    accumulation gets exactly data.get_batch's batch.
-    """
-    starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)
-    micro = batch_size // (world_size * accumulation)
-    offsets = torch.arange(block_size)
-    for a in range(accumulation):
-        first = (a * world_size + rank) * micro
-        rows = starts[first : first + micro, None] + offsets
-        yield (ids[rows].to(device, non_blocking=True),
-               ids[rows + 1].to(device, non_blocking=True))
-
-
-# ----- checkpoints ----------------------------------------------------------------------------
-
-
-def _save_checkpoint(path, model, optimizer, step, generator, history, config) -> None:
-    """Write the training state atomically: a unique temporary file, fsync, then rename.
-
-    A crash or a full disk leaves the previous checkpoint as it was and no temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "step": step,
-        "generator": generator.get_state(),
-        "rng": torch.get_rng_state(),
-        "history": history,
-        "train_config": asdict(config),
-    }
-    # The same atomic replacement as GPT.save: unique temporary name, fsync, rename, cleanup.
-    replace_atomically(path, lambda tmp: torch.save(state, tmp))
-
-
-_CHECKPOINT_KEYS = ("model", "optimizer", "step", "generator", "rng", "history")
-
-
-def load_checkpoint(path, model: torch.nn.Module) -> dict:
-    """A training checkpoint's contents, checked against model; a ValueError names the file.
-
-    Garbage, a truncated file, a checkpoint of another shape of model, or one missing parts
-    all fail here, before anything is loaded into the model.
-    """
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # torch raises many kinds for a bad file: unpickling, zip, EOF
-        raise ValueError(f"training checkpoint {path} cannot be read (truncated or not a "
-                         f"checkpoint): {type(e).__name__}: {str(e)[:200]}") from None
-    lacking = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if lacking:
-        raise ValueError(f"{path} is not a training checkpoint of course_lib.train: it lacks "
-                         f"{lacking}")
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in ckpt["model"].items()
-           if isinstance(v, torch.Tensor)} if isinstance(ckpt["model"], dict) else {}
-    if expected != got:
-        missing = sorted(set(expected) - set(got))[:3]
-        extra = sorted(set(got) - set(expected))[:3]
-        wrong = [f"{k} {got[k]} vs {expected[k]}"
-                 for k in sorted(set(expected) & set(got)) if expected[k] != got[k]][:3]
-        raise ValueError(f"training checkpoint {path} is from another model: missing {missing}, "
-                         f"unexpected {extra}, wrong shapes {wrong}")
-    if not isinstance(ckpt["step"], int) or ckpt["step"] < 0:
-        raise ValueError(f"training checkpoint {path} has a bad step {ckpt['step']!r}")
-    return ckpt
-
-
-def _restore(ckpt: dict, path, model, optimizer, generator) -> None:
-    backup = {k: v.clone() for k, v in model.state_dict().items()}
-    try:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        generator.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["rng"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        model.load_state_dict(backup)  # a failed resume leaves the model as it was
-        raise ValueError(f"training checkpoint {path} does not fit this model and optimizer: "
-                         f"{str(e)[:200]}") from None
-
-
 # ----- the training loop ----------------------------------------------------------------------
 
 
@@ -366,7 +245,7 @@ def train(
     history: dict[str, list] = {k: [] for k in keys}
     start = 0
     if ckpt is not None:
-        _restore(ckpt, config.checkpoint_path, model, optimizer, generator)
+        restore_checkpoint(ckpt, config.checkpoint_path, model, optimizer, generator)
         if world_size > 1:  # the rng state saved is rank 0's; each rank keeps its own stream
             torch.manual_seed((config.seed + rank + ckpt["step"]) % 2**64)
         history, start = ckpt["history"], ckpt["step"]
@@ -391,7 +270,7 @@ def train(
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         loss_sum = None
-        batches = _micro_batches(train_ids, config.batch_size, block_size, generator, device,
+        batches = micro_batches(train_ids, config.batch_size, block_size, generator, device,
                                  rank, world_size, accumulation)
         for a, (x, y) in enumerate(batches):
             # DDP averages gradients across processes in the backward pass; between the
@@ -429,7 +308,7 @@ def train(
         if main_rank and config.checkpoint_path and (
             last or (config.checkpoint_interval and (step + 1) % config.checkpoint_interval == 0)
         ):
-            _save_checkpoint(config.checkpoint_path, model, optimizer, step + 1, generator,
+            save_checkpoint(config.checkpoint_path, model, optimizer, step + 1, generator,
                              history, config)
         stop = main_rank and callback is not None and callback(info) is False
         if world_size > 1 and callback is not None:
@@ -674,10 +553,4 @@ def _main(args, device: torch.device, rank: int, world_size: int) -> None:
 
 
 if __name__ == "__main__":
-    if launched_by_torchrun():
-        from torch.distributed.elastic.multiprocessing.errors import record
-
-        # torchrun then shows the failing rank's exception in its summary, not just "exit 1".
-        record(main)()
-    else:
-        main()
+    run_main(main)

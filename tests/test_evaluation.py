@@ -259,7 +259,7 @@ def _play_text():
 
 def test_next_line_choices_are_deterministic_real_next_lines():
     from course_lib.data import load_corpus
-    from course_lib.evaluation import next_line_choices
+    from course_lib.multiple_choice import next_line_choices
 
     text = load_corpus("val")
     items = next_line_choices(text, 60, seed=1)
@@ -285,7 +285,7 @@ class CharsNL(Chars):
 
 
 def test_choice_logprobs_are_the_sum_by_hand_and_score_choices_picks_the_best(small_model):
-    from course_lib.evaluation import ChoiceItem, choice_logprobs, score_choices
+    from course_lib.multiple_choice import ChoiceItem, choice_logprobs, score_choices
 
     tok = CharsNL()
     items = [ChoiceItem("the cat sat on ", ("the mat.", "a hat.", "zzz."), 0),
@@ -315,8 +315,9 @@ def test_choice_logprobs_are_the_sum_by_hand_and_score_choices_picks_the_best(sm
 
 
 def test_shipped_model_beats_chance_on_the_held_out_benchmark():
+    from course_lib.bootstrap import bootstrap_interval
     from course_lib.data import load_corpus
-    from course_lib.evaluation import bootstrap_interval, next_line_choices, score_choices
+    from course_lib.multiple_choice import next_line_choices, score_choices
     from course_lib.pretrained import load_pretrained
 
     model, tok = load_pretrained()
@@ -326,7 +327,7 @@ def test_shipped_model_beats_chance_on_the_held_out_benchmark():
 
 
 def test_bootstrap_interval_holds_the_mean_and_narrows_with_more_data():
-    from course_lib.evaluation import bootstrap_interval, paired_bootstrap_interval
+    from course_lib.bootstrap import bootstrap_interval, paired_bootstrap_interval
 
     g = torch.Generator().manual_seed(0)
     small = (torch.rand(100, generator=g) < 0.4).float()
@@ -354,7 +355,7 @@ def test_bootstrap_interval_holds_the_mean_and_narrows_with_more_data():
 
 
 def test_shared_context_scoring_equals_row_scoring(small_model):
-    from course_lib.evaluation import ChoiceItem, choice_logprobs
+    from course_lib.multiple_choice import ChoiceItem, choice_logprobs
 
     tok = CharsNL()
     items = [ChoiceItem("the cat sat on ", ("the mat.", "a", "zzz."), 0),

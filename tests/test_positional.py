@@ -138,7 +138,7 @@ def test_rope_pair_rotation_matches_apply_rope():
 
 
 def test_the_cosine_matrix_is_the_embeddings_one():
-    from course_lib.embeddings import cosine_similarity
+    from course_lib.vectors import cosine_similarity
 
     table = torch.randn(7, 6, dtype=torch.float64)
     torch.testing.assert_close(cosine_similarity_matrix(table),

@@ -18,13 +18,13 @@ from course_lib.sampling import generate_text
 from course_lib.tokenization import CharTokenizer
 from course_lib.train import (
     TrainConfig,
-    load_checkpoint,
     lr_at,
     make_optimizer,
     sample_report,
     train,
     train_with_reports,
 )
+from course_lib.training_state import load_checkpoint
 
 
 def config(**kw) -> TrainConfig:

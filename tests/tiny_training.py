@@ -10,8 +10,9 @@ import sys
 
 import torch
 
+from course_lib.distributed import init_distributed, world
 from course_lib.model import GPT, GPTConfig
-from course_lib.train import TrainConfig, init_distributed, train, world
+from course_lib.train import TrainConfig, train
 
 VOCAB = 50
 
