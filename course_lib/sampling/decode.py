@@ -33,8 +33,9 @@ def sample_next(
 
     params: one SamplingParams for every row, or one per row. context: the token ids so far,
     (batch, T), or one 1-D tensor per row; read only when a penalty is on. generator: one for
-    all rows (None: torch's global one), or one per row. Greedy rows take the top token after
-    the penalties (the filters always keep it); the others draw from next_token_distribution.
+    all rows (None: torch's global one), or one per row. Every row's logits go through
+    process_logits; a greedy row (temperature 0) then takes the one token left, the others
+    draw from the softmax of what is left.
     Rows that share their params and generator are drawn together in one call, so a batch
     under one seed draws as one tensor does.
     """
@@ -65,12 +66,10 @@ def sample_next(
 def _sample_rows(logits: torch.Tensor, params: SamplingParams, context: torch.Tensor | None,
                  generator: torch.Generator | None) -> torch.Tensor:
     """sample_next for rows that share params and generator."""
-    if params.greedy:
-        if params.penalized:
-            logits = process_logits(logits.float(), params, context)
+    logits = process_logits(logits.float(), params, context)
+    if params.greedy:  # temperature 0 left only the top token standing: no need to draw
         return logits.argmax(dim=-1)
-    probs = next_token_distribution(logits, params, context)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
 
 
 def seeded_generator(seed: int | None, device) -> torch.Generator | None:

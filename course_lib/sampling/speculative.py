@@ -147,7 +147,7 @@ def speculative_rounds(target: GPT, draft, idx, max_new_tokens: int | None = Non
                 for _ in range(k):
                     logits = _logits_for(draft, d_cache, ctx)[-1]
                     if greedy:
-                        token = int(logits.argmax())
+                        token = int(sample_next(logits[None], params)[0])
                     else:
                         q = next_token_distribution(logits, params)
                         token = int(torch.multinomial(q, 1, generator=generator))
@@ -161,7 +161,7 @@ def speculative_rounds(target: GPT, draft, idx, max_new_tokens: int | None = Non
             accepted, token = 0, None
             for i, d in enumerate(proposed):
                 if greedy:
-                    best = int(p_logits[i].argmax())
+                    best = int(sample_next(p_logits[i][None], params)[0])
                     ok, token = best == d, best
                 else:
                     p = next_token_distribution(p_logits[i], params)
