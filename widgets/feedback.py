@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import html
+import inspect
 import itertools
 import math
 import numbers
@@ -66,6 +67,13 @@ def shown(value: object, limit: int = 60) -> str:
             text = f"an int of about {int(value.bit_length() * 0.30103) + 1} digits"
         elif isinstance(value, (str, bytes)) and len(value) > limit:
             text = ascii(value[:limit]) + f"... ({len(value):,} long)"
+        elif isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 1:
+            # a printed matrix spans lines; its shape and type are what tell the learner most
+            kind = "tensor" if isinstance(value, torch.Tensor) else "numpy array"
+            dtype = str(value.dtype).removeprefix("torch.")
+            text = f"a {kind} of shape {tuple(value.shape)} ({dtype})"
+        elif inspect.isfunction(value) or inspect.ismethod(value):
+            text = f"the function {value.__name__}"  # its repr's memory address means nothing
         else:
             text = ascii(value)
     except Exception:  # a learner's object whose repr raises
