@@ -35,11 +35,12 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     if first["loc"] == ("body",):
         return APIError(400, "the request body is missing: send a JSON object",
                         code="invalid_json")
-    param = _param(first["loc"])
     # A union (stop: a string or a list) reports each branch; a branch whose type matched
     # says more ("at most 4 items") than one whose type did not ("should be a string").
-    same = [e for e in errors if _param(e["loc"]) == param]
+    field = first["loc"][:2]
+    same = [e for e in errors if e["loc"][:2] == field]
     error = next((e for e in same if not e["type"].endswith("_type")), first)
+    param = _param(error["loc"])
     if error["type"] == "extra_forbidden":
         return APIError(400, f"{param} is not a field this server supports", param=param,
                         code="unsupported_field")
@@ -51,12 +52,8 @@ def _validation_error(exc: RequestValidationError) -> APIError:
 def _param(loc: tuple) -> str:
     """The dotted path of a field in the body ("messages.0.role"), without pydantic's names of
     union branches ("constrained-str")."""
-    path = []
-    for part in loc[1:]:  # loc[0] is "body"
-        if not (isinstance(part, int) or part.isidentifier()):
-            break
-        path.append(str(part))
-    return ".".join(path)
+    return ".".join(str(part) for part in loc[1:]  # loc[0] is "body"
+                    if isinstance(part, int) or part.isidentifier())
 
 
 def install_error_handlers(app: FastAPI) -> None:
