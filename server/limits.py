@@ -1,4 +1,4 @@
-"""Every limit and default of the HTTP server, in one place (the README's table repeats them)."""
+"""Every limit and default of the HTTP server, in one place."""
 
 MAX_MESSAGES = 64  # messages in one chat request
 MAX_CHARS = 32_000  # characters of a prompt, or of all messages' contents together
