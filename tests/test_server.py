@@ -344,3 +344,13 @@ def test_chat_page_streams_and_stop_frees_the_request(smollm2_server):
 
     assert wait_for(freed, 5)
     assert metrics(smollm2_server)["generated_tokens_total"] - before < 400
+
+
+def test_course_lib_imports_no_web_packages():
+    """course_lib (the engine included) stays free of the server and its web stack."""
+    code = ("import sys, course_lib, course_lib.engine, course_lib.chat, course_lib.pretrained; "
+            "print(sorted(m for m in ('server', 'fastapi', 'starlette', 'uvicorn', 'openai') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
+    assert out.stdout.strip() == "[]"
