@@ -210,8 +210,9 @@ class Engine:
                 request.blocks.append(self.pool.allocate())
                 self.reserved -= 1
         paged = PagedBatch([r.tokens[r.computed:] for r in batch], [r.computed for r in batch],
-                           [r.blocks for r in batch], self.block_size, self.device)
-        with eval_mode(self.model):
+                           [r.blocks for r in batch], self.pool, self.device)
+        # Toggling train/eval walks every module: only when the model is not in eval already.
+        with eval_mode(self.model) if self.model.training else torch.inference_mode():
             logits = paged_forward(self.model, self.pool, paged, self.rope_table)
             contexts = [torch.tensor(r.tokens, device=self.device) if r.params.penalized
                         else None for r in batch]
