@@ -99,10 +99,11 @@ class PagedBatch:
     The new tokens of all sequences are laid end to end in one flat row of N tokens (a prompt
     contributes all its uncomputed tokens, a decoding sequence its last token), so the linear
     layers run on N rows, no padding. Attention needs each sequence's queries and keys side by
-    side: q_index (B, T_max) picks a sequence's queries out of the flat row, table (B, nb_max)
-    its blocks out of the pool, and mask (B, 1, T_max, L_max) says which key positions each
-    query may see (its own positions up to its own; padding sees position 0 only, so its
-    softmax is defined, and is dropped).
+    side: q_index (B, T_max) picks a sequence's queries out of the flat row, rows picks its
+    keys and values out of the pool (through its block table) into (B, H_kv, L_max, D), and
+    mask (B, 1, T_max, L_max) says which key positions each query may see: its own sequence's
+    positions up to its own. Padding queries see position 0 only, so their softmax is defined;
+    they are dropped. blocks and offsets say where each new token's key and value go.
     """
 
     def __init__(self, tokens: list[list[int]], starts: list[int], tables: list[list[int]],
