@@ -129,10 +129,7 @@ class Engine:
             raise TypeError(f"params must be a SamplingParams or None, got "
                             f"{type(params).__name__}")
         params.stop_tensor(self.model.config.vocab_size, "cpu")  # stop ids in the vocabulary
-        if request_id is None:
-            request_id = next(i for i in self._ids if i not in self.requests)
-        check_str("request_id", request_id)
-        if request_id in self.requests:
+        if request_id is not None and check_str("request_id", request_id) in self.requests:
             raise ValueError(f"request_id {request_id!r} is already in use by an unfinished "
                              "request")
         n, context = prompt.shape[1], self.model.config.block_size
@@ -147,6 +144,8 @@ class Engine:
         if self.max_waiting is not None and len(self.waiting) >= self.max_waiting:
             raise QueueFull(f"{len(self.waiting)} requests are already waiting "
                             f"(max_waiting={self.max_waiting})")
+        if request_id is None:  # only now: a refused request does not use up an id
+            request_id = next(i for i in self._ids if i not in self.requests)
         request = _Request(request_id, prompt[0].tolist(), n, params,
                            seeded_generator(params.seed, self.device), max_blocks)
         self.waiting.append(request)

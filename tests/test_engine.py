@@ -286,10 +286,10 @@ def test_bad_requests_raise_and_change_nothing(small_model):
     for error, words, kwargs in cases:
         with pytest.raises(error, match=words):
             engine.add_request(**kwargs)
-        assert engine.stats() == before and len(engine.waiting) == 1
+        assert engine.stats() == before and list(engine.requests) == ["taken"]
     with pytest.raises(ValueError, match="KV blocks"):
         Engine(small_model, kv_block_size=4, num_kv_blocks=2).add_request([1] * 9)
-    engine.add_request([1])
+    assert engine.add_request([1]) == "req-0"  # no id was used up by the refused calls
     with pytest.raises(QueueFull, match="max_waiting=2"):
         engine.add_request([2])
     assert engine.stats().requests_waiting == 2
