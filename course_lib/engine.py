@@ -290,7 +290,8 @@ class Engine:
         return hits
 
     def _remember_blocks(self, request: _Request) -> None:
-        """Offer every newly completed full block to the prefix cache."""
+        """Offer every newly completed full block to the prefix cache: answer blocks too, since
+        a chat's next prompt starts with this one's prompt and answer."""
         if not self.prefix_caching:
             return
         full = request.computed // self.block_size
