@@ -80,6 +80,8 @@ class Engine:
     static batching baseline); max_batch_size=1 serves one request at a time. num_kv_blocks
     None: enough blocks for max_batch_size sequences of the full context. max_waiting: how many
     requests may wait for a slot before add_request raises QueueFull (None: no limit).
+    The pool is allocated up front: for a long context pass num_kv_blocks (SmolLM2's 8,192
+    positions x 16 sequences would be 8,192 blocks of 16, 6 GB of float32 keys and values).
     """
 
     def __init__(self, model: GPT, *, max_batch_size: int = 16, kv_block_size: int = 16,
@@ -106,6 +108,7 @@ class Engine:
                                             model.config.rope_base, self.device)
         self.waiting: deque[_Request] = deque()
         self.running: list[_Request] = []
+        self.requests: dict[str, _Request] = {}  # every unfinished request, by id
         self.events: list[TokenEvent] = []  # ends decided between steps (cancelled), reported next
         self.reserved = 0  # blocks promised to running requests and not yet allocated
         self.prefix_hits = 0
@@ -126,10 +129,7 @@ class Engine:
             raise TypeError(f"params must be a SamplingParams or None, got "
                             f"{type(params).__name__}")
         params.stop_tensor(self.model.config.vocab_size, "cpu")  # stop ids in the vocabulary
-        if request_id is None:
-            request_id = next(i for i in self._ids if self._find(i) is None)
-        check_str("request_id", request_id)
-        if self._find(request_id) is not None:
+        if request_id is not None and check_str("request_id", request_id) in self.requests:
             raise ValueError(f"request_id {request_id!r} is already in use by an unfinished "
                              "request")
         n, context = prompt.shape[1], self.model.config.block_size
@@ -144,14 +144,18 @@ class Engine:
         if self.max_waiting is not None and len(self.waiting) >= self.max_waiting:
             raise QueueFull(f"{len(self.waiting)} requests are already waiting "
                             f"(max_waiting={self.max_waiting})")
-        self.waiting.append(_Request(request_id, prompt[0].tolist(), n, params,
-                                     seeded_generator(params.seed, self.device), max_blocks))
+        if request_id is None:  # only now: a refused request does not use up an id
+            request_id = next(i for i in self._ids if i not in self.requests)
+        request = _Request(request_id, prompt[0].tolist(), n, params,
+                           seeded_generator(params.seed, self.device), max_blocks)
+        self.waiting.append(request)
+        self.requests[request_id] = request
         return request_id
 
     def cancel(self, request_id: str) -> bool:
         """Stop a request now, freeing its slot and blocks; the next step() reports
         TokenEvent(id, None, "cancelled"). False if no unfinished request has that id."""
-        request = self._find(request_id)
+        request = self.requests.pop(request_id, None) if isinstance(request_id, str) else None
         if request is None:
             return False
         if request in self.running:
@@ -175,14 +179,17 @@ class Engine:
 
     def block_table(self, request_id: str) -> list[int]:
         """The physical blocks holding a request's keys and values, in position order."""
-        request = self._find(request_id)
+        request = self.requests.get(request_id)
         if request is None:
             raise KeyError(f"no unfinished request with id {request_id!r}")
         return list(request.blocks)
 
     def run(self, prompts: Sequence[Sequence[int]],
             params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[list[int]]:
-        """Add every prompt, step until all are done; each one's generated ids, in order."""
+        """Add every prompt, step until all are done; each one's generated ids, in order.
+
+        Steps until the engine is idle: meant for an engine with nothing else to do (events of
+        requests added elsewhere are not returned)."""
         per_row = params if isinstance(params, Sequence) else [params] * len(prompts)
         if len(per_row) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts need {len(prompts)} params, "
@@ -210,8 +217,9 @@ class Engine:
                 request.blocks.append(self.pool.allocate())
                 self.reserved -= 1
         paged = PagedBatch([r.tokens[r.computed:] for r in batch], [r.computed for r in batch],
-                           [r.blocks for r in batch], self.block_size, self.device)
-        with eval_mode(self.model):
+                           [r.blocks for r in batch], self.pool, self.device)
+        # Toggling train/eval walks every module: only when the model is not in eval already.
+        with eval_mode(self.model) if self.model.training else torch.inference_mode():
             logits = paged_forward(self.model, self.pool, paged, self.rope_table)
             contexts = [torch.tensor(r.tokens, device=self.device) if r.params.penalized
                         else None for r in batch]
@@ -233,6 +241,7 @@ class Engine:
                 finished.append(request)
         for request in finished:  # leave at once: the next step's admissions take the slots
             self.running.remove(request)
+            del self.requests[request.id]
             self._free(request)
         return events
 
@@ -245,6 +254,7 @@ class Engine:
             request = self.waiting[0]
             if request.params.max_new_tokens == 0:  # nothing to generate: done at once
                 self.waiting.popleft()
+                del self.requests[request.id]
                 events.append(TokenEvent(request.id, None, "length"))
                 continue
             hits = self._cached_prefix(request)
@@ -280,7 +290,8 @@ class Engine:
         return hits
 
     def _remember_blocks(self, request: _Request) -> None:
-        """Offer every newly completed full block to the prefix cache."""
+        """Offer every newly completed full block to the prefix cache: answer blocks too, since
+        a chat's next prompt starts with this one's prompt and answer."""
         if not self.prefix_caching:
             return
         full = request.computed // self.block_size
@@ -298,9 +309,3 @@ class Engine:
             self.pool.release(block)
         self.reserved -= request.max_blocks - len(request.blocks)
         request.blocks = []
-
-    def _find(self, request_id: str) -> _Request | None:
-        for request in itertools.chain(self.running, self.waiting):
-            if request.id == request_id:
-                return request
-        return None

@@ -99,16 +99,17 @@ class PagedBatch:
     The new tokens of all sequences are laid end to end in one flat row of N tokens (a prompt
     contributes all its uncomputed tokens, a decoding sequence its last token), so the linear
     layers run on N rows, no padding. Attention needs each sequence's queries and keys side by
-    side: q_index (B, T_max) picks a sequence's queries out of the flat row, table (B, nb_max)
-    its blocks out of the pool, and mask (B, 1, T_max, L_max) says which key positions each
-    query may see (its own positions up to its own; padding sees position 0 only, so its
-    softmax is defined, and is dropped).
+    side: q_index (B, T_max) picks a sequence's queries out of the flat row, rows picks its
+    keys and values out of the pool (through its block table) into (B, H_kv, L_max, D), and
+    mask (B, 1, T_max, L_max) says which key positions each query may see: its own sequence's
+    positions up to its own. Padding queries see position 0 only, so their softmax is defined;
+    they are dropped. blocks and offsets say where each new token's key and value go.
     """
 
     def __init__(self, tokens: list[list[int]], starts: list[int], tables: list[list[int]],
-                 block_size: int, device: torch.device):
-        ids, pos, q_index, q_pos, last = [], [], [], [], []
-        blocks, offsets = [], []
+                 pool: BlockPool, device: torch.device):
+        bs, H_kv = pool.block_size, pool.keys[0].shape[1]
+        ids, pos, q_index, q_pos, last, slots = [], [], [], [], [], []
         t_max = max(len(t) for t in tokens)
         for seq_tokens, start, table in zip(tokens, starts, tables, strict=True):
             n = len(seq_tokens)
@@ -116,8 +117,7 @@ class PagedBatch:
             ids += seq_tokens
             positions = range(start, start + n)
             pos += positions
-            blocks += [table[p // block_size] for p in positions]
-            offsets += [p % block_size for p in positions]
+            slots += [(table[p // bs], p % bs) for p in positions]
             q_index.append(list(range(first, first + n)) + [first] * (t_max - n))
             q_pos.append(list(positions) + [-1] * (t_max - n))
             last.append(first + n - 1)
@@ -125,13 +125,19 @@ class PagedBatch:
         as_long = dict(dtype=torch.long, device=device)
         self.ids = torch.tensor(ids, **as_long)
         self.pos = torch.tensor(pos, **as_long)
-        self.blocks = torch.tensor(blocks, **as_long)
-        self.offsets = torch.tensor(offsets, **as_long)
-        self.table = torch.tensor([t + [0] * (nb_max - len(t)) for t in tables], **as_long)
+        self.blocks, self.offsets = torch.tensor(slots, **as_long).T
+        table = torch.tensor([t + [0] * (nb_max - len(t)) for t in tables], **as_long)
+        # Where key position l of sequence b, head h, lives in the pool seen as rows of
+        # head_dim numbers: one index_select then lays out every sequence's keys (B, H_kv, L, D)
+        # in one copy, where indexing by block and then reordering would copy twice.
+        key_pos = torch.arange(nb_max * bs, device=device)
+        block_of = table[:, key_pos // bs]  # (B, L)
+        heads = torch.arange(H_kv, device=device)[None, :, None]
+        self.rows = ((block_of[:, None, :] * H_kv + heads) * bs + key_pos % bs).reshape(-1)
+        self.kv_shape = (len(tables), H_kv, nb_max * bs, pool.keys[0].shape[-1])
         self.q_index = torch.tensor(q_index, **as_long)
         query_pos = torch.tensor(q_pos, **as_long)
         self.valid = query_pos >= 0
-        key_pos = torch.arange(nb_max * block_size, device=device)
         # A padding query (position -1 -> 0) sees key 0 only: a defined softmax, thrown away.
         self.mask = (key_pos <= query_pos.clamp(min=0)[..., None])[:, None]
         self.last = torch.tensor(last, **as_long)
@@ -154,10 +160,8 @@ def _attention(attn, x: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor
     # Write the new keys and values into their blocks first, so a prompt's queries see them.
     k_pool[batch.blocks, :, batch.offsets] = k
     v_pool[batch.blocks, :, batch.offsets] = v
-    B, nb = batch.table.shape
-    # (B, nb, H_kv, bs, D) -> (B, H_kv, nb * bs, D): each sequence's keys in position order.
-    keys = k_pool[batch.table].transpose(1, 2).reshape(B, H_kv, -1, D)
-    values = v_pool[batch.table].transpose(1, 2).reshape(B, H_kv, -1, D)
+    keys = k_pool.view(-1, D).index_select(0, batch.rows).view(batch.kv_shape)
+    values = v_pool.view(-1, D).index_select(0, batch.rows).view(batch.kv_shape)
     queries = q[batch.q_index].transpose(1, 2)  # (B, H, T_max, D)
     y = F.scaled_dot_product_attention(queries, keys, values, attn_mask=batch.mask,
                                        enable_gqa=H != H_kv)

@@ -99,19 +99,12 @@ def test_random_arrivals_shipped_model():
     assert engine.stats().prefix_cache_hits_total > 0
 
 
-def test_smollm2_exact(smollm2):
+def test_smollm2_random_arrivals(smollm2):
+    """Llama family with grouped-query attention (9 query heads, 3 key/value heads), short."""
     model, _ = smollm2
-    rng = random.Random(0)
-    V = model.config.vocab_size
-    shared = [rng.randrange(V) for _ in range(20)]
-    prompts = [shared + [rng.randrange(V) for _ in range(k)] for k in (3, 7)]
-    prompts.append([rng.randrange(V) for _ in range(11)])
-    params = SamplingParams(max_new_tokens=8, temperature=0)
-    engine = Engine(model, max_batch_size=4, num_kv_blocks=16)
-    outs = engine.run(prompts[:1], params) + engine.run(prompts[1:], params)
-    assert outs == [_reference(model, p, params) for p in prompts]
-    assert engine.stats().prefix_cache_hits_total == 1  # the 16-token block of `shared`
-    assert engine.stats().kv_cache_blocks_used == 0
+    engine, _ = _random_schedule(model, 0, n_requests=4, max_new=8, block=16, max_batch_size=4,
+                                 num_kv_blocks=24)
+    assert engine.stats().prefix_cache_hits_total >= 1  # the first block of the shared prefix
 
 
 def test_prefix_cache_hit_counts_and_is_exact(small_model):
@@ -293,10 +286,10 @@ def test_bad_requests_raise_and_change_nothing(small_model):
     for error, words, kwargs in cases:
         with pytest.raises(error, match=words):
             engine.add_request(**kwargs)
-        assert engine.stats() == before and len(engine.waiting) == 1
+        assert engine.stats() == before and list(engine.requests) == ["taken"]
     with pytest.raises(ValueError, match="KV blocks"):
         Engine(small_model, kv_block_size=4, num_kv_blocks=2).add_request([1] * 9)
-    engine.add_request([1])
+    assert engine.add_request([1]) == "req-0"  # no id was used up by the refused calls
     with pytest.raises(QueueFull, match="max_waiting=2"):
         engine.add_request([2])
     assert engine.stats().requests_waiting == 2
@@ -324,3 +317,20 @@ def test_stats_and_default_block_count(small_model):
     assert engine.stats().kv_cache_blocks_used == 1 and engine.block_table(a) != []
     with pytest.raises(KeyError):
         engine.block_table("nobody")
+
+
+def test_one_forward_pass_per_step_mixes_prefill_and_decode(small_model):
+    """A step runs each layer once, over the new prompt's tokens and the decoding token."""
+    rows = []
+    hook = small_model.transformer.h[0].attn.c_attn.register_forward_hook(
+        lambda module, args, out: rows.append(args[0].shape[0]))
+    try:
+        engine = Engine(small_model, kv_block_size=4)
+        engine.add_request([1, 2, 3], GREEDY)
+        engine.step()
+        engine.add_request([4, 5, 6, 7, 8], GREEDY)
+        events = engine.step()
+    finally:
+        hook.remove()
+    assert rows == [3, 1 + 5]
+    assert len(events) == 2
