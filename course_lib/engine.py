@@ -26,6 +26,10 @@ from course_lib.sampling.params import SamplingParams
 from course_lib.validation import check_bool, check_choice, check_int, check_str, check_token_ids
 
 POLICIES = ("continuous", "static")
+# The pool is allocated up front. Room for every sequence's full context is little for a small
+# model, but for SmolLM2 (8,192 positions, 16 sequences) it would be 6 GB of float32: the
+# default stops at 512 MiB, 11,600 of SmolLM2's positions, shared as requests need them.
+DEFAULT_KV_CACHE_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -78,10 +82,10 @@ class Engine:
     policy "continuous": requests join and leave the running batch at every step. policy
     "static": waiting requests are admitted only when the running batch is empty (the classic
     static batching baseline); max_batch_size=1 serves one request at a time. num_kv_blocks
-    None: enough blocks for max_batch_size sequences of the full context. max_waiting: how many
-    requests may wait for a slot before add_request raises QueueFull (None: no limit).
-    The pool is allocated up front: for a long context pass num_kv_blocks (SmolLM2's 8,192
-    positions x 16 sequences would be 8,192 blocks of 16, 6 GB of float32 keys and values).
+    None: enough blocks for max_batch_size sequences of the full context, or
+    DEFAULT_KV_CACHE_BYTES of them if that is less (requests then wait for blocks, never fail
+    midway). max_waiting: how many requests may wait for a slot before add_request raises
+    QueueFull (None: no limit).
     """
 
     def __init__(self, model: GPT, *, max_batch_size: int = 16, kv_block_size: int = 16,
@@ -94,7 +98,12 @@ class Engine:
         self.block_size = check_int("kv_block_size", kv_block_size, minimum=1)
         context = model.config.block_size
         if num_kv_blocks is None:
-            num_kv_blocks = self.max_batch_size * -(-context // self.block_size)
+            config = model.config
+            block_bytes = (2 * config.n_layer * config.kv_heads * self.block_size
+                           * (config.n_embd // config.n_head)
+                           * model.transformer.wte.weight.element_size())
+            num_kv_blocks = min(self.max_batch_size * -(-context // self.block_size),
+                                max(1, DEFAULT_KV_CACHE_BYTES // block_bytes))
         num_kv_blocks = check_int("num_kv_blocks", num_kv_blocks, minimum=1)
         self.prefix_caching = check_bool("prefix_caching", prefix_caching)
         self.max_waiting = None if max_waiting is None else check_int(
