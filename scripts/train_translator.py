@@ -9,7 +9,6 @@ import argparse
 import json
 import platform
 import random
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -79,12 +78,13 @@ def main(argv: list[str] | None = None) -> None:
         "task": "English number words -> French number words (num2words 0.5.14), 0..9999",
         "data": f"translation_split(): {len(train_pairs)} training pairs, {len(held_out)} "
                 "held-out numbers never seen in training (shuffled with seed 0)",
-        "command": "taskset -c 1 env OMP_NUM_THREADS=1 PYTHONPATH=$PWD python "
-                   "scripts/train_translator.py " + " ".join(argv or sys.argv[1:]),
+        "command": "taskset -c 1 env OMP_NUM_THREADS=1 PYTHONPATH=$PWD python scripts/"
+                   f"train_translator.py --steps {args.steps} --batch-size {args.batch_size} "
+                   f"--seed {args.seed}",
         "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
         "optimizer": "AdamW, lr 2e-3 warm-up 100 then cosine to 1e-4, weight decay 0.01",
         "train_seconds": round(train_s), "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {platform.processor() or ''} one core".strip(),
+        "machine": f"{platform.machine()} CPU, one core ({platform.node() or 'unnamed'})",
         "parameters": model.num_parameters(), "weights_dtype": "float16",
         "config": asdict(config),
         "held_out_greedy": {k: round(v, 4) for k, v in greedy.items()},

@@ -141,3 +141,87 @@ def test_bert_encoder_equals_minilm_token_embeddings():
     # and sentence-transformers' own output_value="token_embeddings" (unpadded, per text)
     for i, tokens in enumerate(st.encode(texts, output_value="token_embeddings")):
         torch.testing.assert_close(got[i, : len(tokens)], tokens.cpu(), atol=1e-4, rtol=0)
+
+
+# ----- the translation task and the shipped translator ------------------------------------------
+
+@pytest.fixture(scope="module")
+def split():
+    from course_lib.translation import translation_split
+
+    return translation_split()
+
+
+@pytest.fixture(scope="module")
+def translator():
+    from course_lib.pretrained import load_translator
+
+    return load_translator()
+
+
+def test_translation_split_is_deterministic_and_disjoint(split):
+    from course_lib.translation import number_pair
+
+    train, held_out = split
+    assert len(train) == 9000 and len(held_out) == 1000
+    assert not {a for a, _ in train} & {a for a, _ in held_out}
+    assert held_out[:2] == [("twenty", "vingt"), ("thirty-one", "trente et un")]
+    assert number_pair(97) == ("ninety-seven", "quatre-vingt-dix-sept")
+
+
+def test_tokenizer_round_trip_and_batch(tmp_path, split):
+    from course_lib.translation import BOS, EOS, PAD, TranslationTokenizer, make_batch
+
+    tok = TranslationTokenizer.from_pairs(split[0])
+    tok.save(tmp_path / "t.json")
+    again = TranslationTokenizer.load(tmp_path / "t.json")
+    ids = again.encode("quatre-vingts")
+    assert min(ids) > EOS and again.decode([BOS, *ids, EOS, PAD, 5]) == "quatre-vingts"
+    with pytest.raises(ValueError, match="not in this CharTokenizer"):
+        tok.encode("42")
+    src, src_mask, tgt, targets = make_batch(tok, [("one", "un"), ("twenty", "vingt")])
+    assert src.shape == (2, 6) and src_mask[0].tolist() == [True] * 3 + [False] * 3
+    assert tgt[0, 0] == BOS and targets[0].tolist()[2:] == [EOS, -1, -1, -1]
+
+
+def test_shipped_translator_held_out_exact_match(translator, split):
+    import random
+
+    from course_lib.translation import evaluate_translator
+
+    model, tok = translator
+    sample = random.Random(0).sample(split[1], 200)  # numbers never seen in training
+    scores = evaluate_translator(model, tok, sample)
+    assert scores["exact_match"] >= 0.9, scores
+    assert scores["chrf"] >= 95, scores
+
+
+def test_beam_search_is_not_worse_than_greedy(translator, split):
+    from course_lib.translation import evaluate_translator, translate
+
+    model, tok = translator
+    sample = split[1][::25]  # 40 held-out pairs: beam search runs one text at a time
+    greedy = evaluate_translator(model, tok, sample)["exact_match"]
+    beam = evaluate_translator(model, tok, sample, num_beams=3)["exact_match"]
+    assert beam >= greedy - 0.05
+    assert translate(model, tok, "ninety-seven", num_beams=1) == "quatre-vingt-dix-sept"
+    assert translate(model, tok, "ninety-seven", num_beams=3) == "quatre-vingt-dix-sept"
+
+
+@pytest.mark.parametrize("text, num_beams, match", [
+    ("", 1, "non-empty"), ("   ", 2, "non-empty"), ("ninety-seven!", 1, "'!'"),
+    ("forty-two", 0, "num_beams"), ("two " * 20, 1, "reads at most"),
+])
+def test_translate_refuses_bad_input(translator, text, num_beams, match):
+    from course_lib.translation import translate
+
+    with pytest.raises(ValueError, match=match):
+        translate(*translator, text, num_beams=num_beams)
+
+
+def test_translator_card_documents_the_run():
+    from course_lib.pretrained import translator_card
+
+    card = translator_card()
+    assert "scripts/train_translator.py" in card["command"]
+    assert card["held_out_greedy"]["exact_match"] >= 0.9 and card["train_seconds"] > 0
