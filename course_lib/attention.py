@@ -39,6 +39,15 @@ def scaled_dot_product(
     return weights @ v, weights
 
 
+def padding_mask(key_mask: torch.Tensor, T_k: int) -> torch.Tensor:
+    """key_mask (B, T_k), True for real tokens, as a mask (B, 1, 1, T_k) for every head, query."""
+    if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool:
+        raise TypeError("key_mask must be a bool tensor (batch, keys), True for real tokens")
+    if key_mask.dim() != 2 or key_mask.shape[1] != T_k:
+        raise ValueError(f"key_mask must have shape (batch, {T_k}), got {tuple(key_mask.shape)}")
+    return key_mask[:, None, None, :]
+
+
 def _filled(buffer: torch.Tensor | None, n: int) -> torch.Tensor | None:
     return None if buffer is None else buffer[:, :, :n]
 
@@ -195,8 +204,13 @@ class MultiHeadAttention(nn.Module):
         layer: int = 0,
         head_mask: torch.Tensor | None = None,
         rotation: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, T, n_embd) -> (out, weights). rotation: the rope_rotation of these positions."""
+        """x (B, T, n_embd) -> (out, weights). rotation: the rope_rotation of these positions.
+
+        key_mask (B, T_k) bool, True for real tokens: padding keys are never attended to (an
+        encoder's batch of sources of different lengths).
+        """
         B, T, C = x.shape
         H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
         qkv = self.c_attn(x)
@@ -220,11 +234,14 @@ class MultiHeadAttention(nn.Module):
         T_k = k.shape[-2]
         # The fused kernel masks a square causal block itself; a mask tensor is built only for
         # the explicit path or for new queries after cached keys.
-        kernel_causal = causal and T > 1 and T == T_k and not need_weights
+        kernel_causal = causal and T > 1 and T == T_k and not need_weights and key_mask is None
         mask = None
         if causal and T > 1 and not kernel_causal:
             # Query i sits at absolute position offset + i; it may see keys up to there.
             mask = torch.ones(T, T_k, dtype=torch.bool, device=x.device).tril(diagonal=T_k - T)
+        if key_mask is not None:
+            keep = padding_mask(key_mask, T_k)
+            mask = keep if mask is None else mask & keep
         dropout_p = self.dropout if self.training else 0.0
         grouped = H != H_kv
         if need_weights:
@@ -260,3 +277,58 @@ class MultiHeadAttention(nn.Module):
                 ours.c_attn.bias.copy_(mha.in_proj_bias)
                 ours.c_proj.bias.copy_(mha.out_proj.bias)
         return ours
+
+
+class CrossAttention(MultiHeadAttention):
+    """Attention whose queries come from x and whose keys and values come from memory.
+
+    The decoder of an encoder-decoder Transformer reads the encoder's output (memory) this way.
+    The weights are MultiHeadAttention's (c_attn = [W_q; W_k; W_v], c_proj, so from_torch is
+    the same copy); only the rows W_q are applied to x, the rows [W_k; W_v] to memory. The
+    memory does not change while the decoder writes, so memory_kv computes its keys and
+    values once and each decoding step passes them back in.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0):
+        super().__init__(n_embd, n_head, bias=bias, dropout=dropout)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values (B, n_head, S, head size) of memory (B, S, n_embd)."""
+        B, S, C = memory.shape
+        w = self.c_attn.weight[C:]
+        b = None if self.c_attn.bias is None else self.c_attn.bias[C:]
+        kv = F.linear(memory, w, b).view(B, S, 2, self.n_head, self.head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        *,
+        memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        memory_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, n_embd) attends to memory (B, S, n_embd), or to its cached memory_kv.
+
+        memory_mask (B, S) bool, True for real tokens of the memory (not padding).
+        """
+        if (memory is None) == (memory_kv is None):
+            raise ValueError("give either memory or memory_kv (its cached keys and values)")
+        B, T, C = x.shape
+        k, v = self.memory_kv(memory) if memory_kv is None else memory_kv
+        w = self.c_attn.weight[:C]
+        b = None if self.c_attn.bias is None else self.c_attn.bias[:C]
+        q = F.linear(x, w, b).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        mask = None if memory_mask is None else padding_mask(memory_mask, k.shape[-2])
+        dropout_p = self.dropout if self.training else 0.0
+        weights = None
+        if need_weights:
+            y, weights = scaled_dot_product(q, k, v, mask=mask)
+            if dropout_p:
+                y = F.dropout(weights, dropout_p, training=True) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), weights

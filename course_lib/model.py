@@ -19,7 +19,7 @@ from course_lib.validation import check_choice, check_float
 
 POSITION_KINDS = ("learned", "rope")
 NORM_KINDS = ("layernorm", "rmsnorm")
-MLP_KINDS = ("gelu", "gelu_exact", "swiglu", "none")
+MLP_KINDS = ("gelu", "gelu_exact", "relu", "swiglu", "none")
 
 
 @dataclass
@@ -39,8 +39,9 @@ class GPTConfig:
     n_kv_head: int | None = None  # key/value heads; None = n_head (multi-head attention)
     norm: str = "layernorm"  # "layernorm" (GPT-2) or "rmsnorm" (Llama)
     norm_eps: float = 1e-5
-    mlp: str = "gelu"  # "gelu" (GPT-2, tanh form), "gelu_exact" (erf form), "swiglu" (Llama)
-    # or "none": blocks of attention alone, the toy models of interpretability papers
+    mlp: str = "gelu"  # "gelu" (GPT-2, tanh form), "gelu_exact" (erf form), "swiglu" (Llama),
+    # "relu" (the 2017 Transformer), or "none": blocks of attention alone, the toy models of
+    # interpretability papers
     mlp_hidden: int | None = None  # None = 4 * n_embd
     rope_base: float = 10000.0
     tie_embeddings: bool = True  # lm_head shares the token embedding's weights
@@ -153,7 +154,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward layer: GELU (GPT-2) or SwiGLU (Llama)."""
+    """Position-wise feed-forward layer: GELU (GPT-2), SwiGLU (Llama) or ReLU (the 2017 paper)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -163,7 +164,10 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, n_out, bias=config.bias)
         # GPT-2 uses the tanh approximation of GELU; matching it lets from_hf_gpt2 be exact.
         # nanoGPT uses the exact (erf) form, GPTConfig(mlp="gelu_exact"), cheaper on a CPU.
-        self.gelu = nn.GELU(approximate="none" if config.mlp == "gelu_exact" else "tanh")
+        # "Attention Is All You Need" uses ReLU: max(0, x W_1 + b_1) W_2 + b_2. The attribute
+        # keeps its name gelu either way, as scripts replace it by that name.
+        self.gelu = (nn.ReLU() if config.mlp == "relu" else
+                     nn.GELU(approximate="none" if config.mlp == "gelu_exact" else "tanh"))
         self.c_proj = nn.Linear(config.hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

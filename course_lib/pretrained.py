@@ -1,4 +1,4 @@
-"""Ready-made models: the small Shakespeare GPT that ships with the package, and SmolLM2."""
+"""Ready-made models: the small Shakespeare GPT and number translator shipped here, and SmolLM2."""
 
 from __future__ import annotations
 
@@ -10,13 +10,18 @@ import torch
 
 from course_lib.gguf_file import GGUFFile, read_gguf
 from course_lib.model import GPT, GPTConfig
+from course_lib.seq2seq import Seq2Seq
 from course_lib.tokenization import BPETokenizer
+from course_lib.translation import TranslationTokenizer
 from course_lib.validation import check_device
 
 ASSET_DIR = Path(__file__).parent / "assets"
 MODEL_FILE = ASSET_DIR / "shakespeare.safetensors"
 TOKENIZER_FILE = ASSET_DIR / "shakespeare_tokenizer.json"
 CARD_FILE = ASSET_DIR / "shakespeare_card.json"
+TRANSLATOR_FILE = ASSET_DIR / "translator.safetensors"
+TRANSLATOR_TOKENIZER_FILE = ASSET_DIR / "translator_tokenizer.json"
+TRANSLATOR_CARD_FILE = ASSET_DIR / "translator_card.json"
 
 
 def load_pretrained(device: str | torch.device = "cpu") -> tuple[GPT, BPETokenizer]:
@@ -32,6 +37,25 @@ def load_pretrained(device: str | torch.device = "cpu") -> tuple[GPT, BPETokeniz
             f"{model.config.vocab_size}: the package files are mismatched"
         )
     return model, tokenizer
+
+
+def load_translator(device: str | torch.device = "cpu") -> tuple[Seq2Seq, TranslationTokenizer]:
+    """(model, tokenizer) of the shipped English -> French number translator, in eval mode.
+
+    An encoder-decoder Transformer trained by scripts/train_translator.py (see
+    translator_card()); reads package files only, and each call returns a fresh model.
+    """
+    model = Seq2Seq.load(TRANSLATOR_FILE).to(check_device("device", device)).eval()
+    tokenizer = TranslationTokenizer.load(TRANSLATOR_TOKENIZER_FILE)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(f"shipped translator tokenizer has {tokenizer.vocab_size} tokens but "
+                         f"the model expects {model.config.vocab_size}: mismatched package files")
+    return model, tokenizer
+
+
+def translator_card() -> dict:
+    """How the shipped translator was trained and what it scores on held-out numbers."""
+    return json.loads(TRANSLATOR_CARD_FILE.read_text())
 
 
 # ----- SmolLM2 and other Llama-architecture GGUF files ------------------------------------------
