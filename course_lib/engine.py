@@ -193,6 +193,18 @@ class Engine:
             raise KeyError(f"no unfinished request with id {request_id!r}")
         return list(request.blocks)
 
+    def block_snapshot(self) -> list[tuple[str, ...] | str]:
+        """Who holds each physical block now, by block number: the ids of the requests whose
+        block tables hold it (several when a cached prefix is shared), or "cached" (nobody's,
+        its contents kept for the prefix cache until needed), or "free"."""
+        owners: list[tuple[str, ...] | str] = [
+            "cached" if b in self.pool.evictable else "free" for b in range(self.pool.num_blocks)]
+        for request in self.running:
+            for block in request.blocks:
+                held = owners[block]
+                owners[block] = (held if isinstance(held, tuple) else ()) + (request.id,)
+        return owners
+
     def run(self, prompts: Sequence[Sequence[int]],
             params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[list[int]]:
         """Add every prompt, step until all are done; each one's generated ids, in order.
@@ -318,3 +330,34 @@ class Engine:
             self.pool.release(block)
         self.reserved -= request.max_blocks - len(request.blocks)
         request.blocks = []
+
+
+def record_schedule(engine: Engine, schedule: dict[int, list[tuple]]) -> list[dict]:
+    """Step `engine` through a schedule and snapshot it after each step, for a picture.
+
+    schedule: step number -> actions done just before that step: ("add", prompt_ids, params,
+    request_id) or ("cancel", request_id). Steps until the schedule is done and the engine idle.
+    Each frame: step, blocks (block_snapshot()), tables (running id -> block table), waiting
+    ids, and events (what the step reported, as "id: token" / "id: finish_reason")."""
+    frames: list[dict] = []
+    step = 0
+    last = max(schedule, default=0)
+    while step <= last or engine.has_unfinished():
+        for action in schedule.get(step, []):
+            if action[0] == "add":
+                engine.add_request(action[1], action[2], request_id=action[3])
+            elif action[0] == "cancel":
+                engine.cancel(action[1])
+            else:
+                raise ValueError(f"unknown action {action[0]!r}: use 'add' or 'cancel'")
+        events = engine.step()
+        frames.append({
+            "step": step, "blocks": engine.block_snapshot(),
+            "tables": {r.id: list(r.blocks) for r in engine.running},
+            "waiting": [r.id for r in engine.waiting],
+            "events": [f"{e.request_id}: {e.finish_reason}" if e.finish_reason else
+                       f"{e.request_id}: token {e.token}" for e in events],
+        })
+        step += 1
+    return frames
+

@@ -20,23 +20,22 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import random
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from course_lib.data import load_corpus  # noqa: E402
-from course_lib.engine import Engine  # noqa: E402
+from course_lib.load_test import (  # noqa: E402
+    SETUPS,
+    kv_blocks_for,
+    load_level,
+    make_prompts,
+    percentile,
+    poisson_arrivals,
+    time_alone,
+)
 from course_lib.sampling import SamplingParams  # noqa: E402
-
-SETUPS = {  # name: Engine keyword arguments
-    "one at a time": dict(max_batch_size=1),
-    "static": dict(max_batch_size=16, policy="static"),
-    "continuous": dict(max_batch_size=16, policy="continuous"),
-}
 
 
 def load_model(name: str):
@@ -47,49 +46,6 @@ def load_model(name: str):
     from course_lib.pretrained import load_smollm2
 
     return load_smollm2()
-
-
-def make_prompts(tokenizer, n: int, max_len: int, seed: int = 0) -> list[list[int]]:
-    """n short prompts: the first words of random lines of the held-out plays."""
-    lines = [line for line in load_corpus("val").splitlines() if len(line.split()) >= 4]
-    rng = random.Random(seed)
-    return [tokenizer.encode(" ".join(rng.choice(lines).split()[:8]))[:max_len]
-            for _ in range(n)]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def serve(model, prompts, arrivals, params, num_kv_blocks, **engine_kw) -> dict:
-    """Run one schedule in real time; the times of each request's tokens, and its tokens."""
-    engine = Engine(model, num_kv_blocks=num_kv_blocks, **engine_kw)
-    start = time.perf_counter()
-    pending = list(range(len(prompts)))
-    times: dict[str, list[float]] = {}
-    tokens: dict[str, list[int]] = {}
-    ids = {}
-    while pending or engine.has_unfinished():
-        now = time.perf_counter() - start
-        while pending and arrivals[pending[0]] <= now:
-            i = pending.pop(0)
-            ids[i] = engine.add_request(prompts[i], params, request_id=str(i))
-            times[ids[i]], tokens[ids[i]] = [], []
-        if not engine.has_unfinished():  # idle until the next arrival
-            time.sleep(max(0.0, arrivals[pending[0]] - now))
-            continue
-        events = engine.step()
-        now = time.perf_counter() - start
-        for event in events:
-            times[event.request_id].append(now)
-            tokens[event.request_id].append(event.token)
-    ttft = [times[ids[i]][0] - arrivals[i] for i in range(len(prompts))]
-    itl = [b - a for t in times.values() for a, b in zip(t, t[1:], strict=False)]
-    n_tokens = sum(len(t) for t in tokens.values())
-    makespan = max(t[-1] for t in times.values()) - arrivals[0]
-    return {"tokens_per_s": n_tokens / makespan, "ttft": ttft, "itl": itl,
-            "texts": [tokens[ids[i]] for i in range(len(prompts))]}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -110,16 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
     max_prompt = min(24, model.config.block_size - args.new_tokens)
     prompts = make_prompts(tokenizer, args.requests, max_prompt, args.seed)
     # The KV pool needs only what these requests can use, not 16 full contexts of SmolLM2.
-    longest = max(len(p) for p in prompts) + args.new_tokens
-    num_kv_blocks = 16 * -(-longest // 16)
+    num_kv_blocks = kv_blocks_for(prompts, args.new_tokens)
     print(f"model {args.model} ({model.num_parameters() / 1e6:.1f}M parameters), "
           f"threads {torch.get_num_threads()}, machine {platform.processor() or platform.machine()}"
           f" with {os.cpu_count()} CPUs, torch {torch.__version__}")
-    warm = Engine(model, max_batch_size=1, num_kv_blocks=num_kv_blocks)
-    warm.run(prompts[:1], params)  # first calls are slow: not part of any measurement
-    t0 = time.perf_counter()
-    warm.run(prompts[1:2], params)
-    t1 = time.perf_counter() - t0
+    t1 = time_alone(model, prompts, params, num_kv_blocks)
     print(f"{args.requests} greedy requests of {args.new_tokens} new tokens, prompts of "
           f"{min(map(len, prompts))}-{max(map(len, prompts))} tokens; one request alone: "
           f"{t1:.2f} s")
@@ -131,19 +82,13 @@ def main(argv: list[str] | None = None) -> dict:
               f"{'ITL p50':>8} {'ITL p95':>8}")
     print(header)
     for label, rate in levels:
-        rng = random.Random(args.seed)
-        arrivals, t = [], 0.0
-        for _ in prompts:
-            arrivals.append(t)
-            t += rng.expovariate(rate)
-        texts = None
-        for name, engine_kw in SETUPS.items():
-            r = serve(model, prompts, arrivals, params, num_kv_blocks, **engine_kw)
+        arrivals = poisson_arrivals(len(prompts), rate, args.seed)
+        try:
+            level = load_level(model, prompts, arrivals, params, SETUPS, num_kv_blocks)
+        except AssertionError as e:
+            raise SystemExit(f"{e} at {label}") from None
+        for name, r in level.items():
             results[label, name] = r
-            if texts is None:
-                texts = r["texts"]
-            elif r["texts"] != texts:
-                raise SystemExit(f"greedy texts differ between setups at {label}: {name}")
             ms = {k: [1000 * v for v in r[k]] for k in ("ttft", "itl")}
             print(f"{label:>16} {name:>14} {r['tokens_per_s']:9.1f} "
                   f"{percentile(ms['ttft'], 50):7.0f}ms {percentile(ms['ttft'], 95):7.0f}ms "

@@ -20,6 +20,7 @@ from widgets.checks import (
     multi_head,
     positional,
     self_attention,
+    serving,
     shipped,
     tokenization,
     training,
@@ -72,6 +73,7 @@ CHECKS = {
         assistant.check_masked_targets,
         assistant.check_dpo_loss,
         assistant.check_dpo_by_hand,
+        serving.check_users_per_gpu,
         *CODE_CHECKS,
     ]
 }
@@ -244,6 +246,7 @@ def _right_answers():
                                    fast.check_tokens_per_round),
         "check_dpo_by_hand": (_scalars(math.log1p(math.exp(-0.3)), False),
                               assistant.check_dpo_by_hand),
+        "check_users_per_gpu": (_scalars(137, True), serving.check_users_per_gpu),
         "check_merge": ([lambda W, A, B, alpha, rank: (W.double() + alpha / rank * B.double()
                                                         @ A.double()),
                          lambda W, A, B, alpha, rank: (W + alpha / rank * B @ A).numpy()],
@@ -259,7 +262,7 @@ RIGHT = [
     "check_softmax", "check_unchanged_rows", "check_causal_mask", "check_rope_same_score",
     "check_shift", "check_split_shape", "check_first_merge", "check_merge",
     "check_block_parameters", "check_kv_cache_bytes", "check_tokens_per_round",
-    "check_dpo_by_hand",
+    "check_dpo_by_hand", "check_users_per_gpu",
 ]
 
 

@@ -20,6 +20,7 @@ from widgets.checks import (
     multi_head,
     positional,
     self_attention,
+    serving,
     tokenization,
     training,
 )
@@ -35,6 +36,8 @@ CODE_CHECKS = [
     decoding.check_top_p,
     fine_tuning.check_lora_forward,
     evaluation.check_continuation_logprob,
+    serving.check_blocks_needed,
+    serving.check_parse_sse,
 ]
 
 

@@ -8,7 +8,6 @@ expected texts come from course_lib.sampling in this process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -17,63 +16,32 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
-from jupyterlab_browser import ROOT, _free_port, launch_chromium, missing
+from jupyterlab_browser import ROOT, launch_chromium, missing
 from openai import OpenAI
 
 from course_lib.chat import _stop_ids
 from course_lib.pretrained import load_pretrained
 from course_lib.sampling import generate, utf8_pieces
+from server.launch import start_server
 
 SHIPPED = "shakespeare-gpt"
 PROMPTS = ["ROMEO:", "First Citizen:\nBefore we proceed", "KING HENRY:\nO", "To be, or not",
            "JULIET:\nAh", "Good morrow", "What light", "MENENIUS:"]
 
 
-@contextlib.contextmanager
-def serve(tmp: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """python -m server *args on a free loopback port; yields (its URL, the process)."""
-    port = _free_port()
-    log_path = tmp / f"server-{port}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "server", *args, "--port", str(port)],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"the server did not start:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.25)
-            yield url, proc
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory) -> Iterator[str]:
-    with serve(tmp_path_factory.mktemp("shipped"), "--model", "shipped") as (url, _):
-        yield url
+    with start_server("shipped", log_path=tmp_path_factory.mktemp("shipped") / "server.log") as s:
+        yield s.url
 
 
 @pytest.fixture(scope="module")
 def smollm2_server(tmp_path_factory) -> Iterator[str]:
-    with serve(tmp_path_factory.mktemp("smollm2"), "--model", "smollm2") as (url, _):
-        yield url
+    with start_server("smollm2", log_path=tmp_path_factory.mktemp("smollm2") / "server.log") as s:
+        yield s.url
 
 
 @pytest.fixture(scope="module")
@@ -263,8 +231,9 @@ def test_disconnect_mid_stream_frees_the_request_at_once(shipped):
 
 
 def test_full_queue_answers_429_and_sigterm_exits_promptly(tmp_path):
-    with serve(tmp_path, "--model", "shipped", "--max-batch-size", "1", "--max-waiting", "1") \
-            as (url, proc):
+    with start_server("shipped", log_path=tmp_path / "server.log", max_batch_size=1,
+                      max_waiting=1) as server:
+        url, proc = server.url, server.process
         body = {**OK, "max_tokens": 120, "temperature": 1}
 
         def ask(_) -> httpx.Response:
