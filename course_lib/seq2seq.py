@@ -354,3 +354,30 @@ def _from_torch_name(name: str) -> str:
             rest = ours + rest[len(theirs):]
             break
     return f"{stack}.h.{i}.{rest}"
+
+
+@torch.no_grad()
+def cross_attention_weights(model: Seq2Seq, src: torch.Tensor, tgt: torch.Tensor,
+                            src_mask: torch.Tensor | None = None) -> tuple:
+    """(weights, logits): every decoder layer's cross-attention weights, stacked (n_decoder_layer,
+    B, n_head, T, S), where row t is the target position writing token t+1 and column s a
+    source token; and the logits decode() gives. The decoder blocks run step by step as
+    DecoderBlock.forward does, the cross-attention asked for its weights."""
+    memory = model.encode(src, src_mask)
+    x = model._embed(tgt, model.target_embedding, "tgt_pos", model.config.target_block_size)
+    maps = []
+    for block in model.decoder.h:
+        def attend(h: torch.Tensor, block=block) -> torch.Tensor:
+            return block.attn(h, causal=True)[0]
+
+        def cross(h: torch.Tensor, block=block) -> torch.Tensor:
+            y, w = block.cross_attn(h, memory, memory_mask=src_mask, need_weights=True)
+            maps.append(w)
+            return y
+
+        x = _residual(x, attend, block.ln_1, block.norm_first)
+        x = _residual(x, cross, block.ln_2, block.norm_first)
+        x = _residual(x, block.mlp, block.ln_3, block.norm_first)
+    if model.decoder.ln_f is not None:
+        x = model.decoder.ln_f(x)
+    return torch.stack(maps), model.lm_head(x)

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from course_lib.model import eval_mode
-from course_lib.sampling import SamplingParams, sample_next
-from course_lib.seq2seq import Seq2Seq
+from course_lib.sampling import SamplingParams, generate_batch, sample_next
+from course_lib.seq2seq import Seq2Seq, cross_attention_weights
 from course_lib.tokenization import CharTokenizer
 from course_lib.validation import check_float, check_int
 
@@ -204,3 +204,66 @@ def evaluate_translator(model: Seq2Seq, tokenizer: TranslationTokenizer,
             "chrf": sacrebleu.corpus_chrf(got, [references]).score,
             "bleu": sacrebleu.corpus_bleu(got, [references]).score,
             "n": len(pairs)}
+
+
+def cross_attention_map(model: Seq2Seq, tokenizer: TranslationTokenizer, source: str,
+                        target: str | None = None) -> dict:
+    """Where the decoder looks in the source while it writes each target character.
+
+    target None: the model's own greedy translation. Returns source_tokens (the source's
+    characters), written (each target character, then "<eos>": row t is the step writing
+    written[t]), weights (n_decoder_layer, n_head, T, S) as a tensor whose rows sum to 1, and
+    target. Empty text or a character outside the vocabulary is a ValueError.
+    """
+    (src_text, _), = _sources(model, tokenizer, [source])
+    if target is None:
+        target = translate(model, tokenizer, src_text)
+    if not isinstance(target, str):
+        raise ValueError(f"target must be a string, got {type(target).__name__}")
+    if len(target) + 1 > model.config.target_block_size:
+        raise ValueError(f"target is {len(target)} characters; the model writes at most "
+                         f"{model.config.target_block_size - 1}")
+    src, src_mask, tgt, _ = make_batch(tokenizer, [(src_text, target)])
+    with eval_mode(model):
+        weights, _ = cross_attention_weights(model, src.to(model.device), tgt.to(model.device),
+                                             src_mask.to(model.device))
+    return {"source_tokens": list(src_text), "written": list(target) + ["<eos>"],
+            "weights": weights[:, 0].cpu(), "target": target}
+
+
+# ----- the same task for a decoder-only model: "English <bos> French <eos>" as one text -------
+
+def decoder_only_batch(tokenizer: TranslationTokenizer,
+                       pairs: Sequence[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, targets) for a GPT reading each pair as one sequence: the English, <bos> as the
+    separator, the French, <eos>; padded with <pad> at the end. targets are the next tokens
+    on the French and <eos> only (-1 on the source and the padding), so the loss is the one
+    the encoder-decoder trains on."""
+    rows = [tokenizer.encode(a) + [BOS] + tokenizer.encode(b) + [EOS] for a, b in pairs]
+    T = max(map(len, rows)) - 1
+    ids = torch.full((len(pairs), T), PAD)
+    out = torch.full((len(pairs), T), -1)
+    for i, ((a, _), row) in enumerate(zip(pairs, rows, strict=True)):
+        n = len(row) - 1
+        ids[i, :n] = torch.tensor(row[:-1])
+        start = len(tokenizer.encode(a))  # the position of <bos>: it predicts the first French
+        out[i, start:n] = torch.tensor(row[start + 1:])
+    return ids, out
+
+
+def translate_decoder_only(model, tokenizer: TranslationTokenizer, texts: Sequence[str],
+                           max_new_tokens: int = 40) -> list[str]:
+    """Greedy translations by a GPT trained on decoder_only_batch: the prompt is the English
+    then <bos>; it writes until <eos>. All texts run as one batch (generate_batch)."""
+    if isinstance(texts, str) or not texts:
+        raise ValueError("texts must be a non-empty list of strings")
+    prompts = [tokenizer.encode(t) + [BOS] for t in texts]
+    out = generate_batch(model, prompts, max_new_tokens, temperature=0.0, stop_ids=(EOS,))
+    return [tokenizer.decode(seq[len(p):]) for p, seq in zip(prompts, out, strict=True)]
+
+
+def exact_match(got: Sequence[str], references: Sequence[str]) -> float:
+    """The fraction of translations equal to their reference, character for character."""
+    if len(got) != len(references) or not references:
+        raise ValueError("give as many translations as references, at least one")
+    return sum(g == r for g, r in zip(got, references, strict=True)) / len(references)

@@ -191,7 +191,11 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
         assert traffic.bytes <= WEBSOCKET_LIMIT_BYTES, \
             f"{lesson}: Run All sent {traffic.bytes:,} bytes over the websockets"
 
-        if lesson.startswith("07"):
+        if lesson.startswith("07_original"):
+            # The cross-attention view: another head draws another map.
+            _assert_slider_redraws(page, lesson, "head", "2",
+                                   "changing the cross-attention head did not change the map")
+        if lesson.startswith("07_training"):
             # A run started with the button can be stopped with Stop.
             _set_slider(page, "steps", "3000")
             page.locator("button", has_text=re.compile("^Train$")).first.click()

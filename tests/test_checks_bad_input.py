@@ -18,6 +18,7 @@ from widgets.checks import (
     evaluation,
     fine_tuning,
     multi_head,
+    original_transformer,
     positional,
     self_attention,
     serving,
@@ -67,6 +68,7 @@ CHECKS = {
         transformer_block.check_layer_norm,
         transformer_block.check_block_parameters,
         transformer_block.check_lens_block,
+        original_transformer.check_cross_weight_count,
         fast.check_absmax_int8,
         fast.check_kv_cache_bytes,
         fast.check_tokens_per_round,
@@ -247,6 +249,8 @@ def _right_answers():
         "check_dpo_by_hand": (_scalars(math.log1p(math.exp(-0.3)), False),
                               assistant.check_dpo_by_hand),
         "check_users_per_gpu": (_scalars(137, True), serving.check_users_per_gpu),
+        "check_cross_weight_count": (_scalars(4 * 22 * 12, True),
+                                     original_transformer.check_cross_weight_count),
         "check_merge": ([lambda W, A, B, alpha, rank: (W.double() + alpha / rank * B.double()
                                                         @ A.double()),
                          lambda W, A, B, alpha, rank: (W + alpha / rank * B @ A).numpy()],
@@ -262,7 +266,7 @@ RIGHT = [
     "check_softmax", "check_unchanged_rows", "check_causal_mask", "check_rope_same_score",
     "check_shift", "check_split_shape", "check_first_merge", "check_merge",
     "check_block_parameters", "check_kv_cache_bytes", "check_tokens_per_round",
-    "check_dpo_by_hand", "check_users_per_gpu",
+    "check_dpo_by_hand", "check_users_per_gpu", "check_cross_weight_count",
 ]
 
 

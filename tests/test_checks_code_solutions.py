@@ -18,6 +18,7 @@ from widgets.checks import (
     evaluation,
     fine_tuning,
     multi_head,
+    original_transformer,
     positional,
     self_attention,
     serving,
@@ -38,6 +39,7 @@ CODE_CHECKS = [
     evaluation.check_continuation_logprob,
     serving.check_blocks_needed,
     serving.check_parse_sse,
+    original_transformer.check_cross_attention,
 ]
 
 

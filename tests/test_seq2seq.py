@@ -225,3 +225,33 @@ def test_translator_card_documents_the_run():
     card = translator_card()
     assert "scripts/train_translator.py" in card["command"]
     assert card["held_out_greedy"]["exact_match"] >= 0.9 and card["train_seconds"] > 0
+
+
+def test_decoder_only_form_of_the_task():
+    from course_lib.model import GPT, GPTConfig
+    from course_lib.translation import (
+        BOS,
+        EOS,
+        TranslationTokenizer,
+        decoder_only_batch,
+        exact_match,
+        translate_decoder_only,
+    )
+
+    pairs = [("seven", "sept"), ("ninety-seven", "quatre-vingt-dix-sept")]
+    tok = TranslationTokenizer.from_pairs(pairs)
+    ids, targets = decoder_only_batch(tok, pairs)
+    row = tok.encode("seven") + [BOS] + tok.encode("sept")
+    assert ids[0, : len(row)].tolist() == row
+    # only the French and <eos> are scored, each at the position before it
+    assert (targets[0, :5] == -1).all()
+    assert targets[0, 5:10].tolist() == tok.encode("sept") + [EOS]
+    assert (targets[0, 10:] == -1).all()
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2,
+                        n_embd=16))
+    got = translate_decoder_only(gpt, tok, ["seven", "ninety-seven"], max_new_tokens=5)
+    assert len(got) == 2 and all(isinstance(g, str) and len(g) <= 5 for g in got)
+    assert exact_match(["sept", "x"], ["sept", "huit"]) == 0.5
+    with pytest.raises(ValueError):
+        exact_match([], [])
