@@ -74,7 +74,7 @@ def mean_loss(model: GPT, ids, stride: int | None = None) -> float:
     return token_nll(model, ids, stride=stride).mean().item()
 
 
-cross_entropy = mean_loss  # the name lessons 7 and 10 use
+cross_entropy = mean_loss  # the name lessons 8 and 11 use
 
 
 def perplexity(model: GPT, ids) -> float:

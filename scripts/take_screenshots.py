@@ -78,7 +78,7 @@ def _wait_for_text(view, pattern: str) -> None:
 
 
 def sampling_lab(page):
-    """Lesson 8's lab as Run All leaves it: the shipped model, every filter off."""
+    """Lesson 9's lab as Run All leaves it: the shipped model, every filter off."""
     return _view_of(page, "lab = SamplingLab(")
 
 
@@ -98,16 +98,16 @@ def model_explorer(page):
 
 
 def chat_view(page):
-    """Lesson 12's chat with the shipped model after DPO: a second question, a line of Hamlet."""
+    """Lesson 13's chat with the shipped model after DPO: a second question, a line of Hamlet."""
     view = page.locator(".chat-view").nth(1)
     send_chat(view, "A play or Python's docs?\nTo be, or not to be", replies=2)
     return view
 
 
 SHOTS = {  # picture, named as the module of its view (widgets/<name>.py) -> (lesson, setting)
-    "sampling_lab": ("08_decoding.ipynb", sampling_lab),
+    "sampling_lab": ("09_decoding.ipynb", sampling_lab),
     "model_explorer": ("06_transformer_block.ipynb", model_explorer),
-    "chat_view": ("12_assistant.ipynb", chat_view),
+    "chat_view": ("13_assistant.ipynb", chat_view),
 }
 
 

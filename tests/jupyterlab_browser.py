@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("COURSE_CHROMIUM", "/usr/bin/chromium")
-CELL_TIMEOUT_S = 900  # a whole Run All; lessons 7 and 8 took over 300 s on a loaded 2-core machine
+CELL_TIMEOUT_S = 900  # a whole Run All; lessons 8 and 9 took over 300 s on a loaded 2-core machine
 # Without these, Chromium tries to reach Google's services, which a closed network refuses.
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -62,7 +62,7 @@ def jupyterlab(tmp: Path, serve_bundle: bool = True) -> Iterator[str]:
         (tmp / "config" / "jupyter_server_config.json").write_text(json.dumps(
             {"ServerApp": {"jpserver_extensions": {"widgets.server": False}}}))
     # Serve a copy: JupyterLab saves notebooks after running them, and the committed lessons
-    # must stay exactly as they are. docs/ beside them holds the benchmark figures lesson 7 reads.
+    # must stay exactly as they are. docs/ beside them holds the benchmark figures lesson 8 reads.
     root = tmp / "course"
     shutil.copytree(ROOT / "lessons", root / "lessons")
     shutil.copytree(ROOT / "docs", root / "docs")

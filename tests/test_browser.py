@@ -1,7 +1,7 @@
 """Every lesson, run in a real JupyterLab in Debian's Chromium, driven by Playwright.
 
 Checks that every cell runs without an error, that the widgets render, that moving the
-sampling lab's temperature (lesson 8) and the head explorer's head (lesson 5) changes what is
+sampling lab's temperature (lesson 9) and the head explorer's head (lesson 5) changes what is
 drawn, and that each cell building a view, run again on its own after the whole lesson, shows
 its view again. A screenshot of each lesson is saved to test-artifacts/browser/ for inspection, and
 traffic.json there records each lesson's websocket bytes, its Run All time and, for each view
@@ -195,7 +195,7 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
             # The cross-attention view: another head draws another map.
             _assert_slider_redraws(page, lesson, "head", "2",
                                    "changing the cross-attention head did not change the map")
-        if lesson.startswith("07_training"):
+        if lesson.startswith("08_training"):
             # A run started with the button can be stopped with Stop.
             _set_slider(page, "steps", "3000")
             page.locator("button", has_text=re.compile("^Train$")).first.click()
@@ -213,7 +213,7 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
             _wait_until_enabled(page, stop, enabled=False)
             assert page.get_by_text(re.compile(r"stopped: \d+ steps")).count() == 1
             _wait_for_kernel(page)
-        if lesson.startswith("08"):
+        if lesson.startswith("09"):
             # The lab shows what the lesson's code set last: temperature 1, top-k 0, top-p 1.
             lab = page.locator(".widget-vbox", has=page.locator(".widget-label",
                                                                 has_text="top-p")).last
@@ -240,7 +240,7 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
                     .flatMap(el => Array.from(el.data[0].hovertext || []))""")
             n = options.count(sentence)
             assert n == 1, f"the sentence was added {n} times"
-        if lesson.startswith("12"):
+        if lesson.startswith("13"):
             # A message typed into the shipped model's chat view and sent gets a whole reply.
             view = page.locator(".chat-view").nth(1)
             last = send_chat(view, "A play or Python's docs?\nTo be, or not to be", replies=2)

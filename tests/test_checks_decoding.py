@@ -1,4 +1,4 @@
-"""Lesson 8's exercise checks: a right answer, the common wrong ones, and None."""
+"""Lesson 9's exercise checks: a right answer, the common wrong ones, and None."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""Lesson 13's checks: a right and several wrong answers for each."""
+"""Lesson 14's checks: a right and several wrong answers for each."""
 
 import json
 

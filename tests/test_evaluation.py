@@ -49,7 +49,7 @@ def test_long_texts_are_scored_window_by_window(small_model):
 def test_perplexity_is_exp_cross_entropy(small_model):
     ids = torch.randint(0, 97, (50,)).tolist()
     assert perplexity(small_model, ids) == pytest.approx(math.exp(mean_loss(small_model, ids)))
-    assert cross_entropy is mean_loss  # the old name, kept for lessons 7 and 10
+    assert cross_entropy is mean_loss  # the old name, kept for lessons 8 and 11
     # an untrained model is close to uniform: perplexity near the vocabulary size
     assert 60 < perplexity(small_model, ids) < 140
 

@@ -460,7 +460,7 @@ def test_bad_decoding_arguments(small_model):
         generate_text(small_model, tok, "a", 3, stop=[3])
 
 
-# The helpers lessons 7 and 8 use: logits, filtering summaries, repeats, text.
+# The helpers lessons 8 and 9 use: logits, filtering summaries, repeats, text.
 @pytest.fixture
 def logits_1d():
     torch.manual_seed(0)

@@ -249,7 +249,7 @@ view = TrainingView(tok, tok.encode(TEXT), config, eval_text=TEXT[:300], prompt=
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     assert kernel.run("print(view.history is not None)")["stdout"] == "True\n"
 
-    # A run in the cell itself (as lesson 7 does): KeyboardInterrupt there, the view says so
+    # A run in the cell itself (as lesson 8 does): KeyboardInterrupt there, the view says so
     # and offers Train again.
     busy = kernel.start("view.run()", "measuring the untrained model")
     kernel.km.interrupt_kernel()

@@ -1,4 +1,4 @@
-"""Checks for lesson 12's exercises: masked SFT targets, the DPO loss, one DPO loss by hand."""
+"""Checks for lesson 13's exercises: masked SFT targets, the DPO loss, one DPO loss by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checks for lesson 8 (decoding): temperature 0, the size of a top-p set, why caching is exact,
+"""Checks for lesson 9 (decoding): temperature 0, the size of a top-p set, why caching is exact,
 top-p filtering (code)."""
 
 from __future__ import annotations

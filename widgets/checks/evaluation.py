@@ -1,4 +1,4 @@
-"""Checks for lesson 10's exercises: perplexity and bits per character by hand, and a text that
+"""Checks for lesson 11's exercises: perplexity and bits per character by hand, and a text that
 scores better than Shakespeare; a continuation's log-probability (code)."""
 
 from __future__ import annotations

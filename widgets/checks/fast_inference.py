@@ -1,4 +1,4 @@
-"""Checks for lesson 11's exercises: absmax int8 by hand, a KV cache's size, and what a round of
+"""Checks for lesson 12's exercises: absmax int8 by hand, a KV cache's size, and what a round of
 speculative decoding is worth."""
 
 from __future__ import annotations

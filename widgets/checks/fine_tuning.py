@@ -1,4 +1,4 @@
-"""Checks for lesson 9's exercises: counting LoRA parameters, merging, the break-even rank,
+"""Checks for lesson 10's exercises: counting LoRA parameters, merging, the break-even rank,
 the LoRA forward pass (code)."""
 
 from __future__ import annotations

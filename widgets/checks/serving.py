@@ -1,4 +1,4 @@
-"""Checks for lesson 13's exercises: blocks a paged KV cache needs, reading a server-sent-event
+"""Checks for lesson 14's exercises: blocks a paged KV cache needs, reading a server-sent-event
 stream, and how many users a GPU holds."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checks for lesson 7 (training): the shifted targets, the loss at step 0, AdamW's first step,
+"""Checks for lesson 8 (training): the shifted targets, the loss at step 0, AdamW's first step,
 one training step (code)."""
 
 from __future__ import annotations
