@@ -12,6 +12,7 @@ import torch
 
 from course_lib.model import eval_mode
 from course_lib.sampling import SamplingParams, generate_batch, sample_next
+from course_lib.sampling.beam import split_candidates
 from course_lib.seq2seq import Seq2Seq, cross_attention_weights
 from course_lib.tokenization import CharTokenizer
 from course_lib.validation import check_float, check_int
@@ -156,7 +157,8 @@ def translate(model: Seq2Seq, tokenizer: TranslationTokenizer, text: str, num_be
 
 def _beam_search(model: Seq2Seq, tokenizer: TranslationTokenizer, src: torch.Tensor,
                  num_beams: int, length_penalty: float) -> str:
-    """Beam search for one source (1, S): beam.py's loop, on a decoder with its cache."""
+    """Beam search for one source (1, S): beam.py's rules (split_candidates), on a decoder
+    with its cache."""
     max_new = model.config.target_block_size
     with eval_mode(model):
         src = src.to(model.device)
@@ -169,16 +171,13 @@ def _beam_search(model: Seq2Seq, tokenizer: TranslationTokenizer, src: torch.Ten
             total = (scores[:, None] + logp).reshape(-1)
             top, flat = torch.topk(total, min(2 * num_beams, total.numel()))
             norm = (step + 1) ** length_penalty
-            rows, row_scores, parents = [], [], []
-            for rank, (score, index) in enumerate(zip(top.tolist(), flat.tolist(), strict=True)):
-                beam, token = divmod(index, logp.shape[-1])
-                if token == EOS or step == max_new - 1:
-                    if rank < num_beams:  # the spare candidates never finish (as beam.py)
-                        finished.append((score / norm, beams[beam] + [token]))
-                elif len(rows) < num_beams:
-                    rows.append(beams[beam] + [token])
-                    row_scores.append(score)
-                    parents.append(beam)
+            top = top.tolist()
+            ending, going = split_candidates(flat.tolist(), logp.shape[-1], num_beams, {EOS},
+                                             last=step == max_new - 1)
+            finished += [(top[rank] / norm, beams[beam] + [token]) for rank, beam, token in ending]
+            rows = [beams[beam] + [token] for _, beam, token in going]
+            row_scores = [top[rank] for rank, _, _ in going]
+            parents = [beam for _, beam, _ in going]
             finished.sort(key=lambda f: -f[0])  # stable: earlier finishers win ties
             del finished[num_beams:]
             if not rows:

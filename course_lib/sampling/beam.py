@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+
 import torch
 
 from course_lib.model import GPT, eval_mode
@@ -14,6 +16,23 @@ from course_lib.validation import check_float, check_int
 _SAMPLING_ONLY = ("top_k", "top_p", "min_p", "presence_penalty", "frequency_penalty", "seed",
                   "stop")
 _DEFAULTS = SamplingParams()
+
+
+def split_candidates(flat: Sequence[int], vocab: int, num_beams: int, stop_ids: Collection[int],
+                     last: bool) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """One beam step's choice: candidates (beam * vocab + token), best first, split into those
+    that end here (a stop id, or every one on the last step) and up to num_beams that run on,
+    each as (rank, beam, token). Only the first num_beams may end: the spare candidates are
+    there to replace ending ones (transformers)."""
+    ending, going = [], []
+    for rank, index in enumerate(flat):
+        beam, token = divmod(index, vocab)
+        if last or token in stop_ids:
+            if rank < num_beams:
+                ending.append((rank, beam, token))
+        elif len(going) < num_beams:
+            going.append((rank, beam, token))
+    return ending, going
 
 
 @torch.no_grad()
@@ -87,18 +106,15 @@ def beam_search(model: GPT, idx, num_beams: int, max_new_tokens: int | None = No
             top_scores, top_flat = torch.topk(total, min(keep, total.numel()))
             gen_len = step + 1
             final_scores = (top_scores / gen_len**length_penalty).tolist()
-            last = step == max_new_tokens - 1
-            rows, row_scores, parents = [], [], []
-            for rank, (flat, score) in enumerate(zip(top_flat.tolist(), top_scores, strict=True)):
-                beam, token = divmod(flat, vocab)
-                if last or token in stop_set:
-                    if rank < num_beams:  # the spare candidates never finish (transformers)
-                        seq = torch.cat([running[beam], running.new_tensor([token])])
-                        finished.append((final_scores[rank], seq))
-                elif len(rows) < num_beams:
-                    rows.append(torch.cat([running[beam], running.new_tensor([token])]))
-                    row_scores.append(score)
-                    parents.append(beam)
+            ending, going = split_candidates(top_flat.tolist(), vocab, num_beams, stop_set,
+                                             last=step == max_new_tokens - 1)
+            for rank, beam, token in ending:
+                seq = torch.cat([running[beam], running.new_tensor([token])])
+                finished.append((final_scores[rank], seq))
+            rows = [torch.cat([running[beam], running.new_tensor([token])])
+                    for _, beam, token in going]
+            row_scores = [top_scores[rank] for rank, _, _ in going]
+            parents = [beam for _, beam, _ in going]
             finished.sort(key=lambda f: -f[0])  # stable: earlier finishers win ties
             del finished[num_beams:]
             if not rows:
