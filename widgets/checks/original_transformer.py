@@ -8,6 +8,7 @@ import math
 import torch
 
 from course_lib.attention import CrossAttention, causal_mask, scaled_dot_product
+from widgets.checks.self_attention import attention_output
 from widgets.feedback import (
     Feedback,
     a_function,
@@ -15,7 +16,6 @@ from widgets.feedback import (
     call_learner,
     exercise,
     right,
-    shown,
     wrong,
 )
 
@@ -98,12 +98,9 @@ def check_cross_attention(fn: object) -> Feedback:
                                    w_v.clone(), on=on)
         if failed is not None:
             return wrong(failed.message + " Queries come from x, keys and values from memory.")
-        if isinstance(out, tuple) and len(out) == 2:
-            out = out[0]  # (output, weights), as course_lib returns them, is fine too
-        if out is None:
-            return wrong("Your function returns None: return the output weights @ v.")
-        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            return wrong(f"Return a tensor of floats, got {shown(out)} ({on}).")
+        out, bad = attention_output(out, on)
+        if bad is not None:
+            return bad
         expected = library_cross_attention(x, memory, w_q, w_k, w_v)
         if tuple(out.shape) != (B, T, C):
             return wrong(f"The output has one vector per target position, shape {(B, T, C)}; "

@@ -52,6 +52,18 @@ def check_softmax(values: list[float]) -> Feedback:
     return wrong("Exponentiate each score, then divide each by the sum of the exponentials.")
 
 
+def attention_output(out: object, on: str) -> tuple[torch.Tensor | None, Feedback | None]:
+    """A learner's attention function's result: (its output tensor, None), or (None, why not).
+    (output, weights), as course_lib's attention returns them, is read as its output."""
+    if isinstance(out, tuple) and len(out) == 2:
+        out = out[0]
+    if out is None:
+        return None, wrong("Your function returns None: return the output weights @ v.")
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        return None, wrong(f"Return a tensor of floats, got {shown(out)} ({on}).")
+    return out, None
+
+
 @exercise(read=as_int_pairs, expect="a list of (query, key) pairs of positions, e.g. [(0, 1)]")
 def check_causal_mask(chosen: set[tuple[int, int]]) -> Feedback:
     """Exercise 2: every (query, key) pair whose weight the causal mask sets to 0, for T tokens."""
@@ -158,12 +170,9 @@ def check_causal_attention(fn: object) -> Feedback:
             hint = (" For batched inputs transpose the last two axes only: "
                     "k.transpose(-2, -1), not k.T." if len(shape) > 2 else "")
             return wrong(failed.message + hint)
-        if isinstance(out, tuple) and len(out) == 2:
-            out = out[0]  # (output, weights), as course_lib returns them, is fine too
-        if out is None:
-            return wrong("Your function returns None: return the output weights @ v.")
-        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            return wrong(f"Return a tensor of floats, got {shown(out)} ({on}).")
+        out, bad = attention_output(out, on)
+        if bad is not None:
+            return bad
         expected = scaled_dot_product(q, k, v, causal_mask(shape[-2]))[0]
         if tuple(out.shape) != shape:
             return wrong(f"The output has q's shape {shape}, one vector per query; yours has "
