@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from course_lib.sampling import SamplingParams, generate_batch, sample_next
 from course_lib.sampling.beam import split_candidates
 from course_lib.seq2seq import Seq2Seq, cross_attention_weights
 from course_lib.tokenization import CharTokenizer
+from course_lib.train import TrainConfig, lr_at, make_optimizer
 from course_lib.validation import check_float, check_int
 
 MAX_NUMBER = 9999  # the task: every number 0..9999
@@ -188,6 +190,35 @@ def _beam_search(model: Seq2Seq, tokenizer: TranslationTokenizer, src: torch.Ten
             beams, scores = rows, torch.tensor(row_scores, device=model.device)
             cache.reorder(torch.tensor(parents, device=model.device))
     return tokenizer.decode(finished[0][1])
+
+
+def train_on_pairs(model: torch.nn.Module,
+                   loss_of: Callable[[torch.nn.Module, list], torch.Tensor],
+                   pairs: Sequence[tuple[str, str]], config: TrainConfig, *, seed: int = 0,
+                   log_every: int = 50, name: str = "") -> tuple[list[float], float]:
+    """config.max_steps steps of course_lib.train's AdamW and schedule on random batches of
+    config.batch_size pairs, loss_of(model, batch) giving the loss; prints progress every
+    log_every steps. Returns (each step's loss, seconds). course_lib.train cuts one token
+    stream into windows; a translation batch is a set of pairs, hence this short loop."""
+    pairs = list(pairs)
+    optimizer = make_optimizer(model, config, next(model.parameters()).device)
+    rng, losses, start = random.Random(seed), [], time.perf_counter()
+    model.train()
+    for step in range(config.max_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        loss = loss_of(model, rng.sample(pairs, config.batch_size))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+        if log_every and (step % log_every == 0 or step == config.max_steps - 1):
+            print(f"{name + ': ' if name else ''}step {step:4d}  loss {losses[-1]:.3f}  "
+                  f"{time.perf_counter() - start:5.1f} s", flush=True)
+    model.eval()
+    return losses, time.perf_counter() - start
 
 
 def evaluate_translator(model: Seq2Seq, tokenizer: TranslationTokenizer,

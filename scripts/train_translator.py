@@ -1,6 +1,6 @@
 """Train the shipped translator (English number words -> French) and write course_lib/assets.
 
-taskset -c 1 env OMP_NUM_THREADS=1 PYTHONPATH=$PWD python scripts/train_translator.py
+OMP_NUM_THREADS=1 python scripts/train_translator.py
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import random
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,11 +15,12 @@ from pathlib import Path
 import torch
 
 from course_lib.seq2seq import Seq2Seq, Seq2SeqConfig
-from course_lib.train import TrainConfig, lr_at, make_optimizer
+from course_lib.train import TrainConfig
 from course_lib.translation import (
     TranslationTokenizer,
     evaluate_translator,
     make_batch,
+    train_on_pairs,
     translation_split,
 )
 
@@ -46,24 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     train_config = TrainConfig(max_steps=args.steps, batch_size=args.batch_size,
                                learning_rate=2e-3, min_lr=1e-4, warmup_steps=100,
                                weight_decay=0.01, seed=args.seed, device="cpu")
-    optimizer = make_optimizer(model, train_config, torch.device("cpu"))
-    rng = random.Random(args.seed)
-    model.train()
-    for step in range(args.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, train_config)
-        src, src_mask, tgt, targets = make_batch(tokenizer,
-                                                 rng.sample(train_pairs, args.batch_size))
-        _, loss = model(src, tgt, targets, src_mask=src_mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-        optimizer.step()
-        if step % 100 == 0 or step == args.steps - 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  "
-                  f"{time.perf_counter() - t_start:6.0f} s", flush=True)
+
+    def loss_of(model: Seq2Seq, batch: list) -> torch.Tensor:
+        src, src_mask, tgt, targets = make_batch(tokenizer, batch)
+        return model(src, tgt, targets, src_mask=src_mask)[1]
+
+    train_on_pairs(model, loss_of, train_pairs, train_config, seed=args.seed, log_every=100)
     train_s = time.perf_counter() - t_start
-    model.eval()
     t0 = time.perf_counter()
     greedy = evaluate_translator(model, tokenizer, held_out)
     greedy_s = time.perf_counter() - t0
@@ -78,13 +67,13 @@ def main(argv: list[str] | None = None) -> None:
         "task": "English number words -> French number words (num2words 0.5.14), 0..9999",
         "data": f"translation_split(): {len(train_pairs)} training pairs, {len(held_out)} "
                 "held-out numbers never seen in training (shuffled with seed 0)",
-        "command": "taskset -c 1 env OMP_NUM_THREADS=1 PYTHONPATH=$PWD python scripts/"
+        "command": "OMP_NUM_THREADS=1 python scripts/"
                    f"train_translator.py --steps {args.steps} --batch-size {args.batch_size} "
                    f"--seed {args.seed}",
         "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
         "optimizer": "AdamW, lr 2e-3 warm-up 100 then cosine to 1e-4, weight decay 0.01",
         "train_seconds": round(train_s), "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} CPU, one core ({platform.node() or 'unnamed'})",
+        "machine": f"{platform.machine()} CPU, one core",
         "parameters": model.num_parameters(), "weights_dtype": "float16",
         "config": asdict(config),
         "held_out_greedy": {k: round(v, 4) for k, v in greedy.items()},
