@@ -52,10 +52,17 @@ if reason:
 
 
 @pytest.fixture(scope="module")
-def lab_url(tmp_path_factory):
-    """A JupyterLab server on a copy of the lessons (see jupyterlab_browser.jupyterlab)."""
-    with jupyterlab(tmp_path_factory.mktemp("jupyter")) as url:
-        yield url
+def lab(tmp_path_factory):
+    """A JupyterLab server on a copy of the lessons (see jupyterlab_browser.jupyterlab):
+    (its URL, the folder it serves)."""
+    tmp = tmp_path_factory.mktemp("jupyter")
+    with jupyterlab(tmp) as url:
+        yield url, tmp / "course"
+
+
+@pytest.fixture(scope="module")
+def lab_url(lab):
+    return lab[0]
 
 
 @pytest.fixture(scope="module")
@@ -284,12 +291,40 @@ def test_lesson_runs_in_jupyterlab(lab_url, browser, lesson):
         page.close()
 
 
-def test_reloading_a_page_with_two_lessons_open_renders_every_view(lab_url, browser):
-    """Run two lessons in two tabs, save them, reload the page: every view comes back."""
+# Two notebooks holding one view each, as lessons 3 and 4 build them: the reload test needs the
+# views, not the lessons' other cells (each lesson has run in full above).
+RELOAD_NOTEBOOKS = {
+    "reload_positions.ipynb": (
+        "from course_lib.pretrained import load_pretrained\n"
+        "from widgets.position_view import PositionView\n"
+        "model, tokenizer = load_pretrained()\n"
+        "PositionView(model.transformer.wpe.weight)"),
+    "reload_attention.ipynb": (
+        "from course_lib.pretrained import load_pretrained\n"
+        "from widgets.attention_view import AttentionView\n"
+        "model, tokenizer = load_pretrained()\n"
+        "AttentionView(model, tokenizer, 'To be, or not to be, that is the question')"),
+}
+
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+
+
+def test_reloading_a_page_with_two_notebooks_open_renders_every_view(lab, browser):
+    """Run two notebooks with views in two tabs, save them, reload the page: every view comes
+    back."""
+    import nbformat
+
+    lab_url, root = lab
+    for name, code in RELOAD_NOTEBOOKS.items():
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        # Named like the lessons' kernel, or JupyterLab asks which kernel to start.
+        notebook.metadata["kernelspec"] = KERNELSPEC
+        nbformat.write(notebook, root / "lessons" / name)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.on("dialog", lambda dialog: dialog.accept())  # "leave the page?" on reload
     try:
-        first, second = "03_positional_encoding.ipynb", "04_self_attention.ipynb"
+        first, second = RELOAD_NOTEBOOKS
         for lesson in (first, second):
             url = f"{lab_url}/lab/tree/lessons/{lesson}" + ("?reset" if lesson == first else "")
             _run_in_open_page(page, url)
@@ -347,6 +382,9 @@ def _run_in_open_page(page, url: str) -> None:
     """Open a lesson in the page (a new tab of the same JupyterLab) and run it all."""
     page.goto(url, wait_until="domcontentloaded")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    # The page restores the notebooks open before it; the menus act on the current one.
+    name = url.split("/")[-1].split("?")[0]
+    page.locator(".lm-TabBar-tab.lm-mod-current", has_text=name).first.wait_for(timeout=120_000)
     _wait_for_kernel(page)
     _menu(page, "Edit", "Clear Outputs of All Cells")
     _menu(page, "Run", "Run All Cells")
