@@ -144,3 +144,44 @@ def test_a_temporary_still_being_written_is_left_alone(tmp_path):
     (tmp_path / ".other.bin.x.tmp").write_bytes(b"another file's")
     assert [p.name for p in remove_stale_temporaries(path)] == [".f.bin.dead.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.bin.x.tmp", "f.bin"]
+
+
+# ----- GGUF: declared sizes that overflow 64 bits ----------------------------------------------
+
+
+def _hand_built_gguf(path: Path, dims: tuple[int, ...], data: bytes = b"\0" * 64) -> Path:
+    """A GGUF v3 file with no metadata and one F32 tensor 'w' of the declared dims (ggml's
+    order, fastest first), written byte by byte after the format's specification."""
+    import struct
+
+    name = b"w"
+    head = b"GGUF" + struct.pack("<IQQ", 3, 1, 0)
+    head += struct.pack("<Q", len(name)) + name + struct.pack("<I", len(dims))
+    head += b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", 0, 0)
+    head += b"\0" * (-len(head) % 32)  # the data starts at the next multiple of 32
+    path.write_bytes(head + data)
+    return path
+
+
+def test_a_hand_built_gguf_file_reads(tmp_path):
+    import numpy as np
+
+    from course_lib.gguf_file import read_gguf
+
+    values = np.arange(8, dtype="<f4")
+    f = read_gguf(_hand_built_gguf(tmp_path / "ok.gguf", (4, 2), values.tobytes()))
+    assert f.tensors["w"].shape == (2, 4) and f.tensors["w"].n_bytes == 32
+    assert np.array_equal(f.read("w"), values.reshape(2, 4))
+
+
+@pytest.mark.parametrize("dims", [(2**32, 2**32, 2**32), (2, 2**63), (2**64 - 1, 2**64 - 1),
+                                  (2**62,), (16, 2**60)])
+def test_gguf_dimensions_that_multiply_past_the_file_are_refused_as_corrupt(tmp_path, dims):
+    import numpy as np
+
+    from course_lib.gguf_file import read_gguf
+
+    assert int(np.prod(dims, dtype=np.uint64)) * 4 % 2**64 <= 64  # what a wrapping product gave
+    path = _hand_built_gguf(tmp_path / "big.gguf", dims)
+    with pytest.raises(ValueError, match=r"big\.gguf is corrupt: tensor 'w' has dimensions"):
+        read_gguf(path)
