@@ -11,6 +11,7 @@ import math
 import numbers
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
 _INT_TYPES = (int, numbers.Integral)
@@ -254,3 +255,25 @@ def check_qkv(q, k, v, mask=None) -> None:
         except RuntimeError:
             raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit the scores "
                              f"{scores} (..., queries, keys)") from None
+
+
+def check_bytes(name: str, raw) -> np.ndarray:
+    """raw as a uint8 array, if it holds integers in [0, 255] (bytes, a list, any int array)."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        return np.frombuffer(bytes(raw), dtype=np.uint8)
+    if isinstance(raw, torch.Tensor):
+        raw = raw.detach().cpu().numpy()
+    try:
+        arr = np.asarray(raw)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name} must be bytes or an array of byte values, could not read it "
+                        f"({e})") from None
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must hold byte values (integers in [0, 255]), got dtype "
+                        f"{arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        bad = arr.min() if arr.min() < 0 else arr.max()
+        raise ValueError(f"{name} must hold byte values in [0, 255], got {bad}")
+    return arr.astype(np.uint8)
