@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.validation import check_bytes, check_choice, check_int
+from course_lib.validation import check_bytes, check_choice, check_int, check_module
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
 # name -> (bits, group_size); None bits means the float weights as they are.
@@ -226,6 +226,7 @@ def model_nbytes(model: nn.Module) -> int:
 
     A tensor shared by two modules (tied weights) is counted once.
     """
+    model = check_module("model", model)
     seen: set[int] = set()
     total = 0
     for t in list(model.parameters()) + list(model.buffers()):
@@ -297,6 +298,7 @@ def quantization_summary(
     named_parameters). Returns errors (the flattened dequantized-minus-float weights of that
     matrix), rms_error, max_abs_error, bits_per_char, nbytes (model_nbytes), bits_per_weight.
     """
+    model = check_module("model", model)
     from course_lib.evaluation import bits_per_char
 
     weights = dict(model.named_parameters())
