@@ -249,6 +249,11 @@ GENERATION = [
     ("batch 10**12 tokens", lambda m, sm, tok: _batch(m, 10**12), ValueError,
      r"max_new_tokens must be in \[0, 1000000\]"),
     ("batch 10**7 tokens", lambda m, sm, tok: _batch(m, 10**7), ValueError, "max_new_tokens"),
+    ("beam search 10**9 beams", lambda m, sm, tok: __import__("course_lib.sampling").sampling
+     .beam_search(m, [1, 2], 10**9, 4), ValueError, r"num_beams must be in \[1, 256\]"),
+    ("translate 10**9 beams", lambda m, sm, tok: __import__("course_lib.translation")
+     .translation.translate_batch(None, None, ["one"], num_beams=10**9), ValueError,
+     r"num_beams must be in \[1, 256\]"),
     ("batch no model", lambda m, sm, tok: __import__("course_lib.sampling").sampling
      .generate_batch(None, [[1]], 2), TypeError, "model must be a course_lib GPT"),
     ("batch a bare list", lambda m, sm, tok: __import__("course_lib.sampling").sampling
