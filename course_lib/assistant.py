@@ -25,6 +25,7 @@ from course_lib.train import TrainConfig, lr_at, make_optimizer
 from course_lib.validation import (
     check_float,
     check_int,
+    check_list,
     check_model,
     check_seed,
     check_str,
@@ -336,18 +337,13 @@ def _check_examples(examples, with_choices: bool = False) -> list[Instruction]:
     """examples as a list, if it is a non-empty list of Instructions (with choices if asked)."""
     if isinstance(examples, Instruction):
         raise TypeError("examples must be a list of Instructions: wrap one in a list, [example]")
-    if not isinstance(examples, Sequence) or isinstance(examples, str):
-        raise TypeError(f"examples must be a list of Instructions, got {type(examples).__name__}")
-    if not examples:
-        raise ValueError("examples is empty: give at least one Instruction")
+    examples = check_list("examples", examples, Instruction, item="Instruction",
+                          hint="(make_instructions builds them)")
     for i, e in enumerate(examples):
-        if not isinstance(e, Instruction):
-            raise TypeError(f"examples[{i}] must be an Instruction (make_instructions builds "
-                            f"them), got {type(e).__name__} {e!r:.60}")
         if with_choices and not e.choices:
             raise ValueError(f"examples[{i}] has no choices: choice accuracy needs at least one "
                              "candidate answer to score")
-    return list(examples)
+    return examples
 
 
 def _mean(values: Sequence[bool | float]) -> float:
@@ -393,18 +389,14 @@ def _logprobs(name: str, value) -> torch.Tensor:
 
 def _check_pairs(name: str, pairs) -> list[tuple[str, str, str]]:
     """pairs as a list, if it is a non-empty list of (question, chosen, rejected) strings."""
-    if not isinstance(pairs, Sequence) or isinstance(pairs, str):
-        raise TypeError(f"{name} must be a list of (question, chosen, rejected) tuples, got "
-                        f"{type(pairs).__name__}")
-    if not pairs:
-        raise ValueError(f"{name} is empty: give at least one (question, chosen, rejected)")
+    pairs = check_list(name, pairs, item="(question, chosen, rejected) tuple")
     for i, p in enumerate(pairs):
         if not isinstance(p, (tuple, list)) or len(p) != 3:
             raise ValueError(f"{name}[{i}] must be a (question, chosen, rejected) tuple of three "
                              f"strings, got {p!r:.60}")
         for part, text in zip(("question", "chosen", "rejected"), p, strict=True):
             check_str(f"{name}[{i}] ({part})", text)
-    return list(pairs)
+    return pairs
 
 
 def _pair_batches(tokenizer, pairs, block_size):

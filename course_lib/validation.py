@@ -277,3 +277,21 @@ def check_bytes(name: str, raw) -> np.ndarray:
         bad = arr.min() if arr.min() < 0 else arr.max()
         raise ValueError(f"{name} must hold byte values in [0, 255], got {bad}")
     return arr.astype(np.uint8)
+
+
+def check_list(name: str, value, item_type: type | tuple[type, ...] | None = None, *,
+               item: str = "item", hint: str = "") -> list:
+    """value as a list, if it is a non-empty list or tuple (of item_type, when given). item
+    names one element in the messages ("Instruction"); hint follows it ("(see make_...)")."""
+    hint = f" {hint}" if hint else ""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list of {item}s{hint}, got {type(value).__name__} "
+                        f"{value!r:.60}")
+    if not value:
+        raise ValueError(f"{name} is empty: give at least one {item}")
+    if item_type is not None:
+        for i, v in enumerate(value):
+            if not isinstance(v, item_type):
+                raise TypeError(f"{name}[{i}] must be one {item}{hint}, got {type(v).__name__} "
+                                f"{v!r:.60}")
+    return list(value)

@@ -460,7 +460,7 @@ ASSISTANT = [
         None, tok, [{"role": "user", "content": "hi"}]), TypeError, "model must be a course_lib"),
     ("sft_train on dicts", lambda m, sm, tok: _a("sft_train")(
         sm, tok, [{"question": "q", "answer": "a"}], steps=1, progress=False), TypeError,
-     r"examples\[0\] must be an Instruction"),
+     r"examples\[0\] must be one Instruction \(make_instructions"),
     ("sft_train on one Instruction", lambda m, sm, tok: _a("sft_train")(
         sm, tok, _ex(), steps=1, progress=False), TypeError, r"wrap one in a list"),
     ("sft_train, a character tokenizer", lambda m, sm, tok: _a("sft_train")(
@@ -492,7 +492,7 @@ ASSISTANT = [
     ("evaluate an example with no choices", lambda m, sm, tok: _a("evaluate_instructions")(
         sm, tok, [_ex(choices=())], generate=False), ValueError, r"examples\[0\] has no choices"),
     ("choice_scores on strings", lambda m, sm, tok: _a("choice_scores")(sm, tok, ["q"]),
-     TypeError, r"examples\[0\] must be an Instruction"),
+     TypeError, r"examples\[0\] must be one Instruction \(make_instructions"),
     ("answer_loss no model", lambda m, sm, tok: _a("answer_loss")("model", tok, [_ex()]),
      TypeError, "model must be a course_lib GPT"),
 ]
