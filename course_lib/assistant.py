@@ -22,7 +22,15 @@ from course_lib.data import (
 from course_lib.model import GPT, eval_mode
 from course_lib.sampling import SamplingParams, make_params, stream_text
 from course_lib.train import TrainConfig, lr_at, make_optimizer
-from course_lib.validation import check_float, check_int, check_seed, check_str
+from course_lib.validation import (
+    check_float,
+    check_int,
+    check_list,
+    check_model,
+    check_seed,
+    check_str,
+    check_tensor,
+)
 
 # A plain-text chat format for the shipped model. Its tokenizer has one special token,
 # <|endoftext|>, and no role tokens; new role tokens would need new, untrained embedding rows.
@@ -139,7 +147,12 @@ def instruction_split(n_per_play: int = 12, n_heldout_per_play: int = 4, seed: i
 
 
 def end_id(tokenizer) -> int:
-    """The id of <|endoftext|>, which ends every answer."""
+    """The id of <|endoftext|>, which ends every answer (a TypeError for a tokenizer that cannot
+    write the chat format)."""
+    if not callable(getattr(tokenizer, "encode_ordinary", None)):
+        raise TypeError(f"tokenizer must be a BPETokenizer with an {END_OF_TEXT} token (the "
+                        f"shipped one: load_pretrained()[1]), got {type(tokenizer).__name__}: "
+                        "the chat format needs encode_ordinary and that special token")
     special = getattr(tokenizer, "special_tokens", {})
     if END_OF_TEXT not in special:
         raise ValueError(f"the tokenizer has no {END_OF_TEXT} special token to end answers with")
@@ -157,8 +170,9 @@ def example_ids(tokenizer, question: str, answer: str) -> tuple[list[int], list[
     Typed text never becomes a special token (encode_ordinary), and prompt and answer are
     encoded apart, as at generation time, when the answer's tokens come after the prompt's.
     """
+    end = end_id(tokenizer)
     prompt = tokenizer.encode_ordinary(prompt_text(question))
-    return prompt, tokenizer.encode_ordinary(check_str("answer", answer)) + [end_id(tokenizer)]
+    return prompt, tokenizer.encode_ordinary(check_str("answer", answer)) + [end]
 
 
 def masked_targets(prompt_ids: Sequence[int], answer_ids: Sequence[int],
@@ -180,8 +194,9 @@ def sft_batch(tokenizer, examples: Sequence[Instruction], mask_prompt: bool = Tr
 
     An example longer than block_size keeps its last block_size tokens, so its answer stays.
     """
-    if not examples:
-        raise ValueError("examples is empty: give at least one Instruction")
+    examples = _check_examples(examples)
+    if block_size is not None:
+        block_size = check_int("block_size", block_size, minimum=1)
     rows = [masked_targets(*example_ids(tokenizer, e.question, e.answer), mask_prompt)
             for e in examples]
     if block_size is not None:
@@ -227,12 +242,13 @@ def sft_train(
     The loss is train.py's cross-entropy; with mask_prompt it counts only the answer tokens.
     AdamW, warmup and cosine decay come from course_lib.train.
     """
+    model = check_model("model", model)
     steps = check_int("steps", steps, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     learning_rate = check_float("learning_rate", learning_rate, minimum=0, min_inclusive=False)
     seed = check_seed("seed", seed)
-    if not examples:
-        raise ValueError("examples is empty: give at least one Instruction")
+    examples = _check_examples(examples)
+    end_id(tokenizer)  # a tokenizer that cannot write the chat format fails before any step
     config = TrainConfig(max_steps=steps, batch_size=batch_size, learning_rate=learning_rate,
                          min_lr=learning_rate / 10, warmup_steps=max(1, steps // 10),
                          eval_interval=0, seed=seed, device=str(model.device), progress=False)
@@ -265,6 +281,7 @@ def sft_train(
 
 def answer_loss(model: GPT, tokenizer, examples: Sequence[Instruction]) -> float:
     """Mean cross-entropy per answer token (nats), the prompt tokens masked out."""
+    model = check_model("model", model)
     x, y = sft_batch(tokenizer, examples, True, model.config.block_size)
     with eval_mode(model):
         return (-sequence_logprobs(model, x, y).sum() / (y != -1).sum()).item()
@@ -274,8 +291,8 @@ def choice_scores(model: GPT, tokenizer, examples: Sequence[Instruction]) -> lis
     """For each example, the log-probability (nats) of each of its choices as the whole answer,
     <|endoftext|> included, so a choice that is the start of another does not win for free.
     All choices of all examples go through the model as one batch."""
-    if not examples:
-        raise ValueError("examples is empty: give at least one Instruction")
+    model = check_model("model", model)
+    examples = _check_examples(examples, with_choices=True)
     batch = [Instruction(e.kind, e.question, c, e.choices, e.source)
              for e in examples for c in e.choices]
     x, y = sft_batch(tokenizer, batch, True, model.config.block_size)
@@ -290,6 +307,7 @@ def choice_scores(model: GPT, tokenizer, examples: Sequence[Instruction]) -> lis
 
 def generate_answer(model: GPT, tokenizer, question: str, max_new_tokens: int = 8) -> str:
     """The model's greedy answer to one question, up to <|endoftext|> or max_new_tokens."""
+    end_id(tokenizer)
     return "".join(stream_reply(model, tokenizer, prompt_ids=tokenizer.encode_ordinary(
         prompt_text(question)), max_new_tokens=max_new_tokens, temperature=0.0))
 
@@ -298,8 +316,8 @@ def evaluate_instructions(model: GPT, tokenizer, examples: Sequence[Instruction]
                           generate: bool = True) -> dict:
     """Scores on examples: choice accuracy (the likelier candidate is the right one) by kind and
     in all; exact-match accuracy of greedy answers for the one-word kinds; answer-token loss."""
-    if not examples:
-        raise ValueError("examples is empty: give at least one Instruction")
+    model = check_model("model", model)
+    examples = _check_examples(examples, with_choices=True)
     kinds = sorted({e.kind for e in examples})
     picked = [e.choices[max(range(len(s)), key=s.__getitem__)] == e.answer
               for e, s in zip(examples, choice_scores(model, tokenizer, examples), strict=True)]
@@ -315,6 +333,19 @@ def evaluate_instructions(model: GPT, tokenizer, examples: Sequence[Instruction]
     return out
 
 
+def _check_examples(examples, with_choices: bool = False) -> list[Instruction]:
+    """examples as a list, if it is a non-empty list of Instructions (with choices if asked)."""
+    if isinstance(examples, Instruction):
+        raise TypeError("examples must be a list of Instructions: wrap one in a list, [example]")
+    examples = check_list("examples", examples, Instruction, item="Instruction",
+                          hint="(make_instructions builds them)")
+    for i, e in enumerate(examples):
+        if with_choices and not e.choices:
+            raise ValueError(f"examples[{i}] has no choices: choice accuracy needs at least one "
+                             "candidate answer to score")
+    return examples
+
+
 def _mean(values: Sequence[bool | float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -324,6 +355,7 @@ def _mean(values: Sequence[bool | float]) -> float:
 
 def preference_pairs(examples: Sequence[Instruction]) -> list[tuple[str, str, str]]:
     """(question, chosen, rejected): the right answer preferred over each wrong candidate."""
+    examples = _check_examples(examples)
     return [(e.question, e.answer, c) for e in examples for c in e.choices if c != e.answer]
 
 
@@ -336,12 +368,35 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
     minus the frozen reference's (Rafailov et al. 2023, equation 7).
     """
     beta = check_float("beta", beta, minimum=0, min_inclusive=False)
+    policy_chosen, policy_rejected, reference_chosen, reference_rejected = (
+        _logprobs(name, value) for name, value in (
+            ("policy_chosen", policy_chosen), ("policy_rejected", policy_rejected),
+            ("reference_chosen", reference_chosen), ("reference_rejected", reference_rejected)))
     shapes = {tuple(t.shape) for t in (policy_chosen, policy_rejected, reference_chosen,
                                        reference_rejected)}
     if len(shapes) != 1:
         raise ValueError(f"the four log-probability tensors must have one shape, got {shapes}")
     margin = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)
     return -F.logsigmoid(beta * margin).mean()
+
+
+def _logprobs(name: str, value) -> torch.Tensor:
+    """A log-probability argument of dpo_loss as a float tensor: a plain number is one too."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.tensor(check_float(name, value))
+    return check_tensor(name, value, floating=True)
+
+
+def _check_pairs(name: str, pairs) -> list[tuple[str, str, str]]:
+    """pairs as a list, if it is a non-empty list of (question, chosen, rejected) strings."""
+    pairs = check_list(name, pairs, item="(question, chosen, rejected) tuple")
+    for i, p in enumerate(pairs):
+        if not isinstance(p, (tuple, list)) or len(p) != 3:
+            raise ValueError(f"{name}[{i}] must be a (question, chosen, rejected) tuple of three "
+                             f"strings, got {p!r:.60}")
+        for part, text in zip(("question", "chosen", "rejected"), p, strict=True):
+            check_str(f"{name}[{i}] ({part})", text)
+    return pairs
 
 
 def _pair_batches(tokenizer, pairs, block_size):
@@ -355,8 +410,10 @@ def dpo_step(policy: GPT, reference: GPT, optimizer: torch.optim.Optimizer, toke
     """One DPO update of policy on pairs; reference stays frozen. Returns the loss, each side's
     mean log-ratio against the reference, their difference (margin) and the fraction of pairs
     where the chosen answer's log-ratio is the larger."""
-    if not pairs:
-        raise ValueError("pairs is empty: give at least one (question, chosen, rejected)")
+    policy, reference = check_model("policy", policy), check_model("reference", reference)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch optimizer, got {type(optimizer).__name__}")
+    pairs = _check_pairs("pairs", pairs)
     x, y = _pair_batches(tokenizer, pairs, policy.config.block_size)
     n = len(pairs)
     with eval_mode(reference):
@@ -380,6 +437,8 @@ def pair_logratios(policy: GPT, reference: GPT, tokenizer,
                    pairs: Sequence[tuple[str, str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen, rejected) log-ratios log pi(answer) - log pi_ref(answer) for each pair, without
     gradients: how far the policy has moved each answer from the reference."""
+    policy, reference = check_model("policy", policy), check_model("reference", reference)
+    pairs = _check_pairs("pairs", pairs)
     x, y = _pair_batches(tokenizer, pairs, policy.config.block_size)
     with eval_mode(policy), eval_mode(reference):
         diff = sequence_logprobs(policy, x, y) - sequence_logprobs(reference, x, y)
@@ -396,8 +455,10 @@ def dpo_train(policy: GPT, reference: GPT, tokenizer, pairs: Sequence[tuple[str,
     steps = check_int("steps", steps, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     learning_rate = check_float("learning_rate", learning_rate, minimum=0, min_inclusive=False)
-    if not pairs:
-        raise ValueError("pairs is empty: give at least one (question, chosen, rejected)")
+    policy, reference = check_model("policy", policy), check_model("reference", reference)
+    pairs = _check_pairs("pairs", pairs)
+    if monitor is not None:
+        monitor = _check_pairs("monitor", monitor)
     if policy is reference or any(a is b for a, b in zip(policy.parameters(),
                                                          reference.parameters(), strict=False)):
         raise ValueError("reference must be a separate frozen copy of the policy "
@@ -443,6 +504,7 @@ def render_plain_chat(messages: Sequence[dict]) -> str:
 def encode_plain_chat(tokenizer, messages: Sequence[dict]) -> list[int]:
     """render_plain_chat's token ids; typed text never becomes <|endoftext|>."""
     ids: list[int] = []
+    end_id(tokenizer)
     for m in _check_messages(messages):
         if m["role"] == "assistant":
             ids += tokenizer.encode_ordinary(m["content"]) + [end_id(tokenizer)]
@@ -469,12 +531,14 @@ def stream_reply(model: GPT, tokenizer, messages: Sequence[dict] | None = None, 
     up to <|endoftext|> or max_new_tokens. prompt_ids, if given, replaces the rendered chat.
 
     Settings: a SamplingParams or its fields as keywords; by default up to 60 tokens at
-    temperature 0.7.
+    temperature 0.7. Everything is checked when it is called, before the first piece is asked
+    for (max_new_tokens=0 is refused, as in chat.stream_chat).
     """
+    model = check_model("model", model)
     if max_new_tokens is not None:
         settings["max_new_tokens"] = max_new_tokens
     params = make_params(params, settings, max_new_tokens=60, temperature=0.7)
     check_int("max_new_tokens", params.max_new_tokens, minimum=1)
     params = dataclasses.replace(params, stop_ids=params.stop_ids + (end_id(tokenizer),))
     ids = list(prompt_ids) if prompt_ids is not None else encode_plain_chat(tokenizer, messages)
-    yield from stream_text(model, tokenizer, ids, params=params)
+    return stream_text(model, tokenizer, ids, params=params)

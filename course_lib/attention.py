@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.positional import rope_rotation, rotate_pairs
-from course_lib.validation import check_float, check_int
+from course_lib.validation import check_float, check_int, check_qkv, check_tensor
 
 
 def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -26,14 +26,9 @@ def scaled_dot_product(
 
     mask is boolean, True = may attend (torch's convention for F.scaled_dot_product_attention).
     """
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q and k must share their last dim, got {q.shape[-1]} and {k.shape[-1]}")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"k and v must have the same length, got {k.shape[-2]} and {v.shape[-2]}")
+    check_qkv(q, k, v, mask)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool tensor (True = attend), got {mask.dtype}")
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
     return weights @ v, weights
@@ -211,7 +206,7 @@ class MultiHeadAttention(nn.Module):
         key_mask (B, T_k) bool, True for real tokens: padding keys are never attended to (an
         encoder's batch of sources of different lengths).
         """
-        B, T, C = x.shape
+        B, T, C = self._check_input("x", x)
         H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
         qkv = self.c_attn(x)
         if self.rope:
@@ -265,6 +260,14 @@ class MultiHeadAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y)), weights
 
+    def _check_input(self, name: str, x) -> torch.Size:
+        """x's shape, if x is a float tensor (batch, time, n_embd)."""
+        check_tensor(name, x, floating=True)
+        if x.dim() != 3 or x.shape[-1] != self.n_embd:
+            raise ValueError(f"{name} must have shape (batch, time, n_embd={self.n_embd}), got "
+                             f"{tuple(x.shape)}")
+        return x.shape
+
     @classmethod
     def from_torch(cls, mha: nn.MultiheadAttention) -> MultiHeadAttention:
         """Copy the weights of a torch.nn.MultiheadAttention (batch_first, same embed dim)."""
@@ -316,7 +319,9 @@ class CrossAttention(MultiHeadAttention):
         """
         if (memory is None) == (memory_kv is None):
             raise ValueError("give either memory or memory_kv (its cached keys and values)")
-        B, T, C = x.shape
+        B, T, C = self._check_input("x", x)
+        if memory is not None:
+            self._check_input("memory", memory)
         k, v = self.memory_kv(memory) if memory_kv is None else memory_kv
         w = self.c_attn.weight[:C]
         b = None if self.c_attn.bias is None else self.c_attn.bias[:C]

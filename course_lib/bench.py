@@ -20,6 +20,7 @@ from course_lib.model import GPT
 from course_lib.sampling import generate
 from course_lib.tokenization import BPETokenizer, naive_train_bpe
 from course_lib.train import fused_adamw
+from course_lib.validation import check_device
 
 # Dense bf16 peak FLOP/s of GPUs we know, for MFU (from the vendors' data sheets).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
                                  "ddp"])
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     args = parser.parse_args(argv)
-    device = torch.device(args.device) if args.device else default_device()
+    device = check_device("--device", args.device) if args.device else default_device()
     gpu = device.type == "cuda"
     q = args.quick
     big = "gpt2" if gpu else "small"

@@ -15,6 +15,7 @@ import torch
 
 from course_lib.files import replace_atomically
 from course_lib.model import GPT, GPTConfig
+from course_lib.validation import check_device
 
 
 def from_hf_gpt2(hf_model) -> GPT:
@@ -149,6 +150,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> G
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
+    map_location = check_device("map_location", map_location)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -182,6 +184,13 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> G
             f"checkpoint {path} does not match its config: missing {missing}, "
             f"unexpected {extra}, wrong shape {wrong}"
         )
+    for k, v in tensors.items():
+        if not v.is_floating_point():
+            raise ValueError(f"checkpoint {path}: tensor {k} holds {v.dtype}, not floating-point "
+                             "weights (save() writes float32, bfloat16 or float16)")
+        if not torch.isfinite(v).all():
+            raise ValueError(f"checkpoint {path}: tensor {k} holds NaN or infinite values (did "
+                             "the training run that saved it diverge?)")
     state = {k: v.float() for k, v in tensors.items()}
     if config.tie_embeddings:
         state["lm_head.weight"] = state["transformer.wte.weight"]

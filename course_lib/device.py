@@ -8,16 +8,14 @@ import os
 
 import torch
 
-_ALLOWED = ("cpu", "cuda", "mps")
+from course_lib.validation import check_device
 
 
 def default_device() -> torch.device:
     """cuda if present, then mps, then cpu; the env var COURSE_DEVICE overrides."""
     forced = os.environ.get("COURSE_DEVICE")
-    if forced:
-        if forced.split(":")[0] not in _ALLOWED:
-            raise ValueError(f"COURSE_DEVICE must be one of {_ALLOWED}, got {forced!r}")
-        return torch.device(forced)
+    if forced:  # checked: 'cuda' on a machine without a GPU gets a message, not torch's assert
+        return check_device("the environment variable COURSE_DEVICE", forced)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

@@ -14,11 +14,12 @@ import torch
 
 from course_lib.model import GPT, eval_mode
 from course_lib.tokenization import token_pieces
-from course_lib.validation import check_int, check_str, check_token_ids
+from course_lib.validation import check_int, check_model, check_str, check_token_ids
 
 
 def _one_sequence(model: GPT, ids) -> torch.Tensor:
     """ids as a 1-D long tensor of at least 2 ids, each inside the model's vocabulary."""
+    model = check_model("model", model)
     ids = check_token_ids("ids", ids, model.config.vocab_size)
     if ids.shape[0] != 1:  # flattening a batch would score its rows as one text
         raise ValueError(f"ids must be one sequence, got a batch of {ids.shape[0]}")

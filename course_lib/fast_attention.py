@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from course_lib.validation import check_int
+from course_lib.validation import check_bool, check_int, check_qkv
 
 
 def online_softmax_update(
@@ -46,11 +46,14 @@ def tiled_attention(
     holds the whole (T, T) matrix. Equal (to float rounding) to F.scaled_dot_product_attention.
     causal: query i sees keys j <= i + (T_k - T_q), as with a KV cache.
     """
-    if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
-        raise TypeError("q, k and v must be torch tensors")
-    if q.dim() < 2 or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"shapes do not fit attention: q {tuple(q.shape)}, k {tuple(k.shape)}, "
-                         f"v {tuple(v.shape)} (want (..., T, d), (..., T_k, d), (..., T_k, d_v))")
+    check_qkv(q, k, v)
+    causal = check_bool("causal", causal)
+    if causal and q.shape[-2] > k.shape[-2]:
+        raise ValueError(f"causal attention with more queries ({q.shape[-2]}) than keys "
+                         f"({k.shape[-2]}): query i sees keys up to i + T_k - T_q, so the first "
+                         "queries would see no key at all")
+    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    q, k, v = (t.expand(*batch, *t.shape[-2:]) for t in (q, k, v))
     block_q = check_int("block_q", block_q, minimum=1)
     block_k = check_int("block_k", block_k, minimum=1)
     T_q, T_k = q.shape[-2], k.shape[-2]
@@ -84,6 +87,7 @@ def attention_scores_bytes(
     seq_len = check_int("seq_len", seq_len, minimum=1)
     n_head = check_int("n_head", n_head, minimum=1)
     batch = check_int("batch", batch, minimum=1)
+    bytes_per_value = check_int("bytes_per_value", bytes_per_value, minimum=1)
     rows = seq_len if block_q is None else min(check_int("block_q", block_q, minimum=1), seq_len)
     cols = seq_len if block_k is None else min(check_int("block_k", block_k, minimum=1), seq_len)
     return batch * n_head * rows * cols * bytes_per_value

@@ -11,6 +11,7 @@ own reference code).
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -188,7 +189,7 @@ def read_gguf(path: str | os.PathLike) -> GGUFFile:
     data_start = -(-cur.pos // alignment) * alignment
     for name, shape, type_id, offset in infos:
         out.tensors[name] = GGUFTensor(name, shape, type_id, data_start + offset,
-                                       _n_bytes(path, name, shape, type_id))
+                                       _n_bytes(path, name, shape, type_id, size))
         end = data_start + offset + out.tensors[name].n_bytes
         if end > size:
             raise ValueError(f"{path} is truncated: tensor {name!r} ends at byte {end} but the "
@@ -196,15 +197,20 @@ def read_gguf(path: str | os.PathLike) -> GGUFFile:
     return out
 
 
-def _n_bytes(path: Path, name: str, shape: tuple[int, ...], type_id: int) -> int:
+def _n_bytes(path: Path, name: str, shape: tuple[int, ...], type_id: int, file_size: int) -> int:
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
     try:
         block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(type_id)]
     except (ValueError, KeyError):
         raise ValueError(f"{path}: tensor {name!r} has unknown type {type_id}") from None
-    n = int(np.prod(shape, dtype=np.uint64))
+    n = math.prod(shape)  # Python integers: a numpy uint64 product wraps round to 0 past 2**64
     if shape[-1] % block:
         raise ValueError(f"{path} is corrupt: tensor {name!r} rows of {shape[-1]} do not split "
                          f"into blocks of {block}")
-    return n // block * type_size
+    n_bytes = n // block * type_size
+    if n_bytes > file_size:
+        raise ValueError(f"{path} is corrupt: tensor {name!r} has dimensions {shape} "
+                         f"({n:,} values, {n_bytes:,} bytes), more than the whole file "
+                         f"({file_size:,} bytes)")
+    return n_bytes

@@ -10,11 +10,12 @@ from torch import nn
 from course_lib.data import repeated_random_sequences, repeated_random_stream
 from course_lib.model import GPT, eval_mode
 from course_lib.tokenization import token_pieces, visible_piece  # noqa: F401  (re-exported)
-from course_lib.validation import check_int, check_str, check_token_ids
+from course_lib.validation import check_int, check_model, check_module, check_str, check_token_ids
 
 
 def _one_sequence(model: GPT, ids) -> torch.Tensor:
     """ids as a (1, T) batch on the model's device, cropped to the last block_size tokens."""
+    model = check_model("model", model)
     idx = check_token_ids("ids", ids, model.config.vocab_size)
     if idx.shape[0] != 1:
         raise ValueError(f"ids must be one sequence, got a batch of {idx.shape[0]}")
@@ -214,6 +215,7 @@ def head_pattern_scores(
 
     Averaged over the windows (lists of token ids); one forward pass per window.
     """
+    model = check_model("model", model)
     sums = {p: [] for p in HEAD_PATTERNS}
     for ids in windows:
         maps = attention_maps(model, ids)
@@ -238,6 +240,7 @@ def head_ablation_losses(model: GPT, windows: list[list[int]]) -> tuple[float, t
     windows are equal-length lists of at most block_size + 1 token ids; one batched forward
     pass per head.
     """
+    model = check_model("model", model)
     if isinstance(windows, (list, tuple)) and (
         not windows or len({len(w) if hasattr(w, "__len__") else -1 for w in windows}) != 1
     ):
@@ -379,6 +382,7 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
 
     A tied head is the embedding matrix itself, so it counts 0: each tensor is counted once.
     """
+    model = check_module("model", model)
     counts = dict.fromkeys(("embeddings", "positions", "attention", "mlp", "norms", "head"), 0)
     for name, p in model.named_parameters():  # a tensor shared by two modules is listed once
         if name.endswith("wte.weight"):
@@ -426,6 +430,7 @@ def model_trace(model: GPT, tokenizer, ids, k: int = 5) -> ModelTrace:
     Costs one forward pass with attention weights, and the final norm and head applied to
     n_layer + 1 more vectors for the logit lens.
     """
+    model = check_model("model", model)
     k = check_int("k", k, minimum=1)
     idx = _one_sequence(model, ids)
     T = idx.shape[1]
@@ -469,6 +474,7 @@ def model_trace(model: GPT, tokenizer, ids, k: int = 5) -> ModelTrace:
 
 def _repeated_test(model: GPT, n_tokens, n_sequences, seed, head_mask):
     """The repeated random sequences of induction_scores and repeat_loss, and the head mask."""
+    model = check_model("model", model)
     n_tokens = check_int("n_tokens", n_tokens, minimum=2,
                          maximum=model.config.block_size // 2)
     n_sequences = check_int("n_sequences", n_sequences, minimum=1)
@@ -541,6 +547,7 @@ def train_induction(
     Returns {"step": [...], "repeat_loss": [...], "induction": [(n_layer, n_head), ...],
     "train_loss": [every step's loss]}.
     """
+    model = check_model("model", model)
     # Imported here: train brings torch.distributed and tqdm, which reading a model never needs.
     from course_lib.train import TrainConfig, train
 

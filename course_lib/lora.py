@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-from course_lib.validation import check_float, check_int
+from course_lib.validation import check_float, check_int, check_module
 
 
 class LoRALinear(nn.Module):
@@ -69,9 +70,13 @@ def add_lora(
 ) -> nn.Module:
     """Freeze model and wrap each nn.Linear whose name ends with a target in a LoRALinear.
 
+    targets: a tuple of name endings, ("c_attn", "c_proj"); a plain string is one name, and a
+    string holding several ("c_attn, c_proj") is refused rather than read as one.
+
     A second call may add other layers; adapters already there stay trainable. Everything is
     checked before anything changes: a call that raises leaves the model as it was.
     """
+    model = check_module("model", model)
     rank, alpha, dropout = _check_settings(rank, alpha, dropout)
     targets = _check_targets(targets)
     layers = lora_target_layers(model, targets)
@@ -105,6 +110,7 @@ def add_lora(
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Replace every LoRALinear by a plain nn.Linear with the update folded in."""
+    model = check_module("model", model)
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, LoRALinear):
@@ -114,11 +120,13 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the adapter weights: what you need to save to share a fine-tune."""
+    model = check_module("model", model)
     return {k: v.detach().cpu() for k, v in model.state_dict().items() if "lora_" in k}
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     """(parameters that will be trained, all parameters), counting tied weights once."""
+    model = check_module("model", model)
     seen: set[int] = set()
     trainable = total = 0
     for p in model.parameters():
@@ -141,6 +149,7 @@ def lora_target_layers(
     Layers already wrapped in a LoRALinear count by their base layer, so the answer is the same
     before and after add_lora.
     """
+    model = check_module("model", model)
     targets = _check_targets(targets)
     found: dict[str, nn.Linear] = {}
     for name, module in model.named_modules():
@@ -155,6 +164,10 @@ def lora_target_layers(
 
 def _check_targets(targets) -> tuple[str, ...]:
     if isinstance(targets, str):  # one name, not its letters
+        names = tuple(n for n in re.split(r"[,;\s]+", targets) if n)
+        if len(names) > 1 or (names and names[0] != targets):
+            raise ValueError(f"targets={targets!r} is one string holding several names or "
+                             f"spaces: give a tuple of layer names, like {names}")
         targets = (targets,)
     try:
         targets = tuple(targets)
@@ -174,6 +187,7 @@ def lora_parameter_count(
 ) -> int:
     """Trainable parameters add_lora(model, rank, targets=targets) would add: rank * (in + out)
     per wrapped layer. Nothing is built or changed."""
+    model = check_module("model", model)
     rank = check_int("rank", rank, minimum=1)
     targets = _check_targets(targets)
     layers = lora_target_layers(model, targets)
@@ -194,6 +208,7 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
 
 def gradient_bytes(model: nn.Module) -> int:
     """Bytes held in the .grad tensors of the model's parameters (tied weights once)."""
+    model = check_module("model", model)
     seen: set[int] = set()
     total = 0
     for p in model.parameters():
@@ -207,6 +222,7 @@ def gradient_bytes(model: nn.Module) -> int:
 def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     """Copy adapter weights (from lora_state_dict) into a model that add_lora has prepared
     with the same rank and targets; mismatches are a ValueError, not a silent partial load."""
+    model = check_module("model", model)
     own = {k: v for k, v in model.state_dict().items() if "lora_" in k}
     if not own:
         raise ValueError(
@@ -236,6 +252,7 @@ def lora_budget(model: nn.Module, targets: Iterable[str] = ("c_attn",)) -> dict[
     (sum of in * out); max_rank: the largest rank every wrapped layer allows (min of in, out);
     base_total: the model's own parameters, adapters excluded, tied weights counted once.
     """
+    model = check_module("model", model)
     targets = _check_targets(targets)
     layers = list(lora_target_layers(model, targets).values())
     if not layers:

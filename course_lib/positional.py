@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from course_lib.validation import check_float, check_int, check_seed
+from course_lib.validation import check_float, check_int, check_seed, check_tensor
 from course_lib.vectors import cosine_similarity
 
 MAX_TABLE_NUMBERS = 1 << 27  # 512 MB of float32: far beyond any lesson, short of a frozen laptop
@@ -75,6 +75,8 @@ def rope_rotation(
     rotates by the same positions (reading the offset from a KV cache that layer 0 has already
     extended would shift the later layers).
     """
+    offset = check_int("offset (the position of the first token)", offset, minimum=0)
+    length = check_int("length", length, minimum=0)
     positions = torch.arange(offset, offset + length, device=device).float()
     angles = positions[:, None] * _inv_freq(head_dim, base).to(device)[None, :]
     return torch.polar(torch.ones_like(angles), angles)
@@ -98,6 +100,7 @@ def apply_rope(x: torch.Tensor, offset: int = 0, base: float = 10000.0) -> torch
 
     After rotation, q_m . k_n depends on m - n only: the property that makes RoPE relative.
     """
+    check_tensor("x", x, floating=True, min_dims=2)
     T, d = x.shape[-2], x.shape[-1]
     if d % 2:
         raise ValueError(f"head_dim must be even for rotary encoding, got {d}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import struct
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.validation import check_choice, check_int
+from course_lib.validation import check_bytes, check_choice, check_int, check_module
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
 # name -> (bits, group_size); None bits means the float weights as they are.
@@ -92,11 +93,35 @@ class QuantizedTensor:
         return sub.dequantize(dtype).reshape(*rows.shape, self.shape[1])
 
 
+FLOAT16_MAX = torch.finfo(torch.float16).max  # the largest scale a float16 can store
+
+
+def _check_weight(name: str, w: torch.Tensor, bits: int) -> None:
+    """A matrix the absmax format can store: it has columns, finite values, and a largest |w|
+    whose scale (|w| / qmax) fits in a float16 (else the scale is inf and every weight NaN)."""
+    if w.shape[1] == 0:
+        raise ValueError(f"{name} has no columns (shape {tuple(w.shape)}): nothing to quantize")
+    if w.numel() == 0:
+        return
+    low, high = (float(x) for x in torch.aminmax(w.detach()))  # no copy of w: it may be large
+    if not (math.isfinite(low) and math.isfinite(high)):  # NaN and inf reach the min or max
+        row, col = (~torch.isfinite(w.detach())).nonzero()[0].tolist()
+        raise ValueError(f"{name} holds NaN or infinite values (first at [{row}, {col}]): "
+                         "quantizing would spread them over its whole group")
+    biggest = max(-low, high)
+    qmax = 2 ** (bits - 1) - 1
+    if biggest / qmax > FLOAT16_MAX:
+        raise ValueError(f"{name} holds values up to {biggest:.3g} in size; with {bits}-bit codes "
+                         f"the float16 scale stores at most {FLOAT16_MAX:.0f} * {qmax} = "
+                         f"{FLOAT16_MAX * qmax:.3g}: scale the matrix down first")
+
+
 def quantize(w: torch.Tensor, bits: int = 8, group_size: int | None = None) -> QuantizedTensor:
     """Absmax quantization of a 2-D matrix: each group's largest |w| maps to the largest code."""
     if not isinstance(w, torch.Tensor) or w.dim() != 2 or not w.is_floating_point():
         raise TypeError("w must be a 2-D float tensor (a weight matrix)")
     bits, group_size = _check_format(bits, group_size, w.shape[1])
+    _check_weight("w", w, bits)
     rows, cols = w.shape
     g = cols if group_size is None else group_size
     qmax = 2 ** (bits - 1) - 1
@@ -174,12 +199,13 @@ def quantize_model(model: nn.Module, bits: int = 8, group_size: int | None = Non
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
     bits, group_size = _check_format(bits, group_size)
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Embedding)) and group_size is not None:
+    for name, m in model.named_modules():  # every matrix checked before anything is copied
+        if isinstance(m, (nn.Linear, nn.Embedding)):
             cols = m.in_features if isinstance(m, nn.Linear) else m.embedding_dim
-            if cols % group_size:
+            if group_size is not None and cols % group_size:
                 raise ValueError(f"group_size {group_size} must divide the row length {cols} "
                                  f"of {name}")
+            _check_weight(f"the weight of {name}", m.weight, bits)
     memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
     qmodel = copy.deepcopy(model, memo)
     done: dict[int, QuantizedTensor] = {}  # id of a float weight -> its quantized form
@@ -200,6 +226,7 @@ def model_nbytes(model: nn.Module) -> int:
 
     A tensor shared by two modules (tied weights) is counted once.
     """
+    model = check_module("model", model)
     seen: set[int] = set()
     total = 0
     for t in list(model.parameters()) + list(model.buffers()):
@@ -233,8 +260,8 @@ def decode_q4_1_block(raw: bytes) -> np.ndarray:
 
 def dequantize_q4_1(raw: np.ndarray) -> np.ndarray:
     """Every block of a Q4_1 tensor (uint8 rows of whole blocks), vectorised: float32 rows."""
-    raw = np.asarray(raw, dtype=np.uint8)
-    if raw.shape[-1] % Q4_1_BLOCK_BYTES:
+    raw = check_bytes("raw", raw)
+    if raw.ndim == 0 or raw.shape[-1] % Q4_1_BLOCK_BYTES:
         raise ValueError(f"each row must be whole {Q4_1_BLOCK_BYTES}-byte blocks")
     blocks = raw.reshape(-1, Q4_1_BLOCK_BYTES)
     d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)
@@ -271,6 +298,7 @@ def quantization_summary(
     named_parameters). Returns errors (the flattened dequantized-minus-float weights of that
     matrix), rms_error, max_abs_error, bits_per_char, nbytes (model_nbytes), bits_per_weight.
     """
+    model = check_module("model", model)
     from course_lib.evaluation import bits_per_char
 
     weights = dict(model.named_parameters())

@@ -30,6 +30,7 @@ from course_lib.validation import (
     check_device,
     check_float,
     check_int,
+    check_model,
     check_token_ids,
 )
 
@@ -210,6 +211,9 @@ def train(
     checkpoints, the progress bar and the callback happen on rank 0 only (its False stops
     every rank). The losses equal a single process's with the same batch_size.
     """
+    model = check_model("model", model)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     rank, world_size = world()
     device = torch.device(config.device) if config.device else default_device()
     if world_size > 1 and device.type == "cuda" and device.index is None:
@@ -453,6 +457,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-interval", type=int, default=500,
                         help="write OUT/checkpoint.pt every N steps, and at the end (default 500)")
     args = parser.parse_args(argv)
+    _check_args(args)
 
     # Under torchrun every process runs this same program; rank 0 alone prints and writes.
     device = init_distributed(args.device)
@@ -462,6 +467,23 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if world_size > 1:
             dist.destroy_process_group()
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """The flags that TrainConfig does not see, checked before any slow work starts."""
+    if not args.out.strip():
+        raise ValueError("--out is empty: give an output folder, like --out runs/tiny (an empty "
+                         "one would write into the current folder)")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file, not a folder")
+    if args.eval_chars is not None:
+        check_int("--eval-chars (characters of the val plays to score)", args.eval_chars,
+                  minimum=1)
+    if args.dropout is not None:
+        check_float("--dropout", args.dropout, minimum=0.0, maximum=1.0, max_inclusive=False)
+    for flag, value in (("--tokenizer", args.tokenizer), ("--init-from", args.init_from)):
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"{flag} {value!r}: no such file")
 
 
 def _main(args, device: torch.device, rank: int, world_size: int) -> None:

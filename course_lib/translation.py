@@ -13,7 +13,7 @@ import torch
 
 from course_lib.model import eval_mode
 from course_lib.sampling import SamplingParams, generate_batch, sample_next
-from course_lib.sampling.beam import split_candidates
+from course_lib.sampling.beam import MAX_BEAMS, split_candidates
 from course_lib.seq2seq import Seq2Seq, cross_attention_weights
 from course_lib.tokenization import CharTokenizer
 from course_lib.train import TrainConfig, lr_at, make_optimizer
@@ -120,7 +120,7 @@ def _sources(model: Seq2Seq, tokenizer: TranslationTokenizer, texts: Sequence[st
 def translate_batch(model: Seq2Seq, tokenizer: TranslationTokenizer, texts: Sequence[str],
                     num_beams: int = 1, length_penalty: float = 1.0) -> list[str]:
     """translate() of each text; greedy decoding runs them all as one padded batch."""
-    num_beams = check_int("num_beams", num_beams, minimum=1)
+    num_beams = check_int("num_beams", num_beams, minimum=1, maximum=MAX_BEAMS)
     length_penalty = check_float("length_penalty", length_penalty)
     src, src_mask, _, _ = make_batch(tokenizer, _sources(model, tokenizer, texts))
     if num_beams > 1:

@@ -11,6 +11,7 @@ import math
 import numbers
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
 _INT_TYPES = (int, numbers.Integral)
@@ -133,24 +134,37 @@ def check_token_ids(name: str, ids, vocab_size: int | None = None) -> torch.Tens
     return tensor
 
 
+def available_devices() -> list[str]:
+    """The device names this machine can run on: 'cpu', then 'cuda:N' for each GPU, 'mps'."""
+    names = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())
+                       if torch.cuda.is_available()]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
 def check_device(name: str, device) -> torch.device:
     """A torch.device that exists on this machine (a clear error for 'cuda' without a GPU)."""
+    here = f"this machine has {', '.join(repr(d) for d in available_devices())}"
+    if isinstance(device, str):
+        device = device.strip().lower()
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"{name} {device!r} is not a device name (try 'cpu' or 'cuda')") from e
+        raise ValueError(f"{name} {device!r:.60} is not a device name: {here}") from e
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"{name} is {device!r} but this machine has no CUDA GPU; use 'cpu'")
+            raise ValueError(f"{name} is {str(dev)!r} but this machine has no CUDA GPU "
+                             f"(or torch was built without CUDA): {here}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"{name} is {device!r} but this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s)")
+            raise ValueError(f"{name} is {str(dev)!r} but {here}")
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError(f"{name} is {device!r} but Apple's MPS is not available here")
+            raise ValueError(f"{name} is {str(dev)!r} but Apple's MPS is not available: {here}")
     elif dev.type != "cpu":
-        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'mps', got {device!r}")
+        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'mps', got {str(dev)!r}: {here}")
     return dev
 
 
@@ -173,3 +187,111 @@ def check_bool(name: str, value, *, allow_none: bool = False) -> bool | None:
         return bool(value)
     allowed = "True, False or None" if allow_none else "True or False"
     raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r:.60}")
+
+
+def check_module(name: str, value) -> torch.nn.Module:
+    """value, if it is a torch nn.Module (a model or a layer)."""
+    if not isinstance(value, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch nn.Module (a model), got "
+                        f"{type(value).__name__} {value!r:.60}")
+    return value
+
+
+def check_model(name: str, value) -> torch.nn.Module:
+    """value, if it is a course_lib GPT (an nn.Module whose config has a vocab_size)."""
+    if not isinstance(value, torch.nn.Module) or not hasattr(getattr(value, "config", None),
+                                                             "vocab_size"):
+        raise TypeError(f"{name} must be a course_lib GPT (load_pretrained()[0], GPT(config) or "
+                        f"GPT.load(path)), got {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def check_tensor(name: str, value, *, floating: bool = False, min_dims: int | None = None,
+                 max_dims: int | None = None) -> torch.Tensor:
+    """value, if it is a torch tensor (of a floating-point dtype if asked) with a number of
+    dimensions in [min_dims, max_dims]."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor, got {type(value).__name__} "
+                        f"{value!r:.60}; wrap numbers with torch.tensor(...)")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{name} must hold floating-point numbers, got dtype {value.dtype}")
+    if (min_dims is not None and value.dim() < min_dims) or (
+            max_dims is not None and value.dim() > max_dims):
+        raise ValueError(f"{name} must have {_range_text(min_dims, max_dims)} dimensions, got "
+                         f"shape {tuple(value.shape)}")
+    return value
+
+
+def check_qkv(q, k, v, mask=None) -> None:
+    """Queries (..., T, d), keys (..., T_k, d) and values (..., T_k, d_v) that attention can
+    take: float tensors of one dtype, batch dimensions that broadcast, at least one key; a mask
+    (bool) that broadcasts to the scores (..., T, T_k)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, t, floating=True, min_dims=2)
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    want = "want (..., T, d), (..., T_k, d), (..., T_k, d_v)"
+    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must share their last dim (d), got {shapes}; {want}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must have the same length (T_k), got {shapes}; {want}")
+    if k.shape[-2] == 0:
+        raise ValueError(f"k and v hold no keys (T_k = 0): every query would attend to nothing, "
+                         f"got {shapes}")
+    try:
+        batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"the batch dimensions of q, k and v (all but the last two) must be "
+                         f"equal or broadcast, got {shapes}") from None
+    if mask is not None:
+        check_tensor("mask", mask)
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (True = attend), got {mask.dtype}")
+        scores = (*batch, q.shape[-2], k.shape[-2])
+        try:
+            if torch.broadcast_shapes(mask.shape, scores) != scores:
+                raise RuntimeError
+        except RuntimeError:
+            raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit the scores "
+                             f"{scores} (..., queries, keys)") from None
+
+
+def check_bytes(name: str, raw) -> np.ndarray:
+    """raw as a uint8 array, if it holds integers in [0, 255] (bytes, a list, any int array)."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        return np.frombuffer(bytes(raw), dtype=np.uint8)
+    if isinstance(raw, torch.Tensor):
+        raw = raw.detach().cpu().numpy()
+    try:
+        arr = np.asarray(raw)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name} must be bytes or an array of byte values, could not read it "
+                        f"({e})") from None
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must hold byte values (integers in [0, 255]), got dtype "
+                        f"{arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        bad = arr.min() if arr.min() < 0 else arr.max()
+        raise ValueError(f"{name} must hold byte values in [0, 255], got {bad}")
+    return arr.astype(np.uint8)
+
+
+def check_list(name: str, value, item_type: type | tuple[type, ...] | None = None, *,
+               item: str = "item", hint: str = "") -> list:
+    """value as a list, if it is a non-empty list or tuple (of item_type, when given). item
+    names one element in the messages ("Instruction"); hint follows it ("(see make_...)")."""
+    hint = f" {hint}" if hint else ""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list of {item}s{hint}, got {type(value).__name__} "
+                        f"{value!r:.60}")
+    if not value:
+        raise ValueError(f"{name} is empty: give at least one {item}")
+    if item_type is not None:
+        for i, v in enumerate(value):
+            if not isinstance(v, item_type):
+                raise TypeError(f"{name}[{i}] must be one {item}{hint}, got {type(v).__name__} "
+                                f"{v!r:.60}")
+    return list(value)

@@ -12,6 +12,8 @@ from course_lib.sampling.params import SamplingParams, make_params
 from course_lib.sampling.processors import process_logits
 from course_lib.validation import check_float, check_int
 
+MAX_BEAMS = 256  # a bound: each beam is a row of the batch, so 10**9 beams is a typo
+
 # Settings beam search has no use for: it never samples (temperature 0 and 1 are both "none").
 _SAMPLING_ONLY = ("top_k", "top_p", "min_p", "presence_penalty", "frequency_penalty", "seed",
                   "stop")
@@ -50,7 +52,7 @@ def beam_search(model: GPT, idx, num_beams: int, max_new_tokens: int | None = No
     running one scores better now. The KV cache is reordered by beam each step (KVCache.reorder)
     so a step costs one position per beam.
     """
-    num_beams = check_int("num_beams", num_beams, minimum=1, maximum=256)
+    num_beams = check_int("num_beams", num_beams, minimum=1, maximum=MAX_BEAMS)
     if max_new_tokens is not None:
         settings["max_new_tokens"] = max_new_tokens
     params = make_params(params, settings)

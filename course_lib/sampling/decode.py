@@ -14,7 +14,7 @@ import torch
 from course_lib.model import GPT, eval_mode
 from course_lib.sampling.params import SamplingParams, make_params
 from course_lib.sampling.processors import process_logits
-from course_lib.validation import check_int, check_token_ids
+from course_lib.validation import check_int, check_model, check_token_ids
 
 
 def next_token_distribution(logits: torch.Tensor, params: SamplingParams,
@@ -79,8 +79,7 @@ def seeded_generator(seed: int | None, device) -> torch.Generator | None:
 
 def as_prompt(model: GPT, idx) -> torch.Tensor:
     """idx as a (batch, T) tensor of token ids on the model's device, checked."""
-    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
-        raise TypeError(f"model must be a course_lib GPT, got {type(model).__name__}")
+    check_model("model", model)
     return check_token_ids("idx (the prompt)", idx, model.config.vocab_size).to(model.device)
 
 
@@ -188,13 +187,17 @@ def generate_batch(model: GPT, prompts, max_new_tokens: int | None = None, *,
     in one prefill pass. Settings: see stream_generate; with stop_ids a row that stopped is
     padded with its stop token up to max_new_tokens.
     """
+    check_model("model", model)
     if max_new_tokens is not None:
         settings["max_new_tokens"] = max_new_tokens
     params = make_params(params, settings)
     if not isinstance(prompts, (list, tuple)) or not prompts:
         raise TypeError("prompts must be a non-empty list of prompts (lists of token ids)")
     for i, p in enumerate(prompts):
-        if hasattr(p, "__len__") and len(p) == 0:
+        if not hasattr(p, "__len__") or isinstance(p, torch.Tensor) and p.dim() == 0:
+            raise TypeError(f"prompts[{i}] is {p!r:.20}, not a prompt: prompts is a list of "
+                            "prompts, each a list of token ids ([[1, 2], [3]]; one: [[1, 2]])")
+        if len(p) == 0:
             raise ValueError(f"prompts[{i}] is empty: give at least one token id")
     rows = [check_token_ids(f"prompts[{i}]", p, model.config.vocab_size) for i, p in
             enumerate(prompts)]
