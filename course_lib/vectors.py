@@ -1,10 +1,14 @@
-"""Vectors from any source (tensor, array, list) as float tensors, and their cosine similarity.
+"""Vectors from any source (tensor, array, list) as float tensors, their cosine similarity, and
+how well a grouping of vectors (a word's senses, say) shows in their cosines.
 
-Low-level on purpose: embeddings and positional encodings both compare vectors by cosine.
+Low-level on purpose: embeddings, positional encodings and hidden states all compare by cosine.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,3 +65,53 @@ def cosine_similarity(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray
     if tb.ndim == 1:
         return sims[:, 0]
     return sims
+
+
+@dataclass(frozen=True)
+class GroupSeparation:
+    """How a grouping shows in cosines: `same` and `other` are the mean cosine of pairs of rows in
+    the same group and in different groups; `nearest_same` counts the rows whose most similar
+    other row is in their own group, out of `n`; `every_pair` says whether every same-group pair
+    is more similar than every cross-group pair (the strict claim, which one example can fake)."""
+
+    same: float
+    other: float
+    nearest_same: int
+    n: int
+    every_pair: bool
+
+    @property
+    def gap(self) -> float:
+        """same - other: how much closer, on average, two rows of one group are."""
+        return self.same - self.other
+
+
+def group_separation(vectors: torch.Tensor | np.ndarray, groups: Sequence) -> GroupSeparation:
+    """Compare the cosines of same-group pairs of rows of vectors (n, d) with cross-group pairs.
+
+    groups[i] is row i's group (any hashable label); there must be at least two groups and a
+    group with two rows. Ties for the nearest row go to the lower index.
+    """
+    v = as_float_tensor(vectors, "vectors")
+    if v.ndim != 2:
+        raise ValueError(f"vectors must be a 2-D matrix (n, d), got shape {tuple(v.shape)}")
+    labels = list(groups)
+    if len(labels) != v.shape[0]:
+        raise ValueError(f"groups must give one label per row: {len(labels)} labels for "
+                         f"{v.shape[0]} rows")
+    sims = cosine_similarity(v, v)
+    same, other = [], []
+    for i, j in itertools.combinations(range(len(labels)), 2):
+        (same if labels[i] == labels[j] else other).append(float(sims[i, j]))
+    if not same or not other:
+        raise ValueError("groups must hold at least two labels, one of them on two rows or more")
+    masked = sims.clone()
+    masked.fill_diagonal_(float("-inf"))
+    nearest = masked.argmax(dim=1).tolist()  # argmax returns the first of equal maxima
+    return GroupSeparation(
+        same=sum(same) / len(same),
+        other=sum(other) / len(other),
+        nearest_same=sum(labels[i] == labels[j] for i, j in enumerate(nearest)),
+        n=len(labels),
+        every_pair=min(same) > max(other),
+    )

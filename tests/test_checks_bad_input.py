@@ -3,6 +3,8 @@ given as numpy or torch scalars."""
 
 import itertools
 import math
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -191,9 +193,13 @@ def test_the_last_resort_still_answers():
 def _scalars(value, integer):
     dtypes = (np.int32, np.int64) if integer else (np.float32, np.float64)
     tdtypes = (torch.int32, torch.int64) if integer else (torch.float32, torch.float64)
-    return [d(value) for d in dtypes] + [torch.tensor(value, dtype=d) for d in tdtypes] + [
+    answers = [d(value) for d in dtypes] + [torch.tensor(value, dtype=d) for d in tdtypes] + [
         np.array(value, dtype=dtypes[1]), torch.tensor([value], dtype=tdtypes[1])
     ]
+    if integer:  # a count is right in any numeric type that equals it: 4.0 is the count 4
+        answers += [float(value), np.float64(value), torch.tensor(value, dtype=torch.float64),
+                    Fraction(value), Decimal(value)]
+    return answers
 
 
 def _right_answers():

@@ -14,6 +14,7 @@ from widgets.checks.embeddings import (  # noqa: E402
     PIZZA,
     QUERY,
     WINES,
+    banned_words,
     check_closest_line,
     check_pizza_query,
     check_table_size,
@@ -36,8 +37,9 @@ def test_table_size():
     assert "weight tying" in check_table_size(2 * right).message
     assert "multiply" in check_table_size(tokenizer.vocab_size + model.config.n_embd).message
     for bad in [None, 2 * right, tokenizer.vocab_size, model.config.n_embd, right + 1,
-                float(right), str(right), True]:
+                right + 0.5, str(right), True]:
         assert not check_table_size(bad), bad
+    assert check_table_size(float(right))  # the count, as a float, is still the count
 
 
 def test_closest_line(sentence_model):
@@ -66,6 +68,21 @@ def test_pizza_query(sentence_model):
     assert not fb and "closest to" in fb.message
     for bad in [None, "", "   ", 42, "a light one"]:
         assert not check_pizza_query(bad), bad
+
+
+def test_pizza_query_catches_every_form_of_a_banned_word(sentence_model):
+    # Each of these lands on the pizza wine, so only the word filter can turn it down.
+    for query, form in [("pizzas", "pizzas"), ("a pizzeria evening", "pizzeria"),
+                        ("Pizza's best friend", "pizza"), ("a pizzaiolo's pick", "pizzaiolo"),
+                        ("wine for tonight's takeaway", "tonight"), ("reddish and easy", "reddish"),
+                        ("something lighter for Italian food", "lighter")]:
+        fb = check_pizza_query(query)
+        assert not fb and repr(form) in fb.message and "form of a banned word" in fb.message, query
+    assert banned_words("pizzas at midnight by moonlight") == {
+        "pizzas": "pizza", "midnight": "night", "moonlight": "light"}
+    # Words that only share letters with a banned word are allowed.
+    assert banned_words("a slight delight for a knight, reduced, bored and tired") == {}
+    assert SemanticIndex(WINES, sentence_model).search("pizzas", 1)[0][0] == PIZZA
 
 
 def test_cosine_similarity_right_and_the_usual_slips():

@@ -36,7 +36,9 @@ def test_attention_parameters():
     assert "output projection" in check_attention_parameters(3 * 768 * 768 + 3 * 768).message
     assert "share" in check_attention_parameters(12 * 2_362_368).message
     assert not check_attention_parameters(1000)
-    assert "whole number" in check_attention_parameters(2.36e6).message
+    assert check_attention_parameters(2_362_368.0)  # the right count as a float is right
+    assert not check_attention_parameters(2.36e6)  # a whole number, but not the count
+    assert "whole number" in check_attention_parameters(2_362_368.5).message
     assert "whole number" in check_attention_parameters(True).message
 
 

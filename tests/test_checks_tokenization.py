@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from decimal import Decimal
+from fractions import Fraction
 from itertools import pairwise
 
+import numpy as np
 import pytest
 import regex
+import torch
 
 from course_lib.pretrained import TOKENIZER_FILE
 from course_lib.tokenization import GPT4_SPLIT_PATTERN, BPETokenizer, get_encoding
@@ -25,9 +29,16 @@ def test_number_tokens():
     right = len(get_encoding("cl100k_base").encode(NUMBER))
     assert check_number_tokens(right)
     assert "3" in check_number_tokens(right).message
-    for bad in [None, len(NUMBER), 1, right + 1, "4", 4.0, True]:
+    for bad in [None, len(NUMBER), 1, right + 1, "4", 4.5, True]:
         fb = check_number_tokens(bad)
         assert isinstance(fb, Feedback) and not fb, bad
+    # The right count in any numeric type is right; a fraction is not a count.
+    for same in [float(right), np.float64(right), torch.tensor(float(right)),
+                 Fraction(2 * right, 2),
+                 Decimal(right), complex(right, 0)]:
+        assert check_number_tokens(same), same
+    assert "whole number" in check_number_tokens(right + 0.5).message
+    assert not check_number_tokens(float(right + 1))
     assert "None" in check_number_tokens(None).message
     assert "one token per digit" in check_number_tokens(len(NUMBER)).message
 

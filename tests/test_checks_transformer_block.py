@@ -63,7 +63,8 @@ def test_block_parameters():
     assert "attention part" in check_block_parameters(4 * C * C + 4 * C).message
     assert "widens to 4" in check_block_parameters(6 * C * C + 10 * C).message
     assert not check_block_parameters(7_000_000)
-    assert "whole number" in check_block_parameters(7087872.0).message
+    assert check_block_parameters(7087872.0)  # the right count as a float is right
+    assert "whole number" in check_block_parameters(7087872.5).message
     assert "whole number" in check_block_parameters("7087872").message
 
 

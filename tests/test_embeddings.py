@@ -408,3 +408,86 @@ def test_load_sentence_model_bad_device(device, match):
         pytest.skip("a machine with 100 GPUs")
     with pytest.raises(ValueError, match=match):
         E.load_sentence_model(device)
+
+
+# ----- a word's vector in context, and whether its senses show ---------------------------------
+
+
+def test_word_vectors_are_the_models_own_token_outputs(model):
+    # The real thing: transformers' BertModel inside the sentence model, its last hidden state
+    # at the word's position (MiniLM's "token_embeddings", before mean pooling).
+    texts = ["I ate an apple with my lunch.", "Apple released a new iPhone today."]
+    got = E.word_vectors(texts, "Apple", model)
+    assert got.shape == (2, 384) and got.dtype == torch.float32
+    bert, tok = model[0].auto_model, model.tokenizer
+    for row, text in zip(got, texts, strict=True):
+        enc = tok(text, return_tensors="pt")
+        with torch.no_grad():
+            hidden = bert(**enc).last_hidden_state[0]
+        position = tok.convert_ids_to_tokens(enc["input_ids"][0]).index("apple")
+        want = torch.nn.functional.normalize(hidden[position], dim=0)
+        assert torch.allclose(row, want, atol=1e-4)
+    # A word of several WordPiece pieces is the mean of its pieces' vectors.
+    assert model.tokenizer.tokenize("tokenizers") == ["token", "##izer", "##s"]
+    assert E.word_vectors("Tokenizers split words.", "tokenizers", model).shape == (1, 384)
+
+
+def test_word_vectors_differ_by_context_and_need_the_word(model):
+    v = E.word_vectors(["The bank of the river.", "The bank raised its rates."], "bank", model)
+    assert 0.3 < float(v[0] @ v[1]) < 0.99  # the same word, not the same vector
+    with pytest.raises(ValueError, match=r"texts\[1\] does not contain the word 'bank'"):
+        E.word_vectors(["The bank of the river.", "A quiet stream."], "bank", model)
+    with pytest.raises(ValueError, match="word"):
+        E.word_vectors(["The bank."], "  ", model)
+
+
+def test_word_senses_show_on_average_but_not_pair_by_pair(model):
+    # The lessons' claims (embeddings section 5, self-attention section 7), measured: for every
+    # word same-sense uses are closer on average, most nearest neighbours share the sense, and
+    # the strict claim (every same-sense pair closer than every cross-sense pair) fails somewhere.
+    from course_lib.vectors import group_separation
+
+    results = {}
+    for word, senses in E.WORD_SENSES.items():
+        assert len(senses) == 2 and all(len(texts) == 3 for texts in senses.values())
+        texts = [t for group in senses.values() for t in group]
+        labels = [s for s, group in senses.items() for _ in group]
+        results[word] = group_separation(E.word_vectors(texts, word, model), labels)
+    assert all(r.gap > 0.03 for r in results.values()), results
+    assert sum(r.nearest_same for r in results.values()) >= 0.75 * 30
+    assert not all(r.every_pair for r in results.values())
+    assert results["bank"].nearest_same == 6
+
+
+def test_group_separation_known_values():
+    from course_lib.vectors import group_separation
+
+    v = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.0, 2.0]])
+    r = group_separation(v, ["a", "a", "b", "b"])
+    # same: (1,2) 0.6 and (3,4) 1.0; other: 0, 0, 0.8, 0.8
+    assert r.same == pytest.approx(0.8) and r.other == pytest.approx(0.4)
+    assert r.gap == pytest.approx(0.4) and r.n == 4
+    assert r.nearest_same == 3  # row 1's nearest is row 2 or 3 (0.8): the tie goes to row 2
+    assert r.every_pair is False  # 0.6 (same) < 0.8 (other)
+    with pytest.raises(ValueError, match="one label per row"):
+        group_separation(v, ["a", "b"])
+    with pytest.raises(ValueError, match="at least two labels"):
+        group_separation(v, ["a", "b", "c", "d"])
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_semantic_index_on_a_faiss_index_equals_brute_force(model, kind):
+    plain = E.SemanticIndex(WINES, model)
+    indexed = E.SemanticIndex(WINES, model, kind=kind)
+    assert indexed.index.ntotal == len(WINES)
+    for query in ["wine for seafood", "something for a birthday", "steak dinner"]:
+        a, b = plain.search(query, k=3), indexed.search(query, k=3)
+        assert [t for t, _ in a] == [t for t, _ in b]
+        assert [s for _, s in a] == pytest.approx([s for _, s in b], abs=1e-5)
+    # Precomputed vectors are taken as they are (and made unit length).
+    again = E.SemanticIndex(WINES, model, kind=kind, embeddings=3 * plain.embeddings)
+    assert again.search("wine for seafood", 1)[0][0] == FISH_WINE
+    with pytest.raises(ValueError, match="one row per text"):
+        E.SemanticIndex(WINES, model, embeddings=plain.embeddings[:2])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        E.SemanticIndex(WINES, model, kind="annoy")

@@ -120,10 +120,15 @@ def _scalar(answer: object) -> object:
 
 
 def as_number(answer: object) -> float | None:
-    """answer as a finite float (int, float, numpy or torch scalar), else None; not a str."""
+    """answer as a finite float (int, float, numpy or torch scalar, Fraction, Decimal, a complex
+    with no imaginary part), else None; not a str or a bool."""
     answer = _scalar(answer)
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Number):
         return None
+    if isinstance(answer, complex):
+        if answer.imag != 0:
+            return None
+        answer = answer.real
     try:
         value = float(answer)
     except (OverflowError, ValueError, TypeError):
@@ -132,10 +137,33 @@ def as_number(answer: object) -> float | None:
 
 
 def as_int(answer: object) -> int | None:
-    """answer as an int if it is an integer (Python, numpy or torch) of sensible size, else None.
+    """answer as an int if it is a whole number of any numeric type and of sensible size, else None.
 
-    A float such as 5.0 is not taken: a count is an int, and saying so teaches the difference.
+    A count is a count whatever type holds it: 4, 4.0, numpy.float32(4), torch.tensor(4.0),
+    Fraction(8, 2) and Decimal("4") all read as 4, since each equals 4. 4.5, True, "4" and NaN do
+    not. (Lists of token ids, read by as_ints, stay strict: an id is an index, not a count.)
     """
+    answer = _scalar(answer)
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Number):
+        return None
+    if isinstance(answer, numbers.Integral):
+        value = int(answer)
+    else:
+        if isinstance(answer, complex):
+            if answer.imag != 0:
+                return None
+            answer = answer.real
+        try:
+            value = int(answer)  # NaN and infinities raise; 4.5 becomes 4, caught just below
+        except (OverflowError, ValueError, TypeError, ArithmeticError):
+            return None
+        if value != answer:
+            return None
+    return value if abs(value) <= MAX_INT else None
+
+
+def _exact_int(answer: object) -> int | None:
+    """answer as an int only if its type is an integer type (Python, numpy or torch)."""
     answer = _scalar(answer)
     if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
         return None
@@ -167,9 +195,9 @@ def as_numbers(answer: object) -> list[float] | None:
 
 
 def as_ints(answer: object) -> list[int] | None:
-    """A list of whole numbers, else None."""
+    """A list of ints (token ids, positions, a shape), else None: each item of an integer type."""
     items = as_list(answer)
-    values = None if items is None else [as_int(x) for x in items]
+    values = None if items is None else [_exact_int(x) for x in items]
     return None if values is None or None in values else values
 
 
@@ -256,7 +284,7 @@ def _message_of(error: BaseException) -> str:
 
 # The usual forms of an answer, for exercise(..., **A_NUMBER) and the like.
 A_NUMBER = {"read": as_number, "expect": "a finite number"}
-A_WHOLE_NUMBER = {"read": as_int, "expect": "a whole number (an int)"}
+A_WHOLE_NUMBER = {"read": as_int, "expect": "a whole number"}
 
 
 def a_function(signature: str) -> dict:

@@ -54,6 +54,13 @@ WINES = [
 ]
 PIZZA = WINES[4]
 BANNED = ("light", "red", "pizza", "night")
+# A banned word in any form counts as the word: "pizzas", "pizzeria", "Pizza's", "tonight",
+# "midnight", "moonlight", "lighter", "reddish". Words that only share letters do not:
+# "slight", "delight", "knight", "reduce", "bored".
+_BANNED_FORM = re.compile(
+    r"(?:to|mid|over|fort|week|moon|sun|twi|star|candle|day|fire|lamp)?(light|night)[a-z]*"
+    r"|(pizz)[a-z]*|(red)(?:s|der|dest|dish)?"
+)
 MAX_QUERY_CHARS = 1000  # the model reads 256 tokens at most anyway
 
 
@@ -115,14 +122,27 @@ def check_closest_line(answer: str | int | None) -> Feedback:
     )
 
 
+def banned_words(query: str) -> dict[str, str]:
+    """The words of query that are a form of a word in BANNED, each with the word it comes from."""
+    found = {}
+    for word in re.findall(r"[a-z]+", query.lower()):
+        match = _BANNED_FORM.fullmatch(word)
+        if match:
+            stem = next(group for group in match.groups() if group)
+            found[word] = next(banned for banned in BANNED if banned.startswith(stem))
+    return found
+
+
 @exercise("Replace None with your query, a str.", **a_text("your query", MAX_QUERY_CHARS))
 def check_pizza_query(query: str) -> Feedback:
     """Exercise 3: a query that ranks PIZZA first among WINES without any of BANNED's words."""
     if not query.strip():
         return wrong("The query is empty: type some words.")
-    used = sorted(set(re.findall(r"[a-z]+", query.lower())) & set(BANNED))
+    used = banned_words(query)
     if used:
-        return wrong(f"Your query uses {used}: find other words with the same meaning.")
+        forms = ", ".join(f"{word!r} ({root})" for word, root in used.items())
+        return wrong(f"Your query uses {forms}: a form of a banned word is the word. Find "
+                     "other words with the same meaning.")
     results = _index(tuple(WINES)).search(query, len(WINES))
     top, score = results[0]
     pizza_score = dict(results)[PIZZA]

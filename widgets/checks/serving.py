@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 
 from course_lib.engine import Engine
 from course_lib.fast_attention import kv_cache_bytes
@@ -15,6 +14,7 @@ from widgets.feedback import (
     A_NUMBER,
     Feedback,
     a_function,
+    as_int,
     call_learner,
     exercise,
     right,
@@ -40,16 +40,6 @@ def _engine_blocks() -> tuple[int, ...]:
         engine.step()  # the prompt's n positions are now in the cache
         out.append(len(engine.block_table(rid)))
     return tuple(out)
-
-
-def _whole(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return None
 
 
 @exercise(**a_function("blocks_needed(n_tokens, block_size)"))
@@ -81,7 +71,7 @@ def check_blocks_needed(fn: object) -> Feedback:
             "Your function returns None: return the number of blocks."))
         if failed is not None:
             return failed
-        count = _whole(got)
+        count = as_int(got)
         if count is None:
             return wrong(f"{on} your function returned {shown(got)}; return a whole number "
                          "of blocks (an int).")
