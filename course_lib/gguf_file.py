@@ -92,10 +92,12 @@ class GGUFFile:
         if name not in self.tensors:
             raise ValueError(f"{self.path}: no tensor {name!r} in the file")
         t = self.tensors[name]
-        raw = np.fromfile(self.path, dtype=np.uint8, count=t.n_bytes, offset=t.offset)
-        if raw.size != t.n_bytes:
+        if self.path.stat().st_size < t.offset + t.n_bytes:
             raise ValueError(f"{self.path} is truncated: tensor {name!r} needs {t.n_bytes} bytes "
                              f"at offset {t.offset}")
+        # Mapped, not read: the pages are the file's, gone from memory with the array (a read
+        # into the heap would leave a 30 MB hole for every large tensor loaded).
+        raw = np.memmap(self.path, dtype=np.uint8, mode="c", offset=t.offset, shape=(t.n_bytes,))
         return raw.reshape(*t.shape[:-1], -1)
 
 

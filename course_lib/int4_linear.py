@@ -11,7 +11,8 @@ activations (it is 20x slower with float32 ones on this CPU).
 
 The token embedding is stored in Q8_0 (weight = d * q, q in -128..127, 32 weights per d); tied
 to the output layer, it is the largest matrix. Q8_0 is two 4-bit planes: q = 16 h + l with
-h in -8..7 and l in 0..15, so W = (h * 16 d) + (l * d), two int4 products whose outputs add up.
+h in -8..7 and l in 0..15, so W = (h * 16 d) + (l * d), two int4 products whose outputs add up;
+the planes hold q exactly, so the embedding lookup reads its rows from them (Int4Embedding).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.gguf_file import GGUFFile
-from course_lib.quantize import QuantizedEmbedding, QuantizedTensor
 
 GROUP = 32  # weights per block (Q4_1 and Q8_0) and per scale group of the kernel
 ROW_TILE = 64  # the kernel's packed layout interleaves output rows in tiles of 64
@@ -152,11 +152,11 @@ class Int4Linear(nn.Module):
         if x.device.type != "cpu":
             raise ValueError("Int4Linear runs on the CPU only (torch's int4 CPU kernel)")
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        y = None
-        for packed, sz in self.planes():
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, GROUP, sz)
-            y = out.float() if y is None else y.add_(out)
-        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        mm = torch.ops.aten._weight_int4pack_mm_for_cpu
+        y = mm(flat, self.packed_0, GROUP, self.scales_and_zeros_0).to(x.dtype)
+        for packed, sz in self.planes()[1:]:
+            y.add_(mm(flat, packed, GROUP, sz))
+        return y.view(*x.shape[:-1], self.out_features)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -175,32 +175,72 @@ class Int4Linear(nn.Module):
 
 
 class Int4Head(Int4Linear):
-    """The output layer: Int4Linear, then every logit within `margin` of its position's largest
-    recomputed in float32 from the stored 8-bit rows (the embedding's, when tied).
+    """The output layer tied to a Q8_0 embedding: Int4Linear's two planes, each block's exact
+    float16 step d, and every logit within `margin` of its position's largest recomputed in
+    float32 from the stored rows.
 
     The kernel's outputs are bfloat16, which rounds a logit of 20 by up to 0.06, and its scales
     are bfloat16 too: SmolLM2's logits come out up to about 0.25 off, enough to swap two
     near-tied candidates, so greedy decoding would now and then pick another token than the
     float32 model. The few candidates that can win are recomputed exactly (a few rows of 576
     weights each), so the choice is the float32 model's; the other logits keep the kernel's.
+    The planes hold the codes q = 16 h + l exactly, so `rows` rebuilds any row d * q as the
+    file stores it: the embedding lookup reads them too (Int4Embedding), and no second copy of
+    the matrix is kept.
     """
 
     def __init__(self, planes: list[tuple[torch.Tensor, torch.Tensor]], in_features: int,
-                 out_features: int, rows: QuantizedTensor, margin: float = 1.0):
+                 out_features: int, step: torch.Tensor, margin: float = 1.0):
         super().__init__(planes, in_features, out_features)
-        if rows.shape != (out_features, in_features):
-            raise ValueError(f"rows must be the ({out_features}, {in_features}) matrix, "
-                             f"got {rows.shape}")
-        self.rows, self.margin = rows, margin
+        if len(planes) != 2 or step.shape != (out_features, in_features // GROUP):
+            raise ValueError("Int4Head needs a Q8_0 matrix's two planes and its steps d "
+                             f"({out_features}, {in_features // GROUP})")
+        self.register_buffer("step", step.to(torch.float16))
+        self.margin = margin
+
+    @classmethod
+    def from_q8_0(cls, raw: np.ndarray) -> Int4Head:
+        layer = Int4Linear.from_blocks(raw, "Q8_0")
+        step = torch.cat([q8_0_parts(raw[r : r + 4096])[1] for r in range(0, len(raw), 4096)])
+        return cls(layer.planes(), layer.in_features, layer.out_features, step)
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """The float32 rows (len(index), in_features) of the matrix as the file stores them."""
+        index = index.reshape(-1)
+        tile, r = index // ROW_TILE, index % ROW_TILE
+        codes = []
+        for packed, _ in self.planes():
+            t = packed.view(-1, self.in_features // 2, 2, 32)  # tile, k//2, k%2, n%32
+            b = t[tile, :, :, r % 32].reshape(len(index), self.in_features)
+            codes.append(torch.where((r < 32)[:, None], b & 0x0F, b >> 4).to(torch.int16))
+        q = (codes[0] - 8) * 16 + codes[1]  # h * 16 + l, the file's int8 code
+        d = self.step[index].float().repeat_interleave(GROUP, dim=1)
+        return q.float().mul_(d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = super().forward(x)
         flat, logits = x.reshape(-1, self.in_features), y.view(-1, self.out_features)
         close = logits >= logits.amax(dim=-1, keepdim=True) - self.margin
         pos, tok = close.nonzero(as_tuple=True)
-        w = self.rows.dequantize_rows(tok, flat.dtype)  # (candidates, in_features)
-        logits[pos, tok] = torch.linalg.vecdot(w, flat[pos])
+        logits[pos, tok] = torch.linalg.vecdot(self.rows(tok).to(flat.dtype), flat[pos])
         return y
+
+
+class Int4Embedding(nn.Module):
+    """The token embedding tied to an Int4Head: a lookup rebuilds the rows it reads, exactly."""
+
+    def __init__(self, head: Int4Head):
+        super().__init__()
+        self.head = head
+        self.num_embeddings, self.embedding_dim = head.out_features, head.in_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole float32 matrix (113 MB for SmolLM2), built on demand."""
+        return self.head.rows(torch.arange(self.num_embeddings))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.head.rows(idx).view(*idx.shape, self.embedding_dim)
 
 
 def dequantized_linear(layer: Int4Linear, x: torch.Tensor) -> torch.Tensor:
@@ -208,69 +248,55 @@ def dequantized_linear(layer: Int4Linear, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x, layer.weight.to(x.dtype))
 
 
+def _kernel_takes(gguf: GGUFFile, parts: list[str]) -> bool:
+    """Whether the tensors `parts`, stacked by rows, are of one block type the kernel can hold
+    as stored (Q4_1 or Q8_0) and of a shape it takes."""
+    kinds = {gguf.tensors[p].type_name for p in parts}
+    shapes = [gguf.tensors[p].shape for p in parts]
+    return (len(kinds) == 1 and kinds.pop() in BLOCK_BYTES and len(shapes[0]) == 2
+            and sum(s[0] for s in shapes) % ROW_TILE == 0 and shapes[0][-1] % GROUP == 0)
+
+
 def _linear_from_file(gguf: GGUFFile, parts: list[str]) -> Int4Linear | None:
     """An Int4Linear of the GGUF tensors `parts` stacked by rows, or None where the kernel
     cannot hold them as stored (another block type, or a shape it does not take)."""
-    kinds = {gguf.tensors[p].type_name for p in parts}
-    shapes = [gguf.tensors[p].shape for p in parts]
-    rows = sum(s[0] for s in shapes)
-    if len(kinds) != 1 or rows % ROW_TILE or shapes[0][-1] % GROUP:
+    if not _kernel_takes(gguf, parts):
         return None
-    kind = kinds.pop()
-    if kind not in BLOCK_BYTES:
-        return None
+    kind = gguf.tensors[parts[0]].type_name
     raw = [gguf.raw(p) for p in parts]
     return Int4Linear.from_blocks(raw[0] if len(raw) == 1 else np.concatenate(raw), kind)
 
 
-def _embedding_from_file(gguf: GGUFFile, name: str,
-                         rows_at_once: int = 4096) -> QuantizedEmbedding | None:
-    """The Q8_0 embedding as stored (8-bit codes, a float16 step per 32), or None."""
-    t = gguf.tensors[name]
-    if t.type_name != "Q8_0":
-        return None
-    raw = gguf.raw(name)
-    N, K = t.shape
-    offset = torch.empty(N, K, dtype=torch.uint8)  # QuantizedTensor keeps codes + 127 in a byte
-    scale = torch.empty(N, K // GROUP, dtype=torch.float16)
-    for r in range(0, N, rows_at_once):
-        codes, scale[r : r + rows_at_once] = q8_0_parts(raw[r : r + rows_at_once])
-        if int(codes.min()) < -127:
-            return None
-        offset[r : r + rows_at_once] = codes.view(torch.uint8) + 127  # wraps to codes + 127
-    return QuantizedEmbedding(QuantizedTensor(offset, scale, 8, GROUP, (N, K)))
-
-
 def keep_quantized(model: nn.Module, gguf: GGUFFile,
                    names: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Put the file's 4-bit (and Q8_0) matrices into model as Int4Linear layers, and its Q8_0
-    embedding as a QuantizedEmbedding; return the entries of names still to load as floats.
+    """Put the file's 4-bit (and Q8_0) matrices into model as Int4Linear layers, and a tied Q8_0
+    embedding as an Int4Head and its Int4Embedding; return the entries of names still to load
+    as floats.
 
     names maps our parameter names ("transformer.h.0.attn.c_attn.weight") to the GGUF tensors
     stacked into each (course_lib.pretrained._gguf_names). A tied output layer is built from
     the embedding's tensor.
     """
     rest = dict(names)
+    tied = "lm_head.weight" not in names
+    wte = names["transformer.wte.weight"]
+    if tied and gguf.tensors[wte[0]].type_name == "Q8_0" and _kernel_takes(gguf, wte):
+        # Largest first, while the heap is empty: its temporaries leave no holes between the
+        # small layers' buffers. One copy serves the output layer and the embedding lookup.
+        head = Int4Head.from_q8_0(gguf.raw(wte[0]))
+        model.lm_head, model.transformer.wte = head, Int4Embedding(head)
+        del rest["transformer.wte.weight"]
     todo = {k: v for k, v in names.items() if k.endswith(".weight")
             and isinstance(model.get_submodule(k.removesuffix(".weight")), nn.Linear)}
-    if "lm_head.weight" not in names:  # tied: the output layer is the embedding's matrix
-        todo["lm_head.weight"] = names["transformer.wte.weight"]
+    if tied and isinstance(model.lm_head, nn.Linear):
+        todo["lm_head.weight"] = wte
     for ours, parts in todo.items():
         layer = _linear_from_file(gguf, parts)
         if layer is not None:
             _replace(model, ours.removesuffix(".weight"), layer)
             rest.pop(ours, None)
-    embedding = _embedding_from_file(gguf, names["transformer.wte.weight"][0])
-    if embedding is not None:
-        _replace(model, "transformer.wte", embedding)
-        del rest["transformer.wte.weight"]
-        if "lm_head.weight" not in names and isinstance(model.lm_head, Int4Linear):
-            head = model.lm_head  # tied: exact top logits from the embedding's stored rows
-            model.lm_head = Int4Head(head.planes(), head.in_features, head.out_features,
-                                     embedding.qweight)
-    if "lm_head.weight" not in names and isinstance(model.lm_head, nn.Linear):
-        # tied, but the kernel could not hold it: a float copy of the embedding's matrix
-        rest["lm_head.weight"] = names["transformer.wte.weight"]
+    if tied and isinstance(model.lm_head, nn.Linear):
+        rest["lm_head.weight"] = wte  # the kernel could not hold it: a float copy
     return rest
 
 

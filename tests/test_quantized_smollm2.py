@@ -14,13 +14,14 @@ from course_lib.engine import Engine
 from course_lib.gguf_file import read_gguf
 from course_lib.int4_linear import (
     GROUP,
+    Int4Embedding,
     Int4Head,
     Int4Linear,
     pack_int4,
     q4_1_parts,
     unpack_int4,
 )
-from course_lib.quantize import QuantizedEmbedding, dequantize_q4_1, model_nbytes
+from course_lib.quantize import dequantize_q4_1, model_nbytes
 from course_lib.sampling import SamplingParams, generate
 
 # A fixed English paragraph, not from any lesson, for the agreement of the two models.
@@ -105,7 +106,8 @@ def test_quantized_model_keeps_the_files_blocks(smollm2_q4, smollm2):
     f, _ = smollm2
     linears = [m for m in q.modules() if isinstance(m, Int4Linear)]
     assert len(linears) == 4 * q.config.n_layer + 1  # qkv, out, gate-up, down; and the head
-    assert isinstance(q.lm_head, Int4Head) and isinstance(q.transformer.wte, QuantizedEmbedding)
+    assert isinstance(q.lm_head, Int4Head) and isinstance(q.transformer.wte, Int4Embedding)
+    assert q.transformer.wte.head is q.lm_head  # one copy of the tied matrix
     assert not any(isinstance(m, torch.nn.Linear) for m in q.modules())
     # 4.5 bits a weight for Q4_1 in the kernel's form, against float32's 32: about 1/5 in all
     assert model_nbytes(q) < 0.25 * model_nbytes(f)
@@ -113,6 +115,7 @@ def test_quantized_model_keeps_the_files_blocks(smollm2_q4, smollm2):
     assert torch.equal(q.transformer.h[3].ln_1.weight, f.transformer.h[3].ln_1.weight)
     ids = torch.tensor([[1, 500, 9000]])
     assert torch.equal(q.transformer.wte(ids), f.transformer.wte(ids))  # the lookup is exact
+    assert torch.equal(q.lm_head.rows(torch.tensor([7, 49151])), f.lm_head.weight[[7, 49151]])
     assert q.device == torch.device("cpu")
 
 
