@@ -229,6 +229,7 @@ def bench_smollm2_q4(new_tokens: int = 64, repeats: int = 3) -> dict:
                               torch.device("cpu"), repeats)
         out["tok_s"] = {k: new_tokens / v for k, v in gen.items()}
         out["decode_ms"] = {k: 1e3 * (gen[k] - pre[k]) / new_tokens for k in pre}
+        out["prefill_tok_s"] = {k: len(prompt) / v for k, v in pre.items()}
         llama = _llama_cpp_tok_s(smollm2_path(), prompt, new_tokens)
         if llama is not None:
             out["tok_s"]["llama.cpp"] = llama
@@ -252,6 +253,8 @@ def smollm2_q4_rows(row: Callable, quick: bool) -> dict:
     print("cached greedy tokens/s: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items())
           + ("" if "llama.cpp" in t else
              " (llama.cpp: not installed; pip install llama-cpp-python to compare)"))
+    print("prefill tokens/s (the chat prompt, one pass): " + ", ".join(
+        f"{k} {v:.0f}" for k, v in r["prefill_tok_s"].items()))
     hf = t["transformers"]
     row("SmolLM2 4-bit greedy tok/s, 1 thread", f"{t['int4']:.1f}", f"HF generate {hf:.1f}",
         t["int4"] / hf, 3.0, f", same tokens as float32: {r['same_tokens_int4_float32']}")

@@ -263,3 +263,19 @@ def test_bad_quantized_arguments(smollm2_file, kwargs, match):
 
     with pytest.raises((ValueError, TypeError), match=match):
         load_smollm2(**kwargs)
+
+
+def test_model_explorer_and_logit_lens_run_on_it(smollm2_q4, smollm2):
+    from course_lib.interpret import logit_lens, model_trace
+    from widgets.model_explorer import ModelExplorer
+
+    q, tok = smollm2_q4
+    f, _ = smollm2
+    ids = tok.encode("The capital of France is")
+    lens_q, lens_f = logit_lens(q, ids), logit_lens(f, ids)
+    assert lens_q.shape == lens_f.shape
+    assert torch.equal(lens_q[-1].argmax(-1), lens_f[-1].argmax(-1))  # " Paris" at the top
+    trace = model_trace(q, tok, ids, k=3)
+    assert trace.token_embeddings.shape == (len(ids), q.config.n_embd)
+    view = ModelExplorer((q, tok), text="The capital of France is", k=3)
+    assert view is not None
