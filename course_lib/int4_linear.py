@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from course_lib.gguf_file import GGUFFile
@@ -241,11 +240,6 @@ class Int4Embedding(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.head.rows(idx).view(*idx.shape, self.embedding_dim)
-
-
-def dequantized_linear(layer: Int4Linear, x: torch.Tensor) -> torch.Tensor:
-    """x W^T with W = layer.weight in float32: what layer(x) computes, without bf16 rounding."""
-    return F.linear(x, layer.weight.to(x.dtype))
 
 
 def _kernel_takes(gguf: GGUFFile, parts: list[str]) -> bool:
