@@ -2,6 +2,8 @@
 
 python -m course_lib.bench            all figures (CPU: a few minutes)
 python -m course_lib.bench --quick    smaller sizes, for a smoke run
+taskset -c 1 python -m course_lib.bench --skip training generation cache bpe ddp smollm2
+                                      SmolLM2 in the file's 4 bits on one core (issue 27's table)
 On a GPU it adds tokens/s and model FLOPs utilisation at GPT-2-small shape in bf16.
 """
 
@@ -257,125 +259,6 @@ def gpu_mfu(batch_size: int, steps: int, device: torch.device) -> dict:
             "mfu": None if peak is None else flops_per_token * tok_s / peak}
 
 
-# ----- SmolLM2-135M-Instruct: a real model on our code ------------------------------------------
-
-
-def _smollm2_pair():
-    """(ours, transformers') SmolLM2 in float32 from the same GGUF file, in eval mode."""
-    import transformers
-    from transformers import AutoModelForCausalLM
-
-    from course_lib.pretrained import load_smollm2, smollm2_path
-
-    path = smollm2_path()
-    ours, tok = load_smollm2()
-    transformers.logging.set_verbosity_error()
-    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                              dtype=torch.float32).eval()
-    return ours, hf, tok
-
-
-def matvec_seconds(model: GPT, repeats: int = 5) -> float:
-    """The matrix-vector limit of one decoding step: the time of torch's products of one
-    token's vector with every weight matrix of the model (each layer's, then the head's), and
-    nothing else. Decoding reads every weight once, so no implementation on the same
-    kernels can be much faster."""
-    mats = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    xs = {w.shape[1]: torch.randn(1, 1, w.shape[1]) for w in mats}
-
-    def step():
-        for w in mats:
-            torch.nn.functional.linear(xs[w.shape[1]], w)
-
-    with torch.no_grad():
-        return _best_times({"mv": step}, torch.device("cpu"), repeats)["mv"]
-
-
-def bench_smollm2(prompt_len: int, new_tokens: int, threads: tuple[int, ...] = (1, 2)) -> dict:
-    """SmolLM2 on the CPU: load time and memory (fresh process), prefill and cached greedy
-    generation tokens/s against transformers on the same weights, and the matrix-vector limit."""
-    import os
-    import subprocess
-    import sys
-
-    script = Path(__file__).resolve().parent.parent / "scripts" / "measure_smollm2.py"
-    out: dict = {}
-    if script.is_file():  # a fresh process at one thread, as a learner's kernel
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        run = subprocess.run([sys.executable, str(script), "--json", "--new-tokens", "16"],
-                             capture_output=True, text=True, env=env, check=True)
-        out["fresh"] = json.loads(run.stdout.strip().splitlines()[-1])
-    ours, hf, tok = _smollm2_pair()
-    old_threads = torch.get_num_threads()
-    prompt = torch.tensor([tok.encode("The sea is calm tonight. " * 64)[:prompt_len]])
-    mask = torch.ones_like(prompt)
-    out["threads"] = {}
-    res: dict = {}
-    try:
-        for n in threads:
-            torch.set_num_threads(n)
-
-            def ours_prefill():
-                with torch.no_grad():
-                    ours(prompt)
-
-            def hf_prefill():
-                with torch.no_grad():
-                    hf(prompt)
-
-            def ours_gen():
-                res["ours"] = generate(ours, prompt, new_tokens, temperature=0)
-
-            def hf_gen():
-                res["hf"] = hf.generate(prompt, attention_mask=mask, max_new_tokens=new_tokens,
-                                        min_new_tokens=new_tokens, do_sample=False,
-                                        pad_token_id=2)
-
-            pre = _best_times({"ours": ours_prefill, "hf": hf_prefill}, torch.device("cpu"), 2)
-            gen = _best_times({"ours": ours_gen, "hf": hf_gen}, torch.device("cpu"), 2)
-            # A decoding step's share: generation minus one prefill, per new token.
-            step_ours = (gen["ours"] - pre["ours"]) / new_tokens
-            step_hf = (gen["hf"] - pre["hf"]) / new_tokens
-            limit = matvec_seconds(ours)
-            out["threads"][n] = {
-                "prefill_tok_s": prompt_len / pre["ours"],
-                "hf_prefill_tok_s": prompt_len / pre["hf"],
-                "gen_tok_s": new_tokens / gen["ours"],
-                "hf_gen_tok_s": new_tokens / gen["hf"],
-                "decode_step_ms": 1e3 * step_ours,
-                "hf_decode_step_ms": 1e3 * step_hf,
-                "matvec_limit_tok_s": 1 / limit,
-                "fraction_of_limit": limit / step_ours,
-                "same_tokens": torch.equal(res["ours"], res["hf"]),
-            }
-    finally:
-        torch.set_num_threads(old_threads)
-    return out
-
-
-def smollm2_rows(row: Callable, quick: bool) -> dict:
-    """Run bench_smollm2 and print its rows through main's row()."""
-    prompt_len, new_tokens = (32, 32) if quick else (128, 128)
-    r = bench_smollm2(prompt_len, new_tokens)
-    if "fresh" in r:
-        f = r["fresh"]
-        row("SmolLM2 load (s), 1 thread, fresh process", f"{f['load_s']:.1f}", "limit 10 s",
-            10 / max(f["load_s"], 1e-9), 1.0,
-            f", {f['load_cpu_s']:.1f} s of CPU (wall time grows on a busy machine), "
-            f"peak RSS {f['peak_rss_after_generate_mb']} MB (limit 1,200 MB)")
-    for n, t in r["threads"].items():
-        row(f"SmolLM2 prefill tokens/s, {n} thread(s)", f"{t['prefill_tok_s']:,.0f}",
-            f"HF Llama {t['hf_prefill_tok_s']:,.0f}", t["prefill_tok_s"] / t["hf_prefill_tok_s"],
-            None, f", {prompt_len}-token prompt")
-        row(f"SmolLM2 cached greedy tokens/s, {n} thr", f"{t['gen_tok_s']:,.1f}",
-            f"HF generate {t['hf_gen_tok_s']:,.1f}", t["gen_tok_s"] / t["hf_gen_tok_s"], 1.15,
-            f", {new_tokens} tokens, same greedy tokens: {t['same_tokens']}")
-        row(f"SmolLM2 decode step vs mat-vec limit, {n} thr", f"{t['decode_step_ms']:.1f} ms",
-            f"limit {1e3 / t['matvec_limit_tok_s']:.1f} ms/token", t["fraction_of_limit"], 0.9,
-            f", HF {t['hf_decode_step_ms']:.1f} ms")
-    return r
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -385,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="skip the torch.compile training figure (compiling takes minutes)")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["training", "generation", "cache", "bpe", "mfu", "smollm2",
-                                 "ddp"])
+                                 "smollm2-q4", "ddp"])
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     args = parser.parse_args(argv)
     device = check_device("--device", args.device) if args.device else default_device()
@@ -464,7 +347,13 @@ def main(argv: list[str] | None = None) -> None:
               f"MFU {mfu}")
         report["gpu_training"] = r
     if not gpu and "smollm2" not in args.skip:
+        from course_lib.bench_smollm2 import smollm2_rows  # it imports this module
+
         report["smollm2"] = smollm2_rows(row, q)
+    if not gpu and "smollm2-q4" not in args.skip:
+        from course_lib.bench_smollm2 import smollm2_q4_rows
+
+        report["smollm2_q4"] = smollm2_q4_rows(row, q)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 

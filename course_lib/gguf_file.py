@@ -81,15 +81,25 @@ class GGUFFile:
         if t.type_id not in SUPPORTED_TYPES:
             raise ValueError(f"{self.path}: tensor {name!r} has type {t.type_name}, which "
                              f"course_lib does not read (supported: {supported_type_names()})")
-        raw = np.fromfile(self.path, dtype=np.uint8, count=t.n_bytes, offset=t.offset)
-        if raw.size != t.n_bytes:
-            raise ValueError(f"{self.path} is truncated: tensor {name!r} needs {t.n_bytes} bytes "
-                             f"at offset {t.offset}")
+        rows = self.raw(name)
         qtype = GGMLQuantizationType(t.type_id)
         if qtype == GGMLQuantizationType.F32:
-            return raw.view(np.float32).reshape(t.shape)
-        rows = raw.reshape(*t.shape[:-1], -1)
+            return rows.view(np.float32).reshape(t.shape)
         return np.asarray(dequantize(rows, qtype), dtype=np.float32).reshape(t.shape)
+
+    def raw(self, name: str) -> np.ndarray:
+        """The bytes of tensor `name` exactly as stored, uint8 with one row of the matrix per
+        row (its blocks, for a quantized type), nothing decoded."""
+        if name not in self.tensors:
+            raise ValueError(f"{self.path}: no tensor {name!r} in the file")
+        t = self.tensors[name]
+        if self.path.stat().st_size < t.offset + t.n_bytes:
+            raise ValueError(f"{self.path} is truncated: tensor {name!r} needs {t.n_bytes} bytes "
+                             f"at offset {t.offset}")
+        # Mapped, not read: the pages are the file's, gone from memory with the array (a read
+        # into the heap would leave a 30 MB hole for every large tensor loaded).
+        raw = np.memmap(self.path, dtype=np.uint8, mode="c", offset=t.offset, shape=(t.n_bytes,))
+        return raw.reshape(*t.shape[:-1], -1)
 
 
 def _supported() -> dict[int, str]:

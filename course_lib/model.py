@@ -267,7 +267,11 @@ class GPT(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.transformer.wte.weight.device
+        wte = self.transformer.wte
+        if isinstance(wte, nn.Embedding):
+            return wte.weight.device
+        # a stored-quantized embedding (load_smollm2(quantized=True)): its .weight is rebuilt
+        return next(self.transformer.ln_f.parameters()).device
 
     def new_cache(self, capacity: int | None = None) -> KVCache:
         """An empty KV cache for this model; capacity: positions to make room for at first."""

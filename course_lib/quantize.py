@@ -280,12 +280,11 @@ def gguf_tensor(path, name: str) -> tuple[np.ndarray, str, tuple[int, ...]]:
     """
     from course_lib.gguf_file import read_gguf
 
-    table = read_gguf(path).tensors
-    if name not in table:
+    gguf = read_gguf(path)
+    if name not in gguf.tensors:
         raise ValueError(f"no tensor named {name!r} in {path}")
-    t = table[name]
-    raw = np.fromfile(path, dtype=np.uint8, count=t.n_bytes, offset=t.offset)
-    return raw.reshape(*t.shape[:-1], -1), t.type_name, tuple(t.shape)
+    t = gguf.tensors[name]
+    return gguf.raw(name), t.type_name, tuple(t.shape)
 
 
 def quantization_summary(

@@ -1,9 +1,11 @@
 """Load time and peak memory of SmolLM2 on our code, in a fresh process, as a learner meets it.
 
     OMP_NUM_THREADS=1 taskset -c 0 python scripts/measure_smollm2.py [--new-tokens 64] [--json]
+        [--quantized]
 
 Prints the seconds load_smollm2() takes, the peak resident memory (RSS) after loading and after
-a greedy chat reply, and the reply's tokens/s. Issue 17's limits: 10 s, 1.2 GB on one core.
+a greedy chat reply, and the reply's tokens/s. Issue 17's limits: 10 s, 1.2 GB on one core;
+issue 27's for --quantized (the file's 4-bit blocks): 2 s, 500 MB.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
+    parser.add_argument("--quantized", action="store_true",
+                        help="load_smollm2(quantized=True): the file's 4-bit blocks")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     import torch
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     t_import = time.perf_counter() - t0
     t0, c0 = time.perf_counter(), cpu_seconds()
-    model, tok = load_smollm2()
+    model, tok = load_smollm2(quantized=args.quantized)
     load_s, load_cpu_s = time.perf_counter() - t0, cpu_seconds() - c0
     rss_load = peak_rss_mb()
     prompt = encode_chat(tok, [{"role": "user", "content": "Write a short poem about the sea."}])
@@ -49,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = generate(model, prompt, args.new_tokens, temperature=0)
     gen_s, gen_cpu_s = time.perf_counter() - t0, cpu_seconds() - c0
     result = {
+        "quantized": args.quantized,
         "threads": torch.get_num_threads(),
         "import_s": round(t_import, 2),
         "load_s": round(load_s, 2),

@@ -2,7 +2,7 @@
 
 import torch
 
-from course_lib import bench
+from course_lib import bench, bench_smollm2
 
 CPU = torch.device("cpu")
 
@@ -44,8 +44,8 @@ def test_command_line_writes_its_figures_as_json(tmp_path, capsys):
     import json
 
     out = tmp_path / "bench.json"
-    bench.main(["--quick", "--skip", "training", "generation", "cache", "smollm2", "ddp",
-                "--json", str(out)])
+    bench.main(["--quick", "--skip", "training", "generation", "cache", "smollm2", "smollm2-q4",
+                "ddp", "--json", str(out)])
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and set(report["shapes"]) == {"course", "small"}
     (bpe,) = report["rows"]
@@ -69,7 +69,7 @@ def test_matvec_limit_times_every_weight_matrix_once():
 
     torch.nn.functional.linear = counting
     try:
-        assert bench.matvec_seconds(model, repeats=1) > 0
+        assert bench_smollm2.matvec_seconds(model, repeats=1) > 0
     finally:
         torch.nn.functional.linear = real
     # 4 matrices per layer and the head, per timed step (one warm-up, one timed run).
