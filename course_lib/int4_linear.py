@@ -30,16 +30,22 @@ Q8_0_BYTES = 34  # float16 d, 32 int8 codes
 BLOCK_BYTES = {"Q4_1": Q4_1_BYTES, "Q8_0": Q8_0_BYTES}
 
 
+def _blocks(raw: np.ndarray, kind: str) -> torch.Tensor:
+    """Rows of bytes viewed as (rows, blocks, bytes per block) of the GGUF block type kind."""
+    size = BLOCK_BYTES[kind]
+    raw = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.uint8))
+    if raw.dim() != 2 or raw.shape[1] % size:
+        raise ValueError(f"raw must be rows of whole {size}-byte {kind} blocks")
+    return raw.view(raw.shape[0], raw.shape[1] // size, size)
+
+
 def q4_1_parts(raw: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(codes uint8 (N, K) in 0..15, d (N, K/32) float16, m float16) of Q4_1 rows of bytes.
 
     weight[n, k] = d[n, k // 32] * codes[n, k] + m[n, k // 32], as ggml dequantizes it.
     """
-    raw = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.uint8))
-    if raw.dim() != 2 or raw.shape[1] % Q4_1_BYTES:
-        raise ValueError(f"raw must be rows of whole {Q4_1_BYTES}-byte Q4_1 blocks")
-    n, blocks = raw.shape[0], raw.shape[1] // Q4_1_BYTES
-    b = raw.view(n, blocks, Q4_1_BYTES)
+    b = _blocks(raw, "Q4_1")
+    n, blocks = b.shape[:2]
     d = b[..., 0:2].contiguous().view(torch.float16)[..., 0]
     m = b[..., 2:4].contiguous().view(torch.float16)[..., 0]
     qs = b[..., 4:]
@@ -49,11 +55,8 @@ def q4_1_parts(raw: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 def q8_0_parts(raw: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes int8 (N, K), d (N, K/32) float16) of Q8_0 rows of bytes: weight = d * code."""
-    raw = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.uint8))
-    if raw.dim() != 2 or raw.shape[1] % Q8_0_BYTES:
-        raise ValueError(f"raw must be rows of whole {Q8_0_BYTES}-byte Q8_0 blocks")
-    n, blocks = raw.shape[0], raw.shape[1] // Q8_0_BYTES
-    b = raw.view(n, blocks, Q8_0_BYTES)
+    b = _blocks(raw, "Q8_0")
+    n, blocks = b.shape[:2]
     d = b[..., 0:2].contiguous().view(torch.float16)[..., 0]
     codes = b[..., 2:].contiguous().view(torch.int8).reshape(n, blocks * GROUP)
     return codes, d
