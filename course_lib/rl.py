@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Sequence
+from importlib import resources
 
 import torch
 from tqdm.auto import tqdm
@@ -235,3 +237,10 @@ def accuracy_items(model: GPT, tokenizer, examples: Sequence[Instruction],
         new = new[: new.index(stop)] if stop in new else new
         scores.append(reward_fn(tokenizer.decode(new), e))
     return scores
+
+
+def load_grpo_run() -> dict:
+    """The longer GRPO runs' results that ship with the course (scripts/train_grpo.py wrote
+    course_lib/assets/grpo_run.json): settings, reward histories, per-question accuracies."""
+    return json.loads(resources.files("course_lib").joinpath("assets", "grpo_run.json")
+                      .read_text("utf-8"))
