@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=1 taskset -c 0 python scripts/measure_safety.py
 
-(or its --part's in parallel processes, then --merge their files). Lesson 13 reads the replies (course_lib.safety.load_safety_replies) instead of generating
+(or each --part in a process of its own, then --merge their files). Lesson 13 reads the
+replies (course_lib.safety.load_safety_replies) instead of generating
 some 200 of them live: at about 15 tokens/s on one core they take minutes, past the lesson's
 budget. It regenerates a few live and checks they equal the shipped ones. Greedy decoding, so
 the file repeats; the hand labels of the refusal detector (in the output's "hand_labels") are
