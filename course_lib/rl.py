@@ -10,7 +10,14 @@ from importlib import resources
 import torch
 from tqdm.auto import tqdm
 
-from course_lib.assistant import Instruction, end_id, make_instructions, masked_targets, prompt_text
+from course_lib.assistant import (
+    Instruction,
+    end_id,
+    make_instructions,
+    masked_targets,
+    policy_optimizer,
+    prompt_text,
+)
 from course_lib.data import DOC_MODULES_HELDOUT, VAL_PLAYS
 from course_lib.model import GPT, eval_mode
 from course_lib.sampling import generate_batch
@@ -199,12 +206,7 @@ def grpo_train(policy: GPT, reference: GPT, tokenizer, examples: Sequence[Instru
     seed = check_seed("seed", seed)
     if not examples:
         raise ValueError("examples is empty: give at least one Instruction")
-    if policy is reference or any(a is b for a, b in zip(policy.parameters(),
-                                                         reference.parameters(), strict=False)):
-        raise ValueError("reference must be a separate frozen copy of the policy "
-                         "(copy.deepcopy(policy)), not the policy itself")
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad],
-                                  lr=learning_rate, weight_decay=0.0)
+    optimizer = policy_optimizer(policy, reference, learning_rate)
     rng = random.Random(seed)
     history: dict[str, list] = {}
     bar = tqdm(range(steps), disable=not progress, desc="GRPO", unit="step")
