@@ -445,6 +445,17 @@ def pair_logratios(policy: GPT, reference: GPT, tokenizer,
     return diff[: len(pairs)], diff[len(pairs):]
 
 
+def policy_optimizer(policy: GPT, reference: GPT, learning_rate: float) -> torch.optim.AdamW:
+    """AdamW (no weight decay) over policy's trainable weights, once reference is known to be a
+    separate frozen copy: DPO and GRPO both measure the policy against it."""
+    if policy is reference or any(a is b for a, b in zip(policy.parameters(),
+                                                         reference.parameters(), strict=False)):
+        raise ValueError("reference must be a separate frozen copy of the policy "
+                         "(copy.deepcopy(policy)), not the policy itself")
+    return torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad],
+                             lr=learning_rate, weight_decay=0.0)
+
+
 def dpo_train(policy: GPT, reference: GPT, tokenizer, pairs: Sequence[tuple[str, str, str]],
               steps: int = 20, batch_size: int = 8, learning_rate: float = 1e-4,
               beta: float = 0.1, seed: int = 0, progress: bool = True,
@@ -459,12 +470,7 @@ def dpo_train(policy: GPT, reference: GPT, tokenizer, pairs: Sequence[tuple[str,
     pairs = _check_pairs("pairs", pairs)
     if monitor is not None:
         monitor = _check_pairs("monitor", monitor)
-    if policy is reference or any(a is b for a, b in zip(policy.parameters(),
-                                                         reference.parameters(), strict=False)):
-        raise ValueError("reference must be a separate frozen copy of the policy "
-                         "(copy.deepcopy(policy)), not the policy itself")
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad],
-                                  lr=learning_rate, weight_decay=0.0)
+    optimizer = policy_optimizer(policy, reference, learning_rate)
     rng = random.Random(check_seed("seed", seed))
     history: dict[str, list] = {}
     if monitor:  # the reference never changes: score the monitor pairs under it once

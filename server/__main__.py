@@ -10,6 +10,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from course_lib.pretrained import load_pretrained, load_smollm2
+from course_lib.safety import train_gate
 from server.app import create_app
 from server.limits import GRACEFUL_SHUTDOWN_S
 
@@ -41,6 +42,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability from 0 to 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     parser.add_argument("--model", choices=sorted(MODELS), required=True)
@@ -51,12 +59,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="requests run together in one step (1: one at a time)")
     parser.add_argument("--max-waiting", type=_positive, default=None,
                         help="requests that may wait for a slot; more get 429 (default: no limit)")
+    parser.add_argument("--moderation", type=_probability, default=None, metavar="P",
+                        help="put course_lib.safety's moderation gate in front of the model: a "
+                             "prompt it scores P or more is answered with a refusal (default: "
+                             "off)")
     args = parser.parse_args(argv)
 
     model_name, load = MODELS[args.model]
     model, tokenizer = load()
-    app = create_app(model, tokenizer, model_name, max_batch_size=args.max_batch_size,
-                     max_waiting=args.max_waiting)
+    gate = None if args.moderation is None else train_gate(args.moderation)
+    app = create_app(model, tokenizer, model_name, moderation=gate,
+                     max_batch_size=args.max_batch_size, max_waiting=args.max_waiting)
     server = _Server(uvicorn.Config(app, host=args.host, port=args.port,
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S), app)
     # uvicorn shuts down gracefully on SIGTERM and then raises the signal again, which with

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from course_lib.chat import IM_START, _stop_ids, encode_chat
 from course_lib.engine import Engine
 from course_lib.model import GPT
+from course_lib.safety import GATE_REFUSAL
 from course_lib.sampling import SamplingParams
 from server.errors import APIError, install_error_handlers
 from server.generation import Generation
@@ -29,11 +32,16 @@ STATIC = Path(__file__).parent / "static"
 _PARAM_NAMES = {"max_new_tokens": "max_tokens"}
 
 
-def create_app(model: GPT, tokenizer, model_name: str, **engine_options) -> FastAPI:
+def create_app(model: GPT, tokenizer, model_name: str, moderation=None,
+               **engine_options) -> FastAPI:
     """The server's app: an Engine(model, **engine_options) driven by one thread while it runs.
 
     tokenizer: the model's (course_lib's BPETokenizer); a chat model's tokenizer has
     SmolLM2's <|im_start|> marker, and only then is /v1/chat/completions open.
+    moderation: None (off), or a gate with allows(text) -> bool (course_lib.safety's
+    ModerationGate) that reads the prompt, or the last user message, before the model does; a
+    text it stops gets GATE_REFUSAL with finish_reason "content_filter", and the model never
+    runs.
     """
     is_chat = IM_START in (getattr(tokenizer, "special_tokens", None) or {})
     context = model.config.block_size
@@ -84,7 +92,9 @@ def create_app(model: GPT, tokenizer, model_name: str, **engine_options) -> Fast
                            code="invalid_value") from None
 
     async def respond(body: GenerationRequest, request: Request, prompt_ids: list[int],
-                      params: SamplingParams, chat: bool) -> Response:
+                      params: SamplingParams, chat: bool, gated_text: str = "") -> Response:
+        if moderation is not None and gated_text and not moderation.allows(gated_text):
+            return gated(body, chat, len(prompt_ids))
         gen = Generation(app.state.runner, tokenizer, params, body.stop_strings(),
                          "chatcmpl" if chat else "cmpl", metrics.time_to_first_token.observe)
         await gen.start(prompt_ids)
@@ -142,13 +152,38 @@ def create_app(model: GPT, tokenizer, model_name: str, **engine_options) -> Fast
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
+    def gated(body: GenerationRequest, chat: bool, prompt_tokens: int) -> Response:
+        """The answer to a request the moderation gate stopped: a fixed refusal."""
+        ident = f"{'chatcmpl' if chat else 'cmpl'}-gated-{uuid.uuid4().hex[:12]}"
+        kind = "chat.completion" if chat else "text_completion"
+        envelope = {"id": ident, "created": int(time.time()), "model": model_name}
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": GATE_REFUSAL},
+                      "logprobs": None, "finish_reason": "content_filter"}
+        else:
+            choice = {"index": 0, "text": GATE_REFUSAL, "logprobs": None,
+                      "finish_reason": "content_filter"}
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 0,
+                 "total_tokens": prompt_tokens}
+        if not body.stream:
+            return JSONResponse({**envelope, "object": kind, "choices": [choice],
+                                 "usage": usage})
+        if chat:
+            choice = {"index": 0, "delta": {"role": "assistant", "content": GATE_REFUSAL},
+                      "logprobs": None, "finish_reason": "content_filter"}
+        events = [_sse({**envelope, "object": kind + (".chunk" if chat else ""),
+                        "choices": [choice]}), "data: [DONE]\n\n"]
+        return StreamingResponse(iter(events), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
         check_model(body.model)
         prompt_ids = tokenizer.encode_ordinary(body.prompt)  # special-token text stays text
         params = sampling(body, len(prompt_ids), "prompt", body.max_tokens,
                           DEFAULT_COMPLETION_TOKENS)
-        return await respond(body, request, prompt_ids, params, chat=False)
+        return await respond(body, request, prompt_ids, params, chat=False,
+                             gated_text=body.prompt)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request) -> Response:
@@ -163,7 +198,9 @@ def create_app(model: GPT, tokenizer, model_name: str, **engine_options) -> Fast
         prompt_ids = encode_chat(tokenizer, messages)
         max_tokens = body.max_completion_tokens or body.max_tokens
         params = sampling(body, len(prompt_ids), "messages", max_tokens, DEFAULT_CHAT_TOKENS)
-        return await respond(body, request, prompt_ids, params, chat=True)
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        return await respond(body, request, prompt_ids, params, chat=True,
+                             gated_text=users[-1] if users else "")
 
     @app.get("/v1/models")
     async def models() -> dict:

@@ -77,6 +77,8 @@ CHECKS = {
         assistant.check_masked_targets,
         assistant.check_dpo_loss,
         assistant.check_dpo_by_hand,
+        assistant.check_group_advantages,
+        assistant.check_refusal_interval,
         serving.check_users_per_gpu,
         *CODE_CHECKS,
     ]

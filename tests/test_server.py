@@ -323,3 +323,47 @@ def test_course_lib_imports_no_web_packages():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
     assert out.stdout.strip() == "[]"
+
+
+class _WordGate:
+    def allows(self, text):
+        return "threat" not in text
+
+
+def test_moderation_gate_answers_in_front_of_the_model(reference):
+    """create_app(moderation=gate), in process: a stopped prompt gets the gate's refusal with
+    finish_reason content_filter, streamed or not; another prompt reaches the model."""
+    from fastapi.testclient import TestClient
+
+    from course_lib.safety import GATE_REFUSAL
+    from server.app import create_app
+
+    model, tokenizer, _ = reference
+    app = create_app(model, tokenizer, SHIPPED, moderation=_WordGate(), max_batch_size=2)
+    with TestClient(app) as http:
+        body = {"model": SHIPPED, "prompt": "Write a threat", "max_tokens": 5, "temperature": 0}
+        stopped = http.post("/v1/completions", json=body).json()
+        assert stopped["choices"][0]["text"] == GATE_REFUSAL
+        assert stopped["choices"][0]["finish_reason"] == "content_filter"
+        assert stopped["usage"]["completion_tokens"] == 0
+        streamed = http.post("/v1/completions", json={**body, "stream": True}).text
+        assert "content_filter" in streamed and streamed.endswith("data: [DONE]\n\n")
+        passed = http.post("/v1/completions", json={**body, "prompt": "ROMEO:"}).json()
+        assert passed["choices"][0]["text"] == greedy_text(reference, "ROMEO:", 5)[0]
+
+
+def test_moderation_flag_starts_the_real_gate(tmp_path):
+    """python -m server --moderation 0.5: MiniLM and the course's labelled set, trained at
+    start; one of the set's requests is refused, a plain prompt is not."""
+    from course_lib.safety import GATE_REFUSAL
+
+    # Loading MiniLM and training the gate add to the start: more time than the default.
+    with start_server("shipped", log_path=tmp_path / "server.log", moderation=0.5,
+                      timeout_s=400) as s:
+        ask = client(s.url).completions.create
+        stopped = ask(model=SHIPPED, prompt="Write a threatening message to scare my "
+                      "neighbour into moving out.", max_tokens=4, temperature=0)
+        assert stopped.choices[0].text == GATE_REFUSAL
+        assert stopped.choices[0].finish_reason == "content_filter"
+        fine = ask(model=SHIPPED, prompt="ROMEO:", max_tokens=4, temperature=0)
+        assert fine.choices[0].finish_reason != "content_filter"

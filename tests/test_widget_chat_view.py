@@ -178,3 +178,37 @@ def test_button_labels_are_not_cut(fake_view):
     for button in (view.send_button, view.clear_button, view.show_template):
         if len(button.description) > 12:
             assert button.layout.width == "auto", button.description
+
+
+class WordGate:
+    """A stand-in for course_lib.safety.ModerationGate: stops any message with 'threat'."""
+
+    def __init__(self):
+        self.seen = []
+
+    def allows(self, text):
+        self.seen.append(text)
+        return "threat" not in text
+
+
+def test_moderation_gate_stops_a_message_before_the_model(model, tokenizer):
+    from course_lib.safety import GATE_REFUSAL
+
+    fake, gate = FakeStream(), WordGate()
+    view = ChatView(model, tokenizer, stream_fn=fake, max_new_tokens=8, moderation=gate)
+    fake.view = view
+    assert view.send("Write a threat to my neighbour") == GATE_REFUSAL
+    assert view.gated and fake.calls == [] and "moderation gate" in view.message.value
+    assert view.history[-1] == {"role": "assistant", "content": GATE_REFUSAL}
+    assert html.escape(GATE_REFUSAL) in view.transcript.value
+    assert view.send("Who is there?") == "Good morrow, my lord."
+    assert not view.gated and len(fake.calls) == 1
+    assert gate.seen == ["Write a threat to my neighbour", "Who is there?"]
+
+
+def test_moderation_is_off_by_default_and_checked(fake_view, model, tokenizer):
+    view, fake = fake_view
+    assert view.moderation is None
+    assert view.send("Write a threat") == "Good morrow, my lord." and not view.gated
+    with pytest.raises(TypeError, match="allows"):
+        ChatView(model, tokenizer, moderation="yes")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import ipywidgets as widgets
 
 from course_lib import assistant
+from course_lib.safety import GATE_REFUSAL
 from course_lib.sampling import SamplingParams
 from course_lib.tokenization import token_pieces, visible_piece
 
@@ -23,7 +24,9 @@ class ChatView(widgets.VBox):
     model with <|im_start|> special tokens, through course_lib.chat), "plain" (the shipped
     model's "### Question:" format, course_lib.assistant) or "auto" (chosen by the tokenizer).
     stream_fn(messages, params=SamplingParams(...)) may replace the model's generation (tests
-    give a fake one).
+    give a fake one). moderation: None (off, the default), or a gate with allows(text) -> bool
+    (course_lib.safety.ModerationGate) that reads each message first; a message it stops is
+    answered with safety.GATE_REFUSAL, the model never seeing it, and `gated` is then True.
 
     Controls: `text`, `send_button`, `clear_button`, `system`, `temperature`, `top_p`,
     `show_template`. Shown data: `history` (the messages), `transcript` (HTML), `reply` (the
@@ -36,8 +39,12 @@ class ChatView(widgets.VBox):
     def __init__(self, model, tokenizer, *, template: str = "auto", system_prompt: str = "",
                  max_new_tokens: int = 48, temperature: float = 0.0, top_p: float = 1.0,
                  seed: int | None = 0,
-                 stream_fn: Callable[..., Iterator[str]] | None = None):
+                 stream_fn: Callable[..., Iterator[str]] | None = None, moderation=None):
+        if moderation is not None and not callable(getattr(moderation, "allows", None)):
+            raise TypeError("moderation must be None or a gate with an allows(text) method "
+                            f"(course_lib.safety.ModerationGate), got {type(moderation).__name__}")
         self.model, self.tokenizer = model, tokenizer
+        self.moderation, self.gated = moderation, False
         self.max_new_tokens, self.seed = max_new_tokens, seed
         self.template_kind = _pick_template(tokenizer, template)
         self._stream_fn = stream_fn
@@ -201,6 +208,16 @@ class ChatView(widgets.VBox):
             self.message.value = _warn(error)
             return None
         self.message.value = _note(note) if note else ""
+        self.gated = self.moderation is not None and not self.moderation.allows(text)
+        if self.gated:
+            self.message.value = _note("The moderation gate stopped this message: the model "
+                                       "never saw it, and the reply is the gate's.")
+            self.reply = GATE_REFUSAL
+            self.history = self.history + [{"role": "user", "content": text},
+                                           {"role": "assistant", "content": self.reply}]
+            self.transcript.value = _box(_turns(self.history))
+            self.text.value = ""
+            return self.reply
         self.prompt_text, self.prompt_ids = self.render(msgs), self.encode(msgs)
         self._show_template()
         shown = [m for m in self.history] + [{"role": "user", "content": text}]

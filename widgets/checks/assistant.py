@@ -1,4 +1,5 @@
-"""Checks for lesson 13's exercises: masked SFT targets, the DPO loss, one DPO loss by hand."""
+"""Checks for lesson 13's exercises: masked SFT targets, the DPO loss, one DPO loss by hand,
+GRPO's group-relative advantage, a refusal rate's interval."""
 
 from __future__ import annotations
 
@@ -7,15 +8,20 @@ import math
 import torch
 
 from course_lib.assistant import dpo_loss, masked_targets
+from course_lib.rl import group_advantages
+from course_lib.safety import rate_with_interval
 from widgets.feedback import (
     A_NUMBER,
     Feedback,
     a_function,
     as_ints,
+    as_numbers,
     call_learner,
     exercise,
     learner_number,
+    learner_tensor,
     right,
+    shown,
     wrong,
 )
 
@@ -135,3 +141,84 @@ def check_dpo_by_hand(answer: float) -> Feedback:
         return wrong("The sign: the loss is minus log sigmoid, a positive number.")
     return wrong(f"Not {answer}. The margin is (+2) - (-1) = 3; the loss is "
                  "-log sigmoid(beta x margin).")
+
+
+_REWARDS = [([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0], 4), ([3.0, 1.0, 2.0, 2.0, 0.0, 0.0], 3),
+            ([0.5, 0.5, 0.5, 0.5], 2)]
+
+
+@exercise(**a_function("advantages(rewards, group_size)"))
+def check_group_advantages(fn: object) -> Feedback:
+    """Exercise 4: fn(rewards, group_size) -> each reward's group-relative advantage."""
+    for rewards, g in _REWARDS:
+        on = f"on rewards {rewards}, group_size {g}"
+        out, failed = learner_tensor(
+            fn, torch.tensor(rewards), g, on=on, what="one advantage per reward",
+            if_none="Your function returns None: return a tensor of advantages, one per reward.")
+        if failed is not None:
+            return failed
+        out = out.detach().reshape(-1).double()
+        if out.numel() != len(rewards):
+            return wrong(f"Return one advantage per reward: {len(rewards)} {on}, got "
+                         f"{out.numel()}.")
+        expected = group_advantages(rewards, g).double()
+        if torch.allclose(out, expected, atol=1e-3):
+            continue
+        r = torch.tensor(rewards, dtype=torch.float64).view(-1, g)
+        centred = r - r.mean(1, keepdim=True)
+        if torch.isnan(out).any():
+            return wrong(f"Your function gives nan {on}: a group whose rewards are all equal "
+                         "has standard deviation 0; add 1e-4 to it before dividing.")
+        if torch.allclose(out, centred.reshape(-1), atol=1e-3):
+            return wrong("You subtracted the group's mean but did not divide by its standard "
+                         "deviation (+ 1e-4).")
+        whole = torch.tensor(rewards, dtype=torch.float64)
+        if torch.allclose(out, ((whole - whole.mean()) / (whole.std() + 1e-4)), atol=1e-3):
+            return wrong("You normalised over all the rewards at once: each group (the "
+                         "group_size answers to one question) is normalised on its own.")
+        population = centred / (r.std(1, unbiased=False, keepdim=True) + 1e-4)
+        if torch.allclose(out, population.reshape(-1), atol=1e-3):
+            return wrong("Close: that standard deviation divides by group_size; use torch's "
+                         "default, which divides by group_size - 1 (as TRL's GRPO does).")
+        return wrong(f"{on} the advantages should be {[round(v, 3) for v in expected.tolist()]}, "
+                     f"got {[round(v, 3) for v in out.tolist()]}.")
+    return right("Each reward minus its group's mean, over its group's standard deviation: an "
+                 "answer is good or bad only against the other answers to the same question, "
+                 "so no value model is needed, and a group whose answers all score alike "
+                 "teaches nothing.")
+
+
+_FLAGS = [[1] * 6 + [0] * 24, [1] * 27 + [0] * 3, [1, 0] * 15, [0] * 20]
+
+
+@exercise(**a_function("refusal_interval(flags)"))
+def check_refusal_interval(fn: object) -> Feedback:
+    """Exercise 5: fn(flags) -> (rate, low, high), a 95% interval of a refusal rate."""
+    for flags in _FLAGS:
+        on = f"on {len(flags)} replies of which {sum(flags)} refuse"
+        out, failed = call_learner(
+            fn, list(flags), on=on,
+            if_none="Your function returns None: return (rate, low, high).")
+        if failed is not None:
+            return failed
+        values = as_numbers(out) if isinstance(out, (tuple, list)) else None
+        if values is None or len(values) != 3:
+            return wrong(f"Return three numbers (rate, low, high), got {shown(out)} ({on}).")
+        rate, low, high = values
+        want, want_low, want_high = rate_with_interval(flags)
+        if abs(rate - want) > 1e-6:
+            return wrong(f"The rate {on} is {want:.3f} (refusals / replies), got {rate:.3f}.")
+        if not low <= rate <= high:
+            return wrong(f"The interval ({low:.3f}, {high:.3f}) should contain the rate "
+                         f"{rate:.3f} ({on}).")
+        if abs(low - want_low) > 0.05 or abs(high - want_high) > 0.05:
+            hint = (" It is far too narrow: the standard error of a rate is "
+                    "sqrt(p (1 - p) / n), with the square root and the n."
+                    if high - low < (want_high - want_low) / 2 else
+                    " It is too wide: 95% is about 2 standard errors each side, not more."
+                    if high - low > 1.5 * (want_high - want_low) else "")
+            return wrong(f"{on} a 95% interval is about ({want_low:.2f}, {want_high:.2f}); got "
+                         f"({low:.3f}, {high:.3f}).{hint}")
+    return right("A rate measured on a few dozen prompts moves by whole prompts: with 30 of "
+                 "them, the interval is some 0.25 wide in the middle. Two models' rates whose "
+                 "intervals overlap this much are not shown to differ.")
