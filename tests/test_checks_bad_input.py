@@ -70,6 +70,7 @@ CHECKS = {
         transformer_block.check_layer_norm,
         transformer_block.check_block_parameters,
         transformer_block.check_lens_block,
+        training.check_my_gpt_trains,
         original_transformer.check_cross_weight_count,
         fast.check_absmax_int8,
         fast.check_kv_cache_bytes,

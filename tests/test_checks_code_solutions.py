@@ -24,6 +24,7 @@ from widgets.checks import (
     serving,
     tokenization,
     training,
+    transformer_block,
 )
 
 # test_checks_bad_input.py gives these to its hostile inputs too.
@@ -34,6 +35,7 @@ CODE_CHECKS = [
     self_attention.check_causal_attention,
     multi_head.check_split_heads,
     training.check_training_step,
+    transformer_block.check_gpt_forward,
     decoding.check_top_p,
     fine_tuning.check_lora_forward,
     evaluation.check_continuation_logprob,

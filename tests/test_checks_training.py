@@ -3,6 +3,7 @@
 import math
 
 import torch
+from test_checks_transformer_block import GPT_SLIPS, gpt_solution
 
 from course_lib.model import GPT, GPTConfig, eval_mode
 from widgets.checks.training import (
@@ -14,6 +15,7 @@ from widgets.checks.training import (
     SHIFT_START,
     check_first_adam_step,
     check_initial_loss,
+    check_my_gpt_trains,
     check_shift,
 )
 
@@ -119,3 +121,35 @@ def test_training_step_right_and_the_usual_slips():
     assert "raised" in check_training_step(lambda m, o, x, y: m(x, y.float())).message
     assert "one finite number, the loss" in check_training_step(lambda m, o, x, y: m(x)).message
     assert torch.is_grad_enabled()
+
+
+# ----- exercise 5: training the learner's own GPT ------------------------------------------------
+
+def test_my_gpt_trains_with_the_worked_solution_of_lesson_6():
+    fb = check_my_gpt_trains(gpt_solution()["gpt_forward"])
+    assert fb.ok, fb.message
+    assert "Your own GPT trains" in fb.message
+
+
+def test_my_gpt_trains_names_what_stops_training():
+    # a forward that is wrong on the fresh weights: the stage is named before any training
+    no_norm = gpt_solution(GPT_SLIPS["no final norm"][0])["gpt_forward"]
+    fb = check_my_gpt_trains(no_norm)
+    assert not fb.ok and "before training" in fb.message and "final norm" in fb.message
+    # right logits, but cut off from the weights
+    forward = gpt_solution()["gpt_forward"]
+    fb = check_my_gpt_trains(lambda w, idx, config: forward(
+        {k: v.detach() for k, v in w.items()}, idx, config))
+    assert not fb.ok and "No gradient can flow" in fb.message, fb.message
+    # right logits, but one weight read through .data: it never learns
+    fb = check_my_gpt_trains(lambda w, idx, config: forward(
+        {**w, "transformer.wpe.weight": w["transformer.wpe.weight"].data}, idx, config))
+    assert not fb.ok and "'transformer.wpe.weight'" in fb.message, fb.message
+    # right on fresh weights, wrong once it trains: the positions' gradient points backwards
+    def positions_ascend(w, idx, config):
+        wpe = w["transformer.wpe.weight"]
+        return forward({**w, "transformer.wpe.weight": 2 * wpe.detach() - wpe}, idx, config)
+
+    fb = check_my_gpt_trains(positions_ascend)
+    assert not fb.ok and "course_lib's GPT from the same weights" in fb.message, fb.message
+    assert "Replace None" in check_my_gpt_trains(None).message

@@ -1,5 +1,5 @@
 """Checks for lesson 8 (training): the shifted targets, the loss at step 0, AdamW's first step,
-one training step (code)."""
+one training step (code), training the GPT the learner wrote in lesson 6 (code)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,23 @@ import functools
 import math
 
 import torch
+import torch.nn.functional as F
+from torch.func import functional_call
 
+from course_lib.data import get_batch, load_corpus
 from course_lib.model import GPT, GPTConfig
+from widgets.checks import shipped
+from widgets.checks.transformer_block import gpt_mismatch
 from widgets.feedback import (
     A_NUMBER,
     Feedback,
     a_function,
     as_ints,
+    call_learner,
     exercise,
     learner_number,
     right,
+    shown,
     wrong,
 )
 
@@ -218,3 +225,104 @@ def check_training_step(fn: object) -> Feedback:
     return right(f"Two steps, the same weights and losses as the check's own ({losses[0]:.4f}, "
                  f"then {losses[1]:.4f}): zero_grad, forward, backward, step. Gradients add up "
                  "in .grad, which is why each step clears them first.")
+
+
+# ----- Exercise 5 (code): train the GPT the learner wrote in lesson 6 ---------------------------
+
+# The lesson's small model, narrower and with a shorter context so the check takes seconds.
+MY_GPT_CONFIG = GPTConfig(vocab_size=2048, block_size=32, n_layer=2, n_head=4, n_embd=64)
+MY_GPT_STEPS, MY_GPT_BATCH, MY_GPT_LR = 30, 8, 1e-2
+MY_GPT_FALL = 0.75  # nats: the loss of the last 5 steps must sit at least this far below step 0
+MY_GPT_TRACK = 0.05  # nats: and within this of course_lib's GPT trained the same way,
+MY_GPT_WEIGHTS = 1e-2  # with every weight this close to the GPT's after training
+
+
+@functools.cache
+def _my_gpt_data() -> torch.Tensor:
+    """Token ids of the opening of the training plays, with the shipped tokenizer."""
+    _, tokenizer = shipped()
+    return torch.tensor(tokenizer.encode(load_corpus("train")[:60_000]))
+
+
+def _my_gpt_run(forward, model: GPT, batches
+                ) -> tuple[list[float], dict[str, torch.Tensor], Feedback | None]:
+    """Train a copy of model's weights (a dict) with forward(w, x, config), one step a batch:
+    the losses and the trained weights, or a Feedback saying why forward cannot be trained."""
+    config = model.config
+    w = {name: p.detach().clone().requires_grad_(True) for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(w.values(), lr=MY_GPT_LR, weight_decay=0.0)
+    losses = []
+    with torch.enable_grad():
+        for step, (x, y) in enumerate(batches):
+            logits, failed = call_learner(forward, w, x, config, on=f"on training step {step}")
+            if failed is not None:
+                return losses, w, failed
+            if not isinstance(logits, torch.Tensor) or logits.shape != (*x.shape,
+                                                                        config.vocab_size):
+                return losses, w, wrong(f"On training step {step} your gpt_forward returned "
+                                     f"{shown(logits)}, not logits of shape "
+                                     f"{(*x.shape, config.vocab_size)}.")
+            loss = F.cross_entropy(logits.float().reshape(-1, config.vocab_size), y.reshape(-1))
+            if not loss.requires_grad:
+                return losses, w, wrong(
+                    "No gradient can flow through your gpt_forward: its logits are cut off "
+                    "from the weights (a .detach(), .data, .numpy() or torch.no_grad() inside?). "
+                    "Compute with the tensors of w themselves.")
+            optimizer.zero_grad()
+            loss.backward()
+            if step == 0:
+                missing = [name for name, p in w.items() if p.grad is None or not p.grad.any()]
+                if missing:
+                    return losses, w, wrong(
+                        f"No gradient reached {len(missing)} of the {len(w)} weights, among "
+                        f"them {missing[0]!r}: your forward does not use them in a way "
+                        "autograd can follow, so training cannot change them.")
+            optimizer.step()
+            losses.append(loss.item())
+    return losses, w, None
+
+
+@exercise(**a_function("gpt_forward(w, idx, config)"))
+def check_my_gpt_trains(fn: object) -> Feedback:
+    """Exercise 5: train the learner's gpt_forward (lesson 6, exercise 4) from fresh weights.
+
+    The check builds fresh weights for a small GPT (MY_GPT_CONFIG), makes sure fn gives
+    course_lib's logits on them, then trains them with fn and AdamW for MY_GPT_STEPS steps on
+    the training plays, and the same weights as a course_lib GPT on the same batches: the
+    learner's loss must fall by MY_GPT_FALL and track the library's within MY_GPT_TRACK.
+    """
+    with torch.random.fork_rng():  # leave the learner's own random state alone
+        torch.manual_seed(8)
+        fresh = GPT(MY_GPT_CONFIG)
+    g = torch.Generator().manual_seed(8)
+    probe = torch.randint(0, MY_GPT_CONFIG.vocab_size, (2, 16), generator=g)
+    failed = gpt_mismatch(fn, fresh, probe)
+    if failed is not None:
+        return wrong("On the fresh weights, before training: " + failed.message)
+    ids = _my_gpt_data()
+    batches = [get_batch(ids, MY_GPT_BATCH, MY_GPT_CONFIG.block_size, g)
+               for _ in range(MY_GPT_STEPS)]
+    losses, trained, failed = _my_gpt_run(fn, fresh, batches)
+    if failed is not None:
+        return failed
+    reference, expected, _ = _my_gpt_run(lambda w, x, c: functional_call(fresh, w, (x,))[0],
+                                         fresh, batches)
+    start, end, ref_end = losses[0], sum(losses[-5:]) / 5, sum(reference[-5:]) / 5
+    if not end < start - MY_GPT_FALL:
+        return wrong(f"The loss went from {start:.2f} to {end:.2f} (mean of the last 5 steps) "
+                     f"in {MY_GPT_STEPS} steps; course_lib's GPT from the same weights reached "
+                     f"{ref_end:.2f}.")
+    gaps = {name: (trained[name] - expected[name]).abs().max().item() for name in expected}
+    worst = max(gaps, key=gaps.get)
+    if abs(end - ref_end) > MY_GPT_TRACK or gaps[worst] > MY_GPT_WEIGHTS:
+        return wrong(f"Your model learns (loss {start:.2f} -> {end:.2f}; course_lib's GPT from "
+                     f"the same weights on the same batches: {ref_end:.2f}), but its weights "
+                     f"moved differently from the library's, most of all {worst!r} (by up to "
+                     f"{gaps[worst]:.2g}): the gradients through your forward are not the "
+                     "library's. Do you use every weight as the forward pass of lesson 6 "
+                     "does, with nothing detached?")
+    return right(f"Your own GPT trains: {MY_GPT_STEPS} AdamW steps on the plays took its loss "
+                 f"from {start:.2f} (about ln {MY_GPT_CONFIG.vocab_size} = "
+                 f"{math.log(MY_GPT_CONFIG.vocab_size):.2f}) to {end:.2f}, and course_lib's GPT "
+                 f"from the same weights on the same batches to {ref_end:.2f}. Autograd found "
+                 "the gradient of every weight through the code you wrote.")

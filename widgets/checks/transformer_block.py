@@ -1,14 +1,25 @@
-"""Checks for lesson 6's exercises: LayerNorm from scratch, a block's parameters, the logit lens."""
+"""Checks for lesson 6's exercises: LayerNorm from scratch, a block's parameters, the logit lens,
+the whole GPT forward pass from the learner's own pieces."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from course_lib.interpret import logit_lens
-from course_lib.model import Block, GPTConfig
+from course_lib.model import GPT, Block, GPTConfig, eval_mode
 from widgets.checks import shipped
-from widgets.feedback import Feedback, as_int, call_learner, exercise, right, shown, wrong
+from widgets.feedback import (
+    Feedback,
+    a_function,
+    as_int,
+    call_learner,
+    exercise,
+    right,
+    shown,
+    wrong,
+)
 
 LENS_TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\n"
              "It is the east, and Juliet is the")
@@ -159,3 +170,232 @@ def check_lens_block(
                      f"({p:.1%}), not first.")
     return wrong(f"After block {answer} {token!r} is indeed top, but it is top earlier "
                  "already: find the first block.")
+
+
+# ----- Exercise 4 (code): the whole GPT, from the learner's own pieces ------------------------
+
+# Two lines of a play, the same length in tokens, run as one batch of 2.
+GPT_TEXTS = ("ROMEO:\nBut soft, what light through yonder window breaks?\n",
+             "JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?\n")
+GPT_TOLERANCE = 1e-4  # on the logits, as the lesson states
+
+
+def weights_of(model: GPT) -> dict[str, torch.Tensor]:
+    """A model's weights by name, as gpt_forward reads them: copies, so the model stays as it is.
+
+    named_parameters lists a tied weight once, under its first name: the head reads
+    transformer.wte.weight, there is no lm_head.weight.
+    """
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def batch_of(tokenizer, texts: tuple[str, ...] = GPT_TEXTS) -> torch.Tensor:
+    """The texts as one batch of token ids, each cut to the shortest one's length."""
+    rows = [tokenizer.encode(t) for t in texts]
+    T = min(len(r) for r in rows)
+    return torch.tensor([r[:T] for r in rows])
+
+
+def gpt_stages(model: GPT, idx: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """Every stage of model's forward pass on idx, in order: (what it is, its value).
+
+    Only for the GPT-2 design the lesson builds (learned positions, LayerNorm, GELU, tied head).
+    """
+    t = model.transformer
+    with eval_mode(model):
+        T = idx.shape[1]
+        tok = t.wte(idx)
+        x = tok + t.wpe(torch.arange(T))
+        stages = [("token embeddings", tok), ("positions", x)]
+        for i, b in enumerate(t.h):
+            n1 = b.ln_1(x)
+            a = b.attn(n1)[0]
+            mid = x + a
+            n2 = b.ln_2(mid)
+            m = b.mlp(n2)
+            x = mid + m
+            stages += [(f"block {i} ln_1", n1), (f"block {i} attention", a),
+                       (f"block {i} attention sum", mid), (f"block {i} ln_2", n2),
+                       (f"block {i} mlp", m), (f"block {i} mlp sum", x)]
+        nf = t.ln_f(x)
+        stages += [("final norm", nf), ("head", model.lm_head(nf))]
+    return stages
+
+
+class _Recorder(TorchFunctionMode):
+    """Keeps a copy of every float tensor the learner's code computes whose size is one of
+    `sizes`, so that the check can look for each stage of the forward pass among them."""
+
+    def __init__(self, sizes: set[int], limit: int = 4000):
+        super().__init__()
+        self.sizes, self.limit, self.seen = sizes, limit, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if (isinstance(out, torch.Tensor) and out.is_floating_point()
+                and out.numel() in self.sizes and len(self.seen) < self.limit):
+            self.seen.append(out.detach().clone())
+        return out
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.numel() == b.numel() and bool(
+        (a.reshape(b.shape).float() - b).abs().max() <= GPT_TOLERANCE)
+
+
+def _found(value: torch.Tensor, seen: list[torch.Tensor]) -> bool:
+    return any(_close(s, value) for s in seen)
+
+
+def _where_it_differs(stages: dict[str, torch.Tensor], seen: list[torch.Tensor], model: GPT,
+                      idx: torch.Tensor) -> str:
+    """The first stage of the forward pass that the learner's computation never produced, and
+    what usually goes wrong there."""
+    t, T = model.transformer, idx.shape[1]
+    if not _found(stages["token embeddings"], seen):
+        return ("the token embeddings: row idx[b, t] of w['transformer.wte.weight'] for every "
+                "token, w['transformer.wte.weight'][idx], shape (B, T, C).")
+    if not _found(stages["positions"], seen):
+        tok, wpe = stages["token embeddings"], t.wpe.weight.detach()
+        if T < wpe.shape[0] and _found(tok + wpe[1 : T + 1], seen):
+            return ("the positions: you added rows 1 to T of w['transformer.wpe.weight']. "
+                    "Positions count from 0: the token at position t gets row t, wpe[:T].")
+        return ("the positions: add row t of w['transformer.wpe.weight'] to the token at "
+                "position t (counting from 0), w['transformer.wpe.weight'][:T], the same for "
+                "every row of the batch.")
+    for i in range(model.config.n_layer):
+        for sub, first, part, name, rest in (
+            ("attention sum", "ln_1", "attention", "attention", "x + attention(ln_1(x))"),
+            ("mlp sum", "ln_2", "mlp", "MLP", "x + mlp(ln_2(x))"),
+        ):
+            if _found(stages[f"block {i} {sub}"], seen):
+                continue
+            norm = f"transformer.h.{i}.{first}"
+            if not _found(stages[f"block {i} {first}"], seen):
+                return (f"block {i}'s norm {first}: LayerNorm of the stream with "
+                        f"w['{norm}.weight'] and w['{norm}.bias'], eps = config.norm_eps.")
+            if _found(stages[f"block {i} {part}"], seen):
+                return (f"block {i}: its {name} is right, but the stream after it is not. The "
+                        f"block adds to the stream, {rest}: keep the residual, do not replace "
+                        "x by the sublayer's output.")
+            if part == "attention":
+                return (f"block {i}'s attention (or the sum after it): c_attn with its bias, "
+                        "split q, k, v into config.n_head heads, causal attention in each, the "
+                        "heads joined back to (B, T, C), then c_proj with its bias; then "
+                        "x = x + that.")
+            return (f"block {i}'s MLP (or the sum after it): c_fc with its bias, GPT-2's GELU "
+                    "in its tanh form (section 4; F.gelu(h, approximate='tanh')), c_proj with "
+                    "its bias; then x = x + that.")
+    if not _found(stages["final norm"], seen):
+        last = stages[f"block {model.config.n_layer - 1} mlp sum"]
+        hint = (" Your logits look like the stream after the last block times wte.T: you "
+                "left out the final norm." if _found(last @ t.wte.weight.detach().T, seen)
+                else "")
+        return ("the final norm: after the last block, LayerNorm with "
+                "w['transformer.ln_f.weight'] and w['transformer.ln_f.bias'], before the "
+                "head." + hint)
+    return ("the head: logits = the final norm's output @ w['transformer.wte.weight'].T (the "
+            "head is tied to the token embedding), shape (B, T, vocab_size).")
+
+
+def gpt_mismatch(fn, model: GPT, idx: torch.Tensor) -> Feedback | None:
+    """None if fn(weights, idx, config) gives model's logits on idx to GPT_TOLERANCE, else a
+    Feedback naming the first stage of the forward pass that differs."""
+    stages = dict(gpt_stages(model, idx))
+    logits = stages["head"]
+    sizes = {stages["positions"].numel(), logits.numel()}
+    on = (f"on the weights of a {model.config.n_layer}-block model and a batch of shape "
+          f"{tuple(idx.shape)}")
+    with _Recorder(sizes) as recorder:
+        out, failed = call_learner(
+            fn, weights_of(model), idx.clone(), model.config, on=on,
+            if_none="Your gpt_forward returns None: return the logits, a tensor of shape "
+                    "(B, T, vocab_size).")
+    if failed is not None:
+        return failed
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        return wrong(f"Return the logits, a float tensor of shape (B, T, vocab_size); got "
+                     f"{shown(out)}.")
+    if tuple(out.shape) != tuple(logits.shape):
+        return wrong(f"The logits should have shape (B, T, vocab_size) = {tuple(logits.shape)} "
+                     f"for idx of shape {tuple(idx.shape)}; yours have {tuple(out.shape)}.")
+    if _close(out.detach(), logits):
+        return None
+    gap = (out.detach().float() - logits).abs().max().item()
+    if _found(logits, recorder.seen):
+        return wrong(f"Your code computes the right logits, but returns something else (up "
+                     f"to {gap:.3g} away): return the logits themselves, not probabilities or "
+                     "a rescaled copy.")
+    where = _where_it_differs(stages, recorder.seen, model, idx)
+    return wrong(f"Your logits differ from course_lib's GPT by up to {gap:.3g}. The first stage "
+                 f"that differs is {where}")
+
+
+@exercise(**a_function("gpt_forward(w, idx, config)"))
+def check_gpt_forward(fn: object, model=None, tokenizer=None) -> Feedback:
+    """Exercise 4: fn(w, idx, config) -> logits, the whole GPT from the learner's own pieces.
+
+    Exercise text to paste:
+
+    Write `gpt_forward(w, idx, config)`: the whole forward pass of a GPT-2-style model from
+    your own pieces. w holds the weights by name (w = dict(model.named_parameters())), idx is
+    a (B, T) batch of token ids and config the model's GPTConfig. Token embeddings plus
+    positions; every block, x + attention(ln_1(x)), then x + mlp(ln_2(x)); the final norm; the
+    head. Return the logits, shape (B, T, vocab_size). The check loads the shipped model's
+    weights into it, compares its logits with course_lib's GPT (to 1e-4) and, if they differ,
+    names the first stage that does.
+
+        def gpt_forward(w, idx, config):
+            ...  # return the logits
+
+        check_gpt_forward(gpt_forward)
+
+    Solution:
+
+        def layer_norm(x, weight, bias, eps):  # exercise 1
+            mean = x.mean(-1, keepdim=True)
+            var = ((x - mean) ** 2).mean(-1, keepdim=True)
+            return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+        def split_heads(x, n_head):  # lesson 5, exercise 4
+            B, T, C = x.shape
+            return x.view(B, T, n_head, C // n_head).transpose(1, 2)
+
+        def causal_attention(q, k, v):  # lesson 4, exercise 4
+            T, d = q.shape[-2], q.shape[-1]
+            scores = q @ k.transpose(-2, -1) / math.sqrt(d)
+            allowed = torch.ones(T, T, dtype=torch.bool).tril()
+            return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1) @ v
+
+        def gelu(x):  # section 4, the tanh form
+            return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+        def gpt_forward(w, idx, config):
+            B, T = idx.shape
+            C, eps = config.n_embd, config.norm_eps
+            x = w["transformer.wte.weight"][idx] + w["transformer.wpe.weight"][:T]
+            for i in range(config.n_layer):
+                p = f"transformer.h.{i}."
+                h = layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
+                qkv = h @ w[p + "attn.c_attn.weight"].T + w[p + "attn.c_attn.bias"]
+                q, k, v = (split_heads(t, config.n_head) for t in qkv.split(C, dim=-1))
+                heads = causal_attention(q, k, v).transpose(1, 2).reshape(B, T, C)
+                x = x + (heads @ w[p + "attn.c_proj.weight"].T + w[p + "attn.c_proj.bias"])
+                h = layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
+                h = gelu(h @ w[p + "mlp.c_fc.weight"].T + w[p + "mlp.c_fc.bias"])
+                x = x + (h @ w[p + "mlp.c_proj.weight"].T + w[p + "mlp.c_proj.bias"])
+            x = layer_norm(x, w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], eps)
+            return x @ w["transformer.wte.weight"].T  # the head, tied to the embedding
+
+        check_gpt_forward(gpt_forward)
+    """
+    model, tokenizer = shipped(model, tokenizer)
+    idx = batch_of(tokenizer)
+    failed = gpt_mismatch(fn, model, idx)
+    if failed is not None:
+        return failed
+    n = model.config.n_layer
+    return right(f"Your gpt_forward gives the shipped model's logits on a batch of "
+                 f"{idx.shape[0]} lines (to {GPT_TOLERANCE:g}): embeddings and positions, {n} "
+                 "blocks of two residual sums, the final norm and the tied head. That is the "
+                 "whole GPT; lesson 8 trains it.")
