@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from course_lib.data import (
     DOC_MODULES_HELDOUT,
@@ -21,7 +20,7 @@ from course_lib.data import (
 )
 from course_lib.model import GPT, eval_mode
 from course_lib.sampling import SamplingParams, make_params, stream_text
-from course_lib.train import TrainConfig, lr_at, make_optimizer
+from course_lib.train import TrainConfig, lr_at, make_optimizer, progress_bar
 from course_lib.validation import (
     check_float,
     check_int,
@@ -257,7 +256,7 @@ def sft_train(
     order: list[int] = []
     losses = []
     model.train()
-    for step in tqdm(range(steps), disable=not progress, desc="SFT", unit="step"):
+    for step in progress_bar(range(steps), desc="SFT", enabled=progress):
         if len(order) < batch_size:  # one pass over the examples in random order, then again
             more = list(range(len(examples)))
             rng.shuffle(more)
@@ -477,7 +476,7 @@ def dpo_train(policy: GPT, reference: GPT, tokenizer, pairs: Sequence[tuple[str,
         mx, my = _pair_batches(tokenizer, monitor, policy.config.block_size)
         with eval_mode(reference):
             monitor_ref = sequence_logprobs(reference, mx, my)
-    for _ in tqdm(range(steps), disable=not progress, desc="DPO", unit="step"):
+    for _ in progress_bar(range(steps), desc="DPO", enabled=progress):
         info = dpo_step(policy, reference, optimizer, tokenizer,
                         rng.sample(list(pairs), min(batch_size, len(pairs))), beta)
         if monitor:

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 
 import torch
-from tqdm.auto import tqdm
 
 from course_lib.assistant import (
     Instruction,
@@ -21,6 +20,7 @@ from course_lib.assistant import (
 from course_lib.data import DOC_MODULES_HELDOUT, VAL_PLAYS
 from course_lib.model import GPT, eval_mode
 from course_lib.sampling import generate_batch
+from course_lib.train import progress_bar
 from course_lib.validation import check_float, check_int, check_seed
 
 Reward = Callable[[str, Instruction], float]
@@ -209,7 +209,7 @@ def grpo_train(policy: GPT, reference: GPT, tokenizer, examples: Sequence[Instru
     optimizer = policy_optimizer(policy, reference, learning_rate)
     rng = random.Random(seed)
     history: dict[str, list] = {}
-    bar = tqdm(range(steps), disable=not progress, desc="GRPO", unit="step")
+    bar = progress_bar(range(steps), desc="GRPO", enabled=progress)
     for step in bar:
         batch = rng.sample(list(examples), min(questions_per_step, len(examples)))
         info = grpo_step(policy, reference, optimizer, tokenizer, batch, reward_fn, group_size,

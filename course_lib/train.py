@@ -119,6 +119,17 @@ class TrainConfig:
         return self.batch_size // (micro * world_size)
 
 
+# In a notebook each redraw of a bar is a widget message to the browser: at most this many
+# per run, and two a second, so that a slow or loaded machine does not send more of them.
+BAR_REDRAWS = 50
+
+
+def progress_bar(steps: range, *, desc: str, enabled: bool = True, **options) -> tqdm:
+    """tqdm over a run's steps, redrawn at most BAR_REDRAWS times and twice a second."""
+    return tqdm(steps, desc=desc, unit="step", disable=not enabled, mininterval=0.5,
+                miniters=max(1, len(steps) // BAR_REDRAWS), **options)
+
+
 def lr_at(step: int, config: TrainConfig) -> float:
     """Linear warmup to learning_rate, then cosine decay to min_lr at max_steps."""
     if step < config.warmup_steps:
@@ -263,10 +274,9 @@ def train(
     main_rank = rank == 0
     tokens_per_step = config.batch_size * block_size
 
-    # Two redraws a second: in a notebook each is a widget message to the browser.
-    bar = tqdm(range(start, config.max_steps), initial=start, total=config.max_steps,
-               disable=not (config.progress and main_rank), desc="training", unit="step",
-               mininterval=0.5)
+    bar = progress_bar(range(start, config.max_steps), desc="training",
+                       enabled=config.progress and main_rank, initial=start,
+                       total=config.max_steps)
     for step in bar:
         t0 = time.perf_counter()
         lr = lr_at(step, config)
