@@ -193,7 +193,7 @@ def sft_batch(tokenizer, examples: Sequence[Instruction], mask_prompt: bool = Tr
 
     An example longer than block_size keeps its last block_size tokens, so its answer stays.
     """
-    examples = _check_examples(examples)
+    examples = check_examples(examples)
     if block_size is not None:
         block_size = check_int("block_size", block_size, minimum=1)
     rows = [masked_targets(*example_ids(tokenizer, e.question, e.answer), mask_prompt)
@@ -246,7 +246,7 @@ def sft_train(
     batch_size = check_int("batch_size", batch_size, minimum=1)
     learning_rate = check_float("learning_rate", learning_rate, minimum=0, min_inclusive=False)
     seed = check_seed("seed", seed)
-    examples = _check_examples(examples)
+    examples = check_examples(examples)
     end_id(tokenizer)  # a tokenizer that cannot write the chat format fails before any step
     config = TrainConfig(max_steps=steps, batch_size=batch_size, learning_rate=learning_rate,
                          min_lr=learning_rate / 10, warmup_steps=max(1, steps // 10),
@@ -291,7 +291,7 @@ def choice_scores(model: GPT, tokenizer, examples: Sequence[Instruction]) -> lis
     <|endoftext|> included, so a choice that is the start of another does not win for free.
     All choices of all examples go through the model as one batch."""
     model = check_model("model", model)
-    examples = _check_examples(examples, with_choices=True)
+    examples = check_examples(examples, with_choices=True)
     batch = [Instruction(e.kind, e.question, c, e.choices, e.source)
              for e in examples for c in e.choices]
     x, y = sft_batch(tokenizer, batch, True, model.config.block_size)
@@ -316,7 +316,7 @@ def evaluate_instructions(model: GPT, tokenizer, examples: Sequence[Instruction]
     """Scores on examples: choice accuracy (the likelier candidate is the right one) by kind and
     in all; exact-match accuracy of greedy answers for the one-word kinds; answer-token loss."""
     model = check_model("model", model)
-    examples = _check_examples(examples, with_choices=True)
+    examples = check_examples(examples, with_choices=True)
     kinds = sorted({e.kind for e in examples})
     picked = [e.choices[max(range(len(s)), key=s.__getitem__)] == e.answer
               for e, s in zip(examples, choice_scores(model, tokenizer, examples), strict=True)]
@@ -332,7 +332,7 @@ def evaluate_instructions(model: GPT, tokenizer, examples: Sequence[Instruction]
     return out
 
 
-def _check_examples(examples, with_choices: bool = False) -> list[Instruction]:
+def check_examples(examples, with_choices: bool = False) -> list[Instruction]:
     """examples as a list, if it is a non-empty list of Instructions (with choices if asked)."""
     if isinstance(examples, Instruction):
         raise TypeError("examples must be a list of Instructions: wrap one in a list, [example]")
@@ -354,7 +354,7 @@ def _mean(values: Sequence[bool | float]) -> float:
 
 def preference_pairs(examples: Sequence[Instruction]) -> list[tuple[str, str, str]]:
     """(question, chosen, rejected): the right answer preferred over each wrong candidate."""
-    examples = _check_examples(examples)
+    examples = check_examples(examples)
     return [(e.question, e.answer, c) for e in examples for c in e.choices if c != e.answer]
 
 

@@ -11,6 +11,7 @@ import torch
 
 from course_lib.assistant import (
     Instruction,
+    check_examples,
     end_id,
     make_instructions,
     masked_targets,
@@ -21,7 +22,7 @@ from course_lib.data import DOC_MODULES_HELDOUT, VAL_PLAYS
 from course_lib.model import GPT, eval_mode
 from course_lib.sampling import generate_batch
 from course_lib.train import progress_bar
-from course_lib.validation import check_float, check_int, check_seed
+from course_lib.validation import check_float, check_int, check_model, check_seed
 
 Reward = Callable[[str, Instruction], float]
 
@@ -204,8 +205,10 @@ def grpo_train(policy: GPT, reference: GPT, tokenizer, examples: Sequence[Instru
     questions_per_step = check_int("questions_per_step", questions_per_step, minimum=1)
     learning_rate = check_float("learning_rate", learning_rate, minimum=0, min_inclusive=False)
     seed = check_seed("seed", seed)
-    if not examples:
-        raise ValueError("examples is empty: give at least one Instruction")
+    policy, reference = check_model("policy", policy), check_model("reference", reference)
+    examples = check_examples(examples)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function of (step, info), got {callback!r}")
     optimizer = policy_optimizer(policy, reference, learning_rate)
     rng = random.Random(seed)
     history: dict[str, list] = {}

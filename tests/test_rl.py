@@ -145,3 +145,18 @@ def test_accuracy_items_equal_one_at_a_time_answers(model, tokenizer):
 
     scores = rl.accuracy_items(model, tokenizer, EXAMPLES, reward_fn=lambda a, e: a)
     assert scores == [generate_answer(model, tokenizer, e.question) for e in EXAMPLES]
+
+
+@pytest.mark.parametrize("change, error, words", [
+    (dict(policy=None), TypeError, "policy"),
+    (dict(examples=[{"prompt": "2+2?", "response": "4"}]), TypeError, "Instruction"),
+    (dict(examples=[]), ValueError, "examples"),
+    (dict(callback="print"), TypeError, "callback"),
+])
+def test_grpo_train_refuses_bad_input_by_name(model, tokenizer, change, error, words):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = dict(policy=model, reference=copy.deepcopy(model), tokenizer=tokenizer,
+                examples=EXAMPLES, steps=1, progress=False)
+    with pytest.raises(error, match=words):
+        rl.grpo_train(**{**args, **change})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
