@@ -574,3 +574,45 @@ def test_describe_filtering_with_penalties_and_min_p_equals_transformers():
         describe_filtering(x)
     with pytest.raises(ValueError, match="context"):
         describe_filtering(x, repetition_penalty=1.2)
+
+
+def test_trace_decoding_equals_transformers_scores_and_generate():
+    from course_lib.sampling import trace_decoding
+
+    hf, ours = _random_gpt2(3)
+    prompt = torch.tensor([[4, 9, 2, 30]])
+    ref = hf.generate(prompt, do_sample=False, max_new_tokens=10, output_scores=True,
+                      return_dict_in_generate=True, **_unpadded(prompt))
+    trace = trace_decoding(ours, prompt, 10, k=3, temperature=0)
+    assert [s.chosen for s in trace] == ref.sequences[0, 4:].tolist()
+    for step, scores in zip(trace, ref.scores, strict=True):
+        probs = torch.softmax(scores[0], dim=-1)
+        top = torch.topk(probs, 3)
+        assert [i for i, _ in step.candidates] == top.indices.tolist()
+        assert [p for _, p in step.candidates] == pytest.approx(top.values.tolist(), abs=1e-5)
+        assert step.chosen == step.candidates[0][0]  # greedy picks the likeliest
+        assert step.chosen_probability == pytest.approx(step.candidates[0][1])
+    # sampled: the tokens generate draws with the same seed, each with the model's own p
+    sampled = trace_decoding(ours, prompt, 12, k=61, temperature=1.5, top_k=20, seed=4)
+    assert [s.chosen for s in sampled] == generate(ours, prompt, 12, temperature=1.5, top_k=20,
+                                                   seed=4)[0, 4:].tolist()
+    for s in sampled:
+        assert sum(p for _, p in s.candidates) == pytest.approx(1.0, abs=1e-5)  # unfiltered
+        assert s.chosen_probability == pytest.approx(dict(s.candidates)[s.chosen])
+    assert any(s.chosen != s.candidates[0][0] for s in sampled)  # not always the top one
+
+
+def test_trace_decoding_stops_and_rejects_bad_arguments(small_model):
+    from course_lib.sampling import trace_decoding
+
+    first = trace_decoding(small_model, [5, 6, 7], 1, temperature=0)[0].chosen
+    trace = trace_decoding(small_model, [5, 6, 7], 10, temperature=0, stop_ids=first)
+    assert [s.chosen for s in trace] == [first]
+    with pytest.raises(ValueError, match="steps"):
+        trace_decoding(small_model, [5, 6, 7], 0)
+    with pytest.raises(ValueError, match="k must"):
+        trace_decoding(small_model, [5, 6, 7], 2, k=0)
+    with pytest.raises(ValueError, match="temperature"):
+        trace_decoding(small_model, [5, 6, 7], 2, temperature=-1)
+    with pytest.raises(ValueError, match="one prompt"):
+        trace_decoding(small_model, [[5, 6], [7, 8]], 2)

@@ -8,6 +8,7 @@ top of it; beam and speculative decoding and the serving engine use the same fun
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -213,6 +214,53 @@ def generate_batch(model: GPT, prompts, max_new_tokens: int | None = None, *,
         want = len(r) + params.max_new_tokens
         out.append((seq + seq[-1:] * (want - len(seq)))[:want])  # stopped early: pad
     return out
+
+
+@dataclass(frozen=True)
+class DecodingStep:
+    """One turn of the loop: the model's likeliest next tokens, and the token that was chosen.
+
+    candidates: (token id, probability) for the k likeliest tokens, likeliest first; chosen and
+    chosen_probability: the token sample_next picked and the model's probability for it. The
+    probabilities are the model's own (the softmax of its logits), before any penalty or filter.
+    """
+
+    candidates: tuple[tuple[int, float], ...]
+    chosen: int
+    chosen_probability: float
+
+
+@torch.no_grad()
+def trace_decoding(model: GPT, idx, steps: int, k: int = 5, *,
+                   params: SamplingParams | None = None, **settings) -> list[DecodingStep]:
+    """The append-and-predict loop written out: one DecodingStep per new token, for one prompt.
+
+    Each step runs the model on the sequence so far (its last block_size tokens), records the
+    k likeliest next tokens, lets sample_next choose one with the given settings (a
+    SamplingParams or its fields as keywords, as generate takes them: temperature=0 is greedy),
+    and appends it. The chosen tokens are generate's for the same settings. It ends after
+    steps tokens, or on a token of stop_ids (recorded).
+    """
+    steps = check_int("steps", steps, minimum=1)
+    k = check_int("k", k, minimum=1)
+    params = make_params(params, settings)
+    seq = one_prompt(model, idx, "trace_decoding")
+    stops = params.stop_tensor(model.config.vocab_size, seq.device)
+    generator = seeded_generator(params.seed, seq.device)
+    trace = []
+    for _ in range(steps):
+        logits = last_logits(model, seq)
+        probs = torch.softmax(logits[0], dim=-1)
+        top = torch.topk(probs, min(k, probs.numel()))
+        chosen = sample_next(logits, params, seq, generator)
+        token = int(chosen[0])
+        trace.append(DecodingStep(
+            tuple(zip(top.indices.tolist(), top.values.tolist(), strict=True)),
+            token, float(probs[token])))
+        seq = torch.cat([seq, chosen[:, None].to(seq.device)], dim=1)
+        if stops is not None and bool(torch.isin(chosen, stops).any()):
+            break
+    return trace
 
 
 @torch.no_grad()
