@@ -200,8 +200,14 @@ def sft_batch(tokenizer, examples: Sequence[Instruction], mask_prompt: bool = Tr
             for e in examples]
     if block_size is not None:
         rows = [(x[-block_size:], y[-block_size:]) for x, y in rows]
+    return pad_rows(rows, end_id(tokenizer))
+
+
+def pad_rows(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) rows of unequal lengths as two (batch, time) tensors, right-padded:
+    inputs with pad, targets with -1 (ignored by the loss)."""
     width = max(len(x) for x, _ in rows)
-    pad = end_id(tokenizer)
     x = torch.full((len(rows), width), pad, dtype=torch.long)
     y = torch.full((len(rows), width), -1, dtype=torch.long)
     for i, (xi, yi) in enumerate(rows):
@@ -210,16 +216,21 @@ def sft_batch(tokenizer, examples: Sequence[Instruction], mask_prompt: bool = Tr
     return x, y
 
 
-def sequence_logprobs(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Summed log-probability of each row's targets that are not -1, shape (batch,).
-
-    Runs with gradients if the caller has them on (DPO trains through it).
-    """
+def target_logprobs(model: GPT, x: torch.Tensor, y: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probabilities, mask), each (batch, time): the log-probability of every target given
+    what precedes it, and True where the target is not -1. Runs with gradients if the caller has
+    them on (DPO and GRPO train through it)."""
     logits, _ = model(x.to(model.device))
     logp = torch.log_softmax(logits.float(), dim=-1)
     y = y.to(logp.device)
-    picked = logp.gather(-1, y.clamp(min=0)[..., None])[..., 0]
-    return (picked * (y != -1)).sum(dim=-1)
+    return logp.gather(-1, y.clamp(min=0)[..., None])[..., 0], y != -1
+
+
+def sequence_logprobs(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of each row's targets that are not -1, shape (batch,)."""
+    picked, mask = target_logprobs(model, x, y)
+    return (picked * mask).sum(dim=-1)
 
 
 # ----- supervised fine-tuning -----------------------------------------------------------------

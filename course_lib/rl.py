@@ -15,8 +15,10 @@ from course_lib.assistant import (
     end_id,
     make_instructions,
     masked_targets,
+    pad_rows,
     policy_optimizer,
     prompt_text,
+    target_logprobs,
 )
 from course_lib.data import DOC_MODULES_HELDOUT, VAL_PLAYS
 from course_lib.model import GPT, eval_mode
@@ -103,10 +105,15 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
     ratio = torch.exp(logps - old_logps)
     a = advantages[:, None].to(logps.dtype)
     surrogate = torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
-    log_ref_over_pi = ref_logps - logps
-    kl = torch.exp(log_ref_over_pi) - log_ref_over_pi - 1
-    per_token = -(surrogate - beta * kl)
+    per_token = -(surrogate - beta * kl_estimate(logps, ref_logps))
     return ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+
+
+def kl_estimate(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Per token, the unbiased estimate of KL(pi || pi_ref) that GRPO penalises (DeepSeekMath
+    eq. 4): pi_ref / pi - log(pi_ref / pi) - 1, never negative."""
+    log_ref_over_pi = ref_logps - logps
+    return torch.exp(log_ref_over_pi) - log_ref_over_pi - 1
 
 
 # ----- sampling groups and scoring their tokens -----------------------------------------------
@@ -145,15 +152,7 @@ def token_logprobs(model: GPT, prompts: Sequence[Sequence[int]],
     token given what precedes it, and True where a column holds an answer token. Runs with
     gradients if the caller has them on."""
     rows = [masked_targets(p, a) for p, a in zip(prompts, answers, strict=True)]
-    width = max(len(x) for x, _ in rows)
-    x = torch.zeros((len(rows), width), dtype=torch.long)
-    y = torch.full((len(rows), width), -1, dtype=torch.long)
-    for i, (xi, yi) in enumerate(rows):
-        x[i, : len(xi)], y[i, : len(yi)] = torch.tensor(xi), torch.tensor(yi)
-    logits, _ = model(x.to(model.device))
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    y = y.to(logp.device)
-    return logp.gather(-1, y.clamp(min=0)[..., None])[..., 0], y != -1
+    return target_logprobs(model, *pad_rows(rows, pad=0))
 
 
 # ----- training -------------------------------------------------------------------------------
@@ -185,8 +184,8 @@ def grpo_step(policy: GPT, reference: GPT, optimizer: torch.optim.Optimizer, tok
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    d = (ref - logps.detach()) * mask
-    kl = ((torch.exp(d) - d - 1) * mask).sum() / mask.sum()
+    # Masked before the estimate: padding's log-probabilities never reach exp().
+    kl = (kl_estimate(logps.detach() * mask, ref * mask) * mask).sum() / mask.sum()
     flat = rewards.view(-1, group_size)
     return {"reward": rewards.mean().item(), "loss": loss.item(), "kl": kl.item(),
             "flat_groups": (flat.max(1).values == flat.min(1).values).float().mean().item()}
