@@ -111,27 +111,14 @@ def create_app(model: GPT, tokenizer, model_name: str, moderation=None,
             text = "".join([piece async for piece in gen.deltas(request)])
             if gen.finish_reason is None:  # nobody is there to read an answer
                 return Response(status_code=499)
-            if chat:
-                choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                          "logprobs": None, "finish_reason": gen.finish_reason}
-            else:
-                choice = {"index": 0, "text": text, "logprobs": None,
-                          "finish_reason": gen.finish_reason}
             kind = "chat.completion" if chat else "text_completion"
+            choice = _whole_choice(chat, text, gen.finish_reason)
             return JSONResponse({**envelope(kind, [choice]), "usage": usage()})
 
         include_usage = body.stream_options is not None and body.stream_options.include_usage
 
         def chunk(piece: str | None, finish_reason: str | None = None, first: bool = False) -> str:
-            if chat:
-                delta = {} if piece is None else {"content": piece}
-                if first:
-                    delta["role"] = "assistant"
-                choice = {"index": 0, "delta": delta, "logprobs": None,
-                          "finish_reason": finish_reason}
-            else:
-                choice = {"index": 0, "text": piece or "", "logprobs": None,
-                          "finish_reason": finish_reason}
+            choice = _chunk_choice(chat, piece, finish_reason, first)
             data = envelope("chat.completion.chunk" if chat else "text_completion", [choice])
             if include_usage:  # OpenAI: every chunk has usage null, and a last one has it
                 data["usage"] = None
@@ -157,20 +144,13 @@ def create_app(model: GPT, tokenizer, model_name: str, moderation=None,
         ident = f"{'chatcmpl' if chat else 'cmpl'}-gated-{uuid.uuid4().hex[:12]}"
         kind = "chat.completion" if chat else "text_completion"
         envelope = {"id": ident, "created": int(time.time()), "model": model_name}
-        if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": GATE_REFUSAL},
-                      "logprobs": None, "finish_reason": "content_filter"}
-        else:
-            choice = {"index": 0, "text": GATE_REFUSAL, "logprobs": None,
-                      "finish_reason": "content_filter"}
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 0,
                  "total_tokens": prompt_tokens}
         if not body.stream:
+            choice = _whole_choice(chat, GATE_REFUSAL, "content_filter")
             return JSONResponse({**envelope, "object": kind, "choices": [choice],
                                  "usage": usage})
-        if chat:
-            choice = {"index": 0, "delta": {"role": "assistant", "content": GATE_REFUSAL},
-                      "logprobs": None, "finish_reason": "content_filter"}
+        choice = _chunk_choice(chat, GATE_REFUSAL, "content_filter", first=True)
         events = [_sse({**envelope, "object": kind + (".chunk" if chat else ""),
                         "choices": [choice]}), "data: [DONE]\n\n"]
         return StreamingResponse(iter(events), media_type="text/event-stream",
@@ -225,6 +205,25 @@ def create_app(model: GPT, tokenizer, model_name: str, moderation=None,
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _whole_choice(chat: bool, text: str, finish_reason: str | None) -> dict:
+    """The one choice of a whole (not streamed) completion or chat completion."""
+    if chat:
+        return {"index": 0, "message": {"role": "assistant", "content": text},
+                "logprobs": None, "finish_reason": finish_reason}
+    return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _chunk_choice(chat: bool, piece: str | None, finish_reason: str | None,
+                  first: bool = False) -> dict:
+    """The choice of one streamed chunk; a chat's first chunk also names the assistant."""
+    if chat:
+        delta = {} if piece is None else {"content": piece}
+        if first:
+            delta["role"] = "assistant"
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    return {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish_reason}
 
 
 def _sse(data: dict) -> str:
