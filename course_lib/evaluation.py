@@ -14,7 +14,7 @@ import torch
 
 from course_lib.model import GPT, eval_mode
 from course_lib.tokenization import token_pieces
-from course_lib.validation import check_int, check_model, check_str, check_token_ids
+from course_lib.validation import check_int, check_list, check_model, check_str, check_token_ids
 
 
 def _one_sequence(model: GPT, ids) -> torch.Tensor:
@@ -64,6 +64,33 @@ def token_nll(model: GPT, ids, batch_size: int = 16, stride: int | None = None) 
             nll = -logp.gather(-1, y.clamp(min=0)[..., None])[..., 0]
             out += [nll[j, first_new[i + j] : len(w) - 1] for j, w in enumerate(group)]
     return torch.cat(out)
+
+
+def repeated_phrase_costs(model: GPT, tokenizer, phrases: list[str]) -> torch.Tensor:
+    """(n, 2): for each phrase said twice after a newline, its surprisal in nats (every token
+    after its first) the first time and the second time. A model that copies what it has read
+    (an induction head) pays much less the second time; one that does not, about as much."""
+    model = check_model("model", model)
+    phrases = check_list("phrases", phrases, str, item="string")
+    rows = [tokenizer.encode("\n" + p + p) for p in phrases]  # each phrase said twice
+    lengths = [len(tokenizer.encode(p)) for p in phrases]
+    width = max(map(len, rows))
+    if width > model.config.block_size:
+        raise ValueError(f"phrases: the longest, said twice, is {width} tokens, more than the "
+                         f"model's block_size {model.config.block_size}")
+    x = torch.tensor([r + [0] * (width - len(r)) for r in rows])  # padded at the end
+    with eval_mode(model):
+        logp = torch.log_softmax(model(x.to(model.device))[0].float(), dim=-1).cpu()
+    nll = -logp[:, :-1].gather(-1, x[:, 1:, None])[..., 0]  # nll[:, t]: token t + 1
+    costs = []
+    for r, n, row in zip(rows, lengths, nll, strict=True):
+        second = len(r) - n
+        if n < 2 or r[second - n : second] != r[second:]:
+            raise ValueError(f"phrases: {tokenizer.decode(r)!r} is not the same {n} tokens twice "
+                             "(start each phrase with a space so it splits the same way)")
+        costs.append((row[second - n : second - 1].sum().item(),
+                       row[second : len(r) - 1].sum().item()))
+    return torch.tensor(costs)
 
 
 def mean_loss(model: GPT, ids, stride: int | None = None) -> float:

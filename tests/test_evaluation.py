@@ -12,6 +12,7 @@ from course_lib.evaluation import (
     cross_entropy,
     mean_loss,
     perplexity,
+    repeated_phrase_costs,
     score_text,
     surprisal,
     token_nll,
@@ -454,3 +455,28 @@ def test_word_surprisal_compares_two_tokenizers_word_for_word(smollm2):
     assert [w for w, _ in words] == text.split()
     assert sum(b for _, b in words if b is not None) == pytest.approx(
         score_text(model, tokenizer, text)["total_bits"], rel=1e-5)
+
+
+class CharsWithNewline(Chars):
+    alphabet = Chars.alphabet + "\n"
+
+
+def test_repeated_phrase_costs_equal_token_nll_of_each_text(small_model):
+    """The batched, padded costs equal token_nll summed over each copy, phrase by phrase."""
+    tok, phrases = CharsWithNewline(), [" a cat sat.", " dogs run", " xyz"]
+    costs = repeated_phrase_costs(small_model, tok, phrases)
+    for p, (first, second) in zip(phrases, costs.tolist(), strict=True):
+        nll = token_nll(small_model, tok.encode("\n" + p + p))  # nll[t]: token t + 1
+        n = len(p)
+        assert first == pytest.approx(nll[1 : n].sum().item(), abs=1e-4)
+        assert second == pytest.approx(nll[n + 1 : 2 * n].sum().item(), abs=1e-4)
+
+
+@pytest.mark.parametrize("phrases, error, match", [
+    ("a cat", TypeError, "phrases must be a list"),
+    ([], ValueError, "phrases is empty"),
+    ([" " + "a" * 20], ValueError, "block_size"),
+])
+def test_repeated_phrase_costs_bad_phrases(small_model, phrases, error, match):
+    with pytest.raises(error, match=match):
+        repeated_phrase_costs(small_model, CharsWithNewline(), phrases)
