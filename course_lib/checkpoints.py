@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from course_lib.files import replace_atomically
+from course_lib.files import replace_atomically, write_safetensors
 from course_lib.model import GPT, GPTConfig
 from course_lib.validation import check_device
 
@@ -113,8 +113,6 @@ def save(model: GPT, path: str | os.PathLike, dtype: torch.dtype = torch.float32
     any moment leaves either the old checkpoint or the new one, never a mix. The .json is a
     readable copy, itself written atomically. dtype must be a floating-point dtype.
     """
-    from safetensors.torch import save_file
-
     if not isinstance(model, GPT):
         raise TypeError(f"model must be a course_lib GPT, got {type(model).__name__}")
     if not isinstance(path, (str, os.PathLike)):
@@ -136,7 +134,7 @@ def save(model: GPT, path: str | os.PathLike, dtype: torch.dtype = torch.float32
     config_json = json.dumps(asdict(model.config), indent=2) + "\n"
     meta = {"format": "course_lib.GPT", "config": json.dumps(asdict(model.config))}
     path.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    write_safetensors(path, tensors, meta)
     replace_atomically(path.with_suffix(".json"), lambda tmp: tmp.write_text(config_json))
     return path
 

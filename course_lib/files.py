@@ -47,6 +47,19 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[Path], object])
             os.close(dir_fd)
 
 
+def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str]) -> None:
+    """Write tensors as one safetensors file, all at once (replace_atomically).
+
+    Serialised in memory and written into replace_atomically's own locked temporary: safetensors'
+    save_file writes through a temporary file of its own (.tmpXXXXXX), which a kill leaves behind
+    where no later save looks for it.
+    """
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)
+    replace_atomically(path, lambda tmp: tmp.write_bytes(data))
+
+
 def temporary_pattern(path: str | os.PathLike) -> str:
     """The glob (relative to path's folder) that replace_atomically's temporaries of path match."""
     return f".{glob.escape(Path(path).name)}.*.tmp"

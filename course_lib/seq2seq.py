@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from course_lib.attention import CrossAttention, KVCache, MultiHeadAttention
-from course_lib.files import replace_atomically
+from course_lib.files import replace_atomically, write_safetensors
 from course_lib.model import MLP, GPTConfig, cross_entropy, make_norm
 from course_lib.positional import sinusoidal
 from course_lib.validation import check_choice
@@ -303,8 +303,6 @@ class Seq2Seq(nn.Module):
 
     def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
         """Write the weights (.safetensors, config in its metadata) and the config .json beside."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         tensors = {k: v.detach().to("cpu", dtype).contiguous()
                    for k, v in self.state_dict().items()
@@ -312,7 +310,7 @@ class Seq2Seq(nn.Module):
         config_json = json.dumps(asdict(self.config), indent=2)
         meta = {"format": "course_lib.Seq2Seq", "config": config_json}
         path.parent.mkdir(parents=True, exist_ok=True)
-        replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        write_safetensors(path, tensors, meta)
         replace_atomically(path.with_suffix(".json"), lambda tmp: tmp.write_text(config_json))
         return path
 
