@@ -15,6 +15,7 @@ Skipped, with the reason, where Chromium or Playwright is missing; COURSE_REQUIR
 from __future__ import annotations
 
 import collections
+import fcntl
 import json
 import os
 import re
@@ -136,9 +137,12 @@ class _Traffic:
 def _report(lesson: str, **figures) -> None:
     """Adds a lesson's figures to test-artifacts/browser/traffic.json, for the record."""
     path = ARTIFACTS / "traffic.json"
-    table = json.loads(path.read_text()) if path.exists() else {}
-    table[lesson] = figures
-    path.write_text(json.dumps(table, indent=1, sort_keys=True))
+    # Locked: on pytest-xdist workers two lessons may report at once.
+    with open(ARTIFACTS / "traffic.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = json.loads(path.read_text()) if path.exists() else {}
+        table[lesson] = figures
+        path.write_text(json.dumps(table, indent=1, sort_keys=True))
     print(lesson, figures)
 
 

@@ -18,7 +18,7 @@ def pins(path: Path) -> dict[str, str]:
 def test_binder_pins_match_requirements():
     main, binder = pins(ROOT / "requirements.txt"), pins(ROOT / "binder" / "requirements.txt")
     assert binder["torch"] == main["torch"]
-    test_only = {"pytest", "nbval", "nbclient", "nbformat", "playwright", "ruff"}
+    test_only = {"pytest", "pytest-xdist", "nbval", "nbclient", "nbformat", "playwright", "ruff"}
     assert {k: v for k, v in main.items() if k not in test_only} == binder
 
 
