@@ -28,6 +28,9 @@ ROW_TILE = 64  # the kernel's packed layout interleaves output rows in tiles of 
 Q4_1_BYTES = 20  # float16 d, float16 m, 16 bytes of codes (weight j low nibble, j + 16 high)
 Q8_0_BYTES = 34  # float16 d, 32 int8 codes
 BLOCK_BYTES = {"Q4_1": Q4_1_BYTES, "Q8_0": Q8_0_BYTES}
+# Looked up once: resolving torch.ops.aten.<name> costs microseconds, and a decoded token
+# makes 121 of these products.
+_INT4_MM = torch.ops.aten._weight_int4pack_mm_for_cpu.default
 
 
 def _blocks(raw: np.ndarray, kind: str) -> torch.Tensor:
@@ -104,8 +107,9 @@ class Int4Linear(nn.Module):
     def __init__(self, planes: list[tuple[torch.Tensor, torch.Tensor]], in_features: int,
                  out_features: int):
         super().__init__()
-        if not planes:
-            raise ValueError("planes must hold at least one (packed, scales_and_zeros) pair")
+        if len(planes) not in (1, 2):
+            raise ValueError("planes must hold one (Q4_1) or two (Q8_0) (packed, "
+                             f"scales_and_zeros) pairs, got {len(planes)}")
         self.in_features, self.out_features, self.n_planes = in_features, out_features, len(planes)
         for i, (packed, sz) in enumerate(planes):
             if packed.shape != (out_features, in_features // 2) or sz.shape != (
@@ -151,13 +155,15 @@ class Int4Linear(nn.Module):
         return cls(list(zip(packed, table, strict=True)), K, N)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
+        if not x.is_cpu:
             raise ValueError("Int4Linear runs on the CPU only (torch's int4 CPU kernel)")
+        # The buffers straight from _buffers: nn.Module's __getattr__ costs about a
+        # microsecond a lookup, and a decoded token makes 121 of these products.
+        b = self._buffers
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        mm = torch.ops.aten._weight_int4pack_mm_for_cpu
-        y = mm(flat, self.packed_0, GROUP, self.scales_and_zeros_0).to(x.dtype)
-        for packed, sz in self.planes()[1:]:
-            y.add_(mm(flat, packed, GROUP, sz))
+        y = _INT4_MM(flat, b["packed_0"], GROUP, b["scales_and_zeros_0"]).to(x.dtype)
+        if self.n_planes == 2:
+            y.add_(_INT4_MM(flat, b["packed_1"], GROUP, b["scales_and_zeros_1"]))
         return y.view(*x.shape[:-1], self.out_features)
 
     @property

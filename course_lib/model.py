@@ -267,11 +267,13 @@ class GPT(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        wte = self.transformer.wte
-        if isinstance(wte, nn.Embedding):
-            return wte.weight.device
-        # a stored-quantized embedding (load_smollm2(quantized=True)): its .weight is rebuilt
-        return next(self.transformer.ln_f.parameters()).device
+        return self.transformer.ln_f.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the activations, and so of a KV cache: the norms' (read there because
+        a stored-quantized embedding, load_smollm2(quantized=True), rebuilds its .weight)."""
+        return self.transformer.ln_f.weight.dtype
 
     def new_cache(self, capacity: int | None = None) -> KVCache:
         """An empty KV cache for this model; capacity: positions to make room for at first."""
@@ -345,11 +347,17 @@ class GPT(nn.Module):
         return_attention: bool = False,
         kv_cache: KVCache | None = None,
         head_mask: torch.Tensor | None = None,
+        last_only: bool = False,
     ):
         """Logits for every position, and the mean cross-entropy if targets are given.
 
         targets equal to -1 are ignored. head_mask (n_layer, n_head) of 0/1 switches heads off.
+        last_only: logits (B, 1, V) for the last position only, all that choosing the next
+        token needs; the output layer is the largest matrix, so a prompt's other positions
+        would cost the most for nothing (transformers' generate does the same).
         """
+        if last_only and targets is not None:
+            raise ValueError("last_only=True gives no loss: the loss needs every position's logits")
         offset = kv_cache.length if isinstance(kv_cache, KVCache) else 0
         self._check_idx(idx, offset)
         self._check_extras(idx, targets, kv_cache, head_mask)
@@ -374,7 +382,7 @@ class GPT(nn.Module):
                 rotation=rotation,
             )
             attentions.append(w)
-        logits = self.lm_head(self.transformer.ln_f(x))
+        logits = self.lm_head(self.transformer.ln_f(x[:, -1:] if last_only else x))
         loss = None
         if targets is not None:
             loss = cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))

@@ -32,10 +32,10 @@ class BlockPool:
     def __init__(self, model: GPT, num_blocks: int, block_size: int):
         config = model.config
         head_dim = config.n_embd // config.n_head
-        weight = model.transformer.wte.weight
         shape = (num_blocks, config.kv_heads, block_size, head_dim)
-        self.keys = [weight.new_zeros(shape) for _ in range(config.n_layer)]
-        self.values = [weight.new_zeros(shape) for _ in range(config.n_layer)]
+        like = {"dtype": model.dtype, "device": model.device}
+        self.keys = [torch.zeros(shape, **like) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, **like) for _ in range(config.n_layer)]
         self.num_blocks, self.block_size = num_blocks, block_size
         self.free: deque[int] = deque(range(num_blocks))
         self.refcount = [0] * num_blocks

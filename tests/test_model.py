@@ -447,3 +447,18 @@ def test_attention_only_model_has_no_mlp_and_its_cache_matches_full_passes():
     loss = m(idx, idx)[1]
     loss.backward()
     assert all(p.grad is not None for p in m.parameters())
+
+
+def test_last_only_gives_the_last_positions_logits_and_no_loss(small_model):
+    idx = torch.randint(0, 97, (3, 20))
+    with torch.no_grad():
+        full, _ = small_model(idx)
+        last, loss = small_model(idx, last_only=True)
+        cache = small_model.new_cache()
+        small_model(idx[:, :12], kv_cache=cache)
+        cached, _ = small_model(idx[:, 12:], kv_cache=cache, last_only=True)
+    assert last.shape == (3, 1, 97) and loss is None
+    torch.testing.assert_close(last, full[:, -1:], rtol=0, atol=1e-6)
+    torch.testing.assert_close(cached, full[:, -1:], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="last_only=True gives no loss"):
+        small_model(idx, idx, last_only=True)

@@ -4,6 +4,7 @@ import torch
 from course_lib.sampling import (
     SamplingParams,
     apply_temperature,
+    beam_search,
     describe_filtering,
     entropy_bits,
     generate,
@@ -616,3 +617,17 @@ def test_trace_decoding_stops_and_rejects_bad_arguments(small_model):
         trace_decoding(small_model, [5, 6, 7], 2, temperature=-1)
     with pytest.raises(ValueError, match="one prompt"):
         trace_decoding(small_model, [[5, 6], [7, 8]], 2)
+
+
+def test_generated_tokens_train_like_any_tensor(small_model):
+    """The loops run the model in inference_mode; what they return must still feed a training
+    step (an inference tensor would refuse to be saved for backward)."""
+    out = generate(small_model, torch.tensor([[1, 2, 3]]), 5, temperature=0)
+    streamed = torch.stack(list(stream_generate(small_model, [[1, 2, 3]], 3, temperature=0)), 1)
+    beams = beam_search(small_model, [[1, 2, 3]], 2, 4)
+    for ids in (out, streamed, beams):
+        assert not ids.is_inference()
+        ids = ids.clone()
+        ids.add_(0)  # in-place works on them
+        _, loss = small_model.train()(ids[:, :-1], ids[:, 1:])
+        loss.backward()

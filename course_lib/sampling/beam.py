@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 import torch
 
 from course_lib.model import GPT, eval_mode
-from course_lib.sampling.decode import generate, one_prompt
+from course_lib.sampling.decode import generate, one_prompt, step_logits
 from course_lib.sampling.params import SamplingParams, make_params
 from course_lib.sampling.processors import process_logits
 from course_lib.validation import check_float, check_int
@@ -88,18 +88,18 @@ def beam_search(model: GPT, idx, num_beams: int, max_new_tokens: int | None = No
         cache = None
         if use_cache and prompt.shape[1] < block:
             cache = model.new_cache(min(block, prompt.shape[1] + max_new_tokens))
-            logits = model(prompt, kv_cache=cache)[0][:, -1]
+            logits = step_logits(model, prompt, cache)
             cache.reorder(torch.zeros(num_beams, dtype=torch.long))
             logits = logits.expand(num_beams, -1)
         else:
-            logits = model(running[:, -block:])[0][:, -1]
+            logits = step_logits(model, running[:, -block:])
         for step in range(max_new_tokens):
             if step > 0:
                 if cache is not None and running.shape[1] <= block:
-                    logits = model(running[:, -1:], kv_cache=cache)[0][:, -1]
+                    logits = step_logits(model, running[:, -1:], cache)
                 else:  # past the window every position shifts: no cache, as generate does
                     cache = None
-                    logits = model(running[:, -block:])[0][:, -1]
+                    logits = step_logits(model, running[:, -block:])
             logp = torch.log_softmax(logits.float(), dim=-1)
             if penalty.penalized:  # transformers applies it to log-probabilities
                 logp = process_logits(logp, penalty, running)

@@ -132,8 +132,8 @@ def speculative_rounds(target: GPT, draft, idx, max_new_tokens: int | None = Non
         while produced < params.max_new_tokens:
             k = min(k_max, params.max_new_tokens - produced - 1)
             if len(ids) + k > block:  # past the context window: plain decoding, as generate
-                window = ids[-target.config.block_size :]
-                logits = target(torch.tensor([window], device=target.device))[0][0, -1].float()
+                window = torch.tensor([ids[-target.config.block_size :]], device=target.device)
+                logits = target(window, last_only=True)[0][0, -1].float()
                 token = target_token(logits)
                 ids.append(token)
                 produced += 1
