@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from course_lib.files import replace_atomically
 from course_lib.model import eval_mode
 from course_lib.sampling import SamplingParams, generate_batch, sample_next
 from course_lib.sampling.beam import MAX_BEAMS, split_candidates
@@ -72,11 +73,12 @@ class TranslationTokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         data = {"specials": list(SPECIALS), "chars": "".join(self.chars.chars)}
-        Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+        text = json.dumps(data, ensure_ascii=False, indent=1) + "\n"
+        replace_atomically(path, lambda tmp: tmp.write_text(text, "utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TranslationTokenizer:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text("utf-8"))
         if data.get("specials") != list(SPECIALS):
             raise ValueError(f"{path}: expected the special tokens {list(SPECIALS)}")
         return cls(data["chars"])
