@@ -168,7 +168,12 @@ _WATCH_CELLS = """() => {
             if (parts > (w.parts[i] || 0)) { w.parts[i] = parts; w.shown[i] = now; }
         });
     };
-    new MutationObserver(look).observe(document.querySelector('.jp-Notebook'),
+    // At most one look every 50 ms: a plotly graph makes thousands of mutations, and a look
+    // per mutation (every cell, every view) cost Chromium seconds of CPU per lesson.
+    let pending = false;
+    new MutationObserver(() => {
+        if (!pending) { pending = true; setTimeout(() => { pending = false; look(); }, 50); }
+    }).observe(document.querySelector('.jp-Notebook'),
         {childList: true, subtree: true, characterData: true});
 }""".replace("VIEW_PARTS", _VIEW_PARTS)
 
