@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from course_lib.device import autocast, default_device
-from course_lib.files import replace_atomically
+from course_lib.files import write_text
 from course_lib.model import GPT
 from course_lib.sampling import generate
 from course_lib.tokenization import BPETokenizer, naive_train_bpe
@@ -356,8 +356,7 @@ def main(argv: list[str] | None = None) -> None:
 
         report["smollm2_q4"] = smollm2_q4_rows(row, q)
     if args.json:
-        text = json.dumps(report, indent=2) + "\n"
-        replace_atomically(args.json, lambda tmp: tmp.write_text(text))
+        write_text(args.json, json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from course_lib.files import replace_atomically, write_safetensors
+from course_lib.files import write_safetensors, write_text
 from course_lib.model import GPT, GPTConfig
 from course_lib.validation import check_device
 
@@ -135,7 +135,7 @@ def save(model: GPT, path: str | os.PathLike, dtype: torch.dtype = torch.float32
     meta = {"format": "course_lib.GPT", "config": json.dumps(asdict(model.config))}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors(path, tensors, meta)
-    replace_atomically(path.with_suffix(".json"), lambda tmp: tmp.write_text(config_json))
+    write_text(path.with_suffix(".json"), config_json)
     return path
 
 

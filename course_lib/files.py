@@ -47,6 +47,11 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[Path], object])
             os.close(dir_fd)
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text (UTF-8) to path all at once (replace_atomically)."""
+    replace_atomically(path, lambda tmp: tmp.write_text(text, "utf-8"))
+
+
 def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str]) -> None:
     """Write tensors as one safetensors file, all at once (replace_atomically).
 

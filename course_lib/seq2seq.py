@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from course_lib.attention import CrossAttention, KVCache, MultiHeadAttention
-from course_lib.files import replace_atomically, write_safetensors
+from course_lib.files import write_safetensors, write_text
 from course_lib.model import MLP, GPTConfig, cross_entropy, make_norm
 from course_lib.positional import sinusoidal
 from course_lib.validation import check_choice
@@ -311,7 +311,7 @@ class Seq2Seq(nn.Module):
         meta = {"format": "course_lib.Seq2Seq", "config": config_json}
         path.parent.mkdir(parents=True, exist_ok=True)
         write_safetensors(path, tensors, meta)
-        replace_atomically(path.with_suffix(".json"), lambda tmp: tmp.write_text(config_json))
+        write_text(path.with_suffix(".json"), config_json)
         return path
 
     @classmethod

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from course_lib.data import get_batch
 from course_lib.device import autocast, default_device
 from course_lib.distributed import init_distributed, micro_batches, run_main, world
-from course_lib.files import replace_atomically
+from course_lib.files import write_text
 from course_lib.model import GPT, GPTConfig
 from course_lib.training_state import load_checkpoint, restore_checkpoint, save_checkpoint
 from course_lib.validation import (
@@ -578,9 +578,8 @@ def _main(args, device: torch.device, rank: int, world_size: int) -> None:
         "median_tokens_per_s": job_rate,
         "median_tokens_per_s_per_process": job_rate / world_size,
     }
-    for name, text in (("history.json", json.dumps(history) + "\n"),
-                       ("summary.json", json.dumps(summary, indent=2) + "\n")):
-        replace_atomically(out / name, lambda tmp, text=text: tmp.write_text(text))
+    write_text(out / "history.json", json.dumps(history) + "\n")
+    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     print(f"tokens/s: {job_rate:,.0f} for the whole job, {job_rate / world_size:,.0f} per process "
           f"({world_size} process{'es' if world_size > 1 else ''}, median over steps)")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from course_lib.files import replace_atomically
+from course_lib.files import write_text
 from course_lib.model import eval_mode
 from course_lib.sampling import SamplingParams, generate_batch, sample_next
 from course_lib.sampling.beam import MAX_BEAMS, split_candidates
@@ -73,8 +73,7 @@ class TranslationTokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         data = {"specials": list(SPECIALS), "chars": "".join(self.chars.chars)}
-        text = json.dumps(data, ensure_ascii=False, indent=1) + "\n"
-        replace_atomically(path, lambda tmp: tmp.write_text(text, "utf-8"))
+        write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TranslationTokenizer:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from course_lib.chat import chat
-from course_lib.files import replace_atomically
+from course_lib.files import write_text
 from course_lib.pretrained import load_smollm2
 from course_lib.safety import REPLIES_FILE, injection_messages, load_safety_set
 
@@ -62,7 +62,7 @@ def merge(files: list[str], path: Path) -> dict:
         out.setdefault("injection", {}).update(injection)
         out["seconds"] = out.get("seconds", 0) + seconds
     out["hand_labels"] = _old_labels(path)
-    replace_atomically(path, lambda p: p.write_text(json.dumps(out, indent=1) + "\n", "utf-8"))
+    write_text(path, json.dumps(out, indent=1) + "\n")
     print(f"merged {len(files)} files into {path}")
     return out
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     path = Path(args.out)
     out["hand_labels"] = _old_labels(path)
     out["seconds"] = round(time.process_time() - start)
-    replace_atomically(path, lambda p: p.write_text(json.dumps(out, indent=1) + "\n", "utf-8"))
+    write_text(path, json.dumps(out, indent=1) + "\n")
     print(f"wrote {path} in {out['seconds']} CPU s")
     return out
 

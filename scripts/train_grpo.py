@@ -21,7 +21,7 @@ import torch
 
 from course_lib import rl
 from course_lib.assistant import instruction_split, sft_train
-from course_lib.files import replace_atomically
+from course_lib.files import write_text
 from course_lib.pretrained import load_pretrained
 
 SFT = {"steps": 30, "batch_size": 12, "learning_rate": 3e-3}  # as in lesson 13
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(name, "accuracy", sum(out["runs"][name]["items"]) / len(evaluation),
               f"{seconds:.0f} CPU s", flush=True)
     path = Path(args.out)
-    replace_atomically(path, lambda p: p.write_text(json.dumps(out, indent=1) + "\n", "utf-8"))
+    write_text(path, json.dumps(out, indent=1) + "\n")
     print("wrote", path)
     return out
 
