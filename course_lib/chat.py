@@ -107,7 +107,8 @@ def encode_chat(tokenizer, messages, add_generation_prompt: bool = True) -> list
     return ids
 
 
-def _stop_ids(tokenizer) -> list[int]:
+def reply_stop_ids(tokenizer) -> list[int]:
+    """The ids that end a chat model's reply: <|im_end|> and <|endoftext|>, those it has."""
     specials = getattr(tokenizer, "special_tokens", None) or {}
     return [specials[n] for n in (IM_END, "<|endoftext|>") if n in specials]
 
@@ -119,7 +120,7 @@ def _reply(tokenizer, messages, params: SamplingParams | None, max_new_tokens: i
         settings["max_new_tokens"] = max_new_tokens
     params = make_params(params, settings, max_new_tokens=256, temperature=0.0)
     check_int("max_new_tokens", params.max_new_tokens, minimum=1)
-    stops = tuple(dict.fromkeys(params.stop_ids + tuple(_stop_ids(tokenizer))))
+    stops = tuple(dict.fromkeys(params.stop_ids + tuple(reply_stop_ids(tokenizer))))
     return encode_chat(tokenizer, messages), dataclasses.replace(params, stop_ids=stops)
 
 

@@ -14,18 +14,13 @@ import torch
 
 from course_lib.model import GPT, eval_mode
 from course_lib.tokenization import token_pieces
-from course_lib.validation import check_int, check_list, check_model, check_str, check_token_ids
-
-
-def _one_sequence(model: GPT, ids) -> torch.Tensor:
-    """ids as a 1-D long tensor of at least 2 ids, each inside the model's vocabulary."""
-    model = check_model("model", model)
-    ids = check_token_ids("ids", ids, model.config.vocab_size)
-    if ids.shape[0] != 1:  # flattening a batch would score its rows as one text
-        raise ValueError(f"ids must be one sequence, got a batch of {ids.shape[0]}")
-    if ids.shape[1] < 2:
-        raise ValueError(f"ids must hold at least 2 tokens to evaluate, got {ids.shape[1]}")
-    return ids[0]
+from course_lib.validation import (
+    check_int,
+    check_list,
+    check_model,
+    check_one_sequence,
+    check_str,
+)
 
 
 def token_nll(model: GPT, ids, batch_size: int = 16, stride: int | None = None) -> torch.Tensor:
@@ -37,7 +32,7 @@ def token_nll(model: GPT, ids, batch_size: int = 16, stride: int | None = None) 
     but the first few then has at least block_size - stride tokens of context, which lowers
     the loss (stride = block_size is the default, non-overlapping protocol).
     """
-    ids = _one_sequence(model, ids)
+    ids = check_one_sequence("ids", ids, model, min_tokens=2)[0]  # scored where it is
     batch_size = check_int("batch_size", batch_size, minimum=1)
     block = model.config.block_size
     stride = block if stride is None else check_int("stride", stride, minimum=1, maximum=block)

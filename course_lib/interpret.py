@@ -10,15 +10,19 @@ from torch import nn
 from course_lib.data import repeated_random_sequences, repeated_random_stream
 from course_lib.model import GPT, eval_mode
 from course_lib.tokenization import token_pieces, visible_piece  # noqa: F401  (re-exported)
-from course_lib.validation import check_int, check_model, check_module, check_str, check_token_ids
+from course_lib.validation import (
+    check_int,
+    check_model,
+    check_module,
+    check_one_sequence,
+    check_str,
+    check_token_ids,
+)
 
 
 def _one_sequence(model: GPT, ids) -> torch.Tensor:
     """ids as a (1, T) batch on the model's device, cropped to the last block_size tokens."""
-    model = check_model("model", model)
-    idx = check_token_ids("ids", ids, model.config.vocab_size)
-    if idx.shape[0] != 1:
-        raise ValueError(f"ids must be one sequence, got a batch of {idx.shape[0]}")
+    idx = check_one_sequence("ids", ids, model)
     return idx[:, -model.config.block_size :].to(model.device)
 
 

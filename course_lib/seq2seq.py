@@ -241,10 +241,18 @@ class Seq2Seq(nn.Module):
             x = table(ids) * math.sqrt(self.config.n_embd) + self.pe[pos]
         return self.drop(x)
 
+    def embed_source(self, src: torch.Tensor) -> torch.Tensor:
+        """The vectors (B, S, n_embd) the encoder reads: token embeddings plus positions."""
+        return self._embed(src, self.src_embed, "src_pos", self.config.block_size)
+
+    def embed_target(self, tgt: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """The vectors (B, T, n_embd) the decoder reads, tgt starting at position offset."""
+        return self._embed(tgt, self.target_embedding, "tgt_pos",
+                           self.config.target_block_size, offset)
+
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's output (B, S, n_embd), the memory. src_mask: True for real tokens."""
-        x = self._embed(src, self.src_embed, "src_pos", self.config.block_size)
-        return self.encoder(x, src_mask)
+        return self.encoder(self.embed_source(src), src_mask)
 
     def new_cache(self, memory: torch.Tensor,
                   memory_mask: torch.Tensor | None = None) -> DecoderCache:
@@ -261,9 +269,7 @@ class Seq2Seq(nn.Module):
         With a cache (new_cache), tgt holds only the new tokens and memory, memory_mask are
         taken from the cache (pass None): a step costs one position of self-attention.
         """
-        offset = 0 if cache is None else cache.kv.length
-        x = self._embed(tgt, self.target_embedding, "tgt_pos", self.config.target_block_size,
-                        offset)
+        x = self.embed_target(tgt, 0 if cache is None else cache.kv.length)
         return self.lm_head(self.decoder(x, memory, memory_mask, cache))
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor, targets: torch.Tensor | None = None,
@@ -362,7 +368,7 @@ def cross_attention_weights(model: Seq2Seq, src: torch.Tensor, tgt: torch.Tensor
     source token; and the logits decode() gives. The decoder blocks run step by step as
     DecoderBlock.forward does, the cross-attention asked for its weights."""
     memory = model.encode(src, src_mask)
-    x = model._embed(tgt, model.target_embedding, "tgt_pos", model.config.target_block_size)
+    x = model.embed_target(tgt)
     maps = []
     for block in model.decoder.h:
         def attend(h: torch.Tensor, block=block) -> torch.Tensor:

@@ -206,6 +206,20 @@ def check_model(name: str, value) -> torch.nn.Module:
     return value
 
 
+def check_one_sequence(name: str, ids, model: torch.nn.Module, min_tokens: int = 1
+                       ) -> torch.Tensor:
+    """ids as one (1, T) int64 row of the model's token ids, where it was (check_token_ids).
+    A batch of several rows is refused: code that reads one text would run them together."""
+    model = check_model("model", model)
+    idx = check_token_ids(name, ids, model.config.vocab_size)
+    if idx.shape[0] != 1:
+        raise ValueError(f"{name} must be one sequence of token ids, got a batch of "
+                         f"{idx.shape[0]}")
+    if idx.shape[1] < min_tokens:
+        raise ValueError(f"{name} must hold at least {min_tokens} tokens, got {idx.shape[1]}")
+    return idx
+
+
 def check_tensor(name: str, value, *, floating: bool = False, min_dims: int | None = None,
                  max_dims: int | None = None) -> torch.Tensor:
     """value, if it is a torch tensor (of a floating-point dtype if asked) with a number of

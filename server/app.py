@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from course_lib.chat import IM_START, _stop_ids, encode_chat
+from course_lib.chat import IM_START, encode_chat, reply_stop_ids
 from course_lib.engine import Engine
 from course_lib.model import GPT
 from course_lib.safety import GATE_REFUSAL
@@ -45,7 +45,7 @@ def create_app(model: GPT, tokenizer, model_name: str, moderation=None,
     """
     is_chat = IM_START in (getattr(tokenizer, "special_tokens", None) or {})
     context = model.config.block_size
-    stop_ids = tuple(_stop_ids(tokenizer))  # a chat model ends a reply with <|im_end|>
+    stop_ids = tuple(reply_stop_ids(tokenizer))  # a chat model ends a reply with <|im_end|>
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -447,7 +447,7 @@ def test_bad_decoding_arguments(small_model):
         repetition_penalty(x, torch.tensor([[1, 2]]), 1.2)
     with pytest.raises(ValueError, match="num_beams"):
         beam_search(small_model, [1, 2], 0, 5)
-    with pytest.raises(ValueError, match="one prompt"):
+    with pytest.raises(ValueError, match="one sequence"):
         beam_search(small_model, [[1, 2], [3, 4]], 2, 5)
     with pytest.raises(ValueError, match="max_new_tokens"):
         beam_search(small_model, [1, 2], 2, 0)
@@ -615,7 +615,7 @@ def test_trace_decoding_stops_and_rejects_bad_arguments(small_model):
         trace_decoding(small_model, [5, 6, 7], 2, k=0)
     with pytest.raises(ValueError, match="temperature"):
         trace_decoding(small_model, [5, 6, 7], 2, temperature=-1)
-    with pytest.raises(ValueError, match="one prompt"):
+    with pytest.raises(ValueError, match="one sequence"):
         trace_decoding(small_model, [[5, 6], [7, 8]], 2)
 
 

@@ -22,7 +22,7 @@ import pytest
 from jupyterlab_browser import ROOT, launch_chromium, missing
 from openai import OpenAI
 
-from course_lib.chat import _stop_ids
+from course_lib.chat import reply_stop_ids
 from course_lib.pretrained import load_pretrained
 from course_lib.sampling import generate, utf8_pieces
 from server.launch import start_server
@@ -48,7 +48,7 @@ def smollm2_server(tmp_path_factory) -> Iterator[str]:
 def reference():
     """(model, tokenizer) of the shipped model, and the ids that end its text."""
     model, tokenizer = load_pretrained()
-    return model, tokenizer, _stop_ids(tokenizer)
+    return model, tokenizer, reply_stop_ids(tokenizer)
 
 
 def client(url: str) -> OpenAI:

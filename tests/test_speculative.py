@@ -143,7 +143,7 @@ def test_bad_input(shipped):
         speculative_generate(model, _tiny(0), [1, 2], 5)
     with pytest.raises(ValueError, match="num_draft_tokens"):
         speculative_generate(model, PromptLookupDraft(), [1, 2], 5, num_draft_tokens=0)
-    with pytest.raises(ValueError, match="one prompt"):
+    with pytest.raises(ValueError, match="one sequence"):
         speculative_generate(model, PromptLookupDraft(), [[1, 2], [3, 4]], 5)
     with pytest.raises(ValueError, match="temperature"):
         speculative_generate(model, PromptLookupDraft(), [1, 2], 5, temperature=-1)

@@ -65,7 +65,7 @@ def beam_search(model: GPT, idx, num_beams: int, max_new_tokens: int | None = No
                          f"repetition_penalty, not {', '.join(unused)}")
     max_new_tokens = check_int("max_new_tokens", params.max_new_tokens, minimum=1)
     length_penalty = check_float("length_penalty", length_penalty)
-    prompt = one_prompt(model, idx, "beam search")
+    prompt = one_prompt(model, idx)
     stops = params.stop_tensor(model.config.vocab_size, model.device)
     # what beam search applies to each step's log-probabilities (transformers' order)
     penalty = SamplingParams(repetition_penalty=params.repetition_penalty)

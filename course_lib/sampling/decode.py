@@ -16,7 +16,7 @@ from course_lib.attention import KVCache
 from course_lib.model import GPT, eval_mode
 from course_lib.sampling.params import SamplingParams, make_params
 from course_lib.sampling.processors import process_logits
-from course_lib.validation import check_int, check_model, check_token_ids
+from course_lib.validation import check_int, check_model, check_one_sequence, check_token_ids
 
 
 def next_token_distribution(logits: torch.Tensor, params: SamplingParams,
@@ -85,13 +85,9 @@ def as_prompt(model: GPT, idx) -> torch.Tensor:
     return check_token_ids("idx (the prompt)", idx, model.config.vocab_size).to(model.device)
 
 
-def one_prompt(model: GPT, idx, what: str) -> torch.Tensor:
-    """idx as a (1, T) prompt on the model's device, for what (a caller that takes one only)."""
-    prompt = as_prompt(model, idx)
-    if prompt.shape[0] != 1:
-        raise ValueError(f"{what} takes one prompt (one sequence of token ids), got a batch "
-                         f"of {prompt.shape[0]}")
-    return prompt
+def one_prompt(model: GPT, idx) -> torch.Tensor:
+    """idx as a (1, T) prompt on the model's device, for the loops that take one only."""
+    return check_one_sequence("idx (the prompt)", idx, model).to(model.device)
 
 
 @torch.no_grad()
@@ -259,7 +255,7 @@ def trace_decoding(model: GPT, idx, steps: int, k: int = 5, *,
     steps = check_int("steps", steps, minimum=1)
     k = check_int("k", k, minimum=1)
     params = make_params(params, settings)
-    seq = one_prompt(model, idx, "trace_decoding")
+    seq = one_prompt(model, idx)
     stops = params.stop_tensor(model.config.vocab_size, seq.device)
     generator = seeded_generator(params.seed, seq.device)
     trace = []
@@ -281,7 +277,7 @@ def trace_decoding(model: GPT, idx, steps: int, k: int = 5, *,
 @torch.no_grad()
 def next_token_logits(model: GPT, idx) -> torch.Tensor:
     """Raw logits (vocab,) for the token after idx (one sequence): one forward pass to cache."""
-    return last_logits(model, one_prompt(model, idx, "next_token_logits"))[0].cpu()
+    return last_logits(model, one_prompt(model, idx))[0].cpu()
 
 
 @torch.no_grad()

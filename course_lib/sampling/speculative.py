@@ -108,7 +108,7 @@ def speculative_rounds(target: GPT, draft, idx, max_new_tokens: int | None = Non
     params = _speculative_params(params, max_new_tokens, settings)
     _check_draft(target, draft)
     k_max = check_int("num_draft_tokens", num_draft_tokens, minimum=1)
-    prompt = one_prompt(target, idx, "speculative decoding")
+    prompt = one_prompt(target, idx)
     ids = prompt[0].tolist()
     generator = seeded_generator(params.seed, target.device)
     stops = set(params.stop_ids)
@@ -216,7 +216,7 @@ def speculative_generate(target: GPT, draft, idx, max_new_tokens: int | None = N
     params = _speculative_params(params, max_new_tokens, settings)
     rounds = list(speculative_rounds(target, draft, idx, num_draft_tokens=num_draft_tokens,
                                      params=params))
-    prompt = one_prompt(target, idx, "speculative decoding")
+    prompt = one_prompt(target, idx)
     new = [t for r in rounds for t in r.proposed[: r.accepted] + [r.token]]
     new = new[: params.max_new_tokens]
     out = torch.cat([prompt, torch.tensor([new], dtype=torch.long, device=prompt.device)], 1)

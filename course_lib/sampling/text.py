@@ -31,7 +31,7 @@ def stream_text(model: GPT, tokenizer, idx, max_new_tokens: int | None = None, *
     if max_new_tokens is not None:
         settings["max_new_tokens"] = max_new_tokens
     params = make_params(params, settings)
-    prompt = one_prompt(model, idx, "streaming text")
+    prompt = one_prompt(model, idx)
     tokens = (int(t) for t in stream_generate(model, prompt, params=params, use_cache=use_cache))
     pieces = utf8_pieces(tokenizer, tokens, params.stop_ids)
     if not params.stop:
