@@ -267,21 +267,25 @@ def sft_train(
     order: list[int] = []
     losses = []
     model.train()
-    for step in progress_bar(range(steps), desc="SFT", enabled=progress):
-        if len(order) < batch_size:  # one pass over the examples in random order, then again
-            more = list(range(len(examples)))
-            rng.shuffle(more)
-            order += more
-        batch, order = [examples[i] for i in order[:batch_size]], order[batch_size:]
-        x, y = sft_batch(tokenizer, batch, mask_prompt, model.config.block_size)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
-        _, loss = model(x.to(model.device), y.to(model.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
+    # Dropout draws from torch's generator: seeded here, inside a fork, so seed fixes the
+    # whole run and the caller's generator is left as it was.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for step in progress_bar(range(steps), desc="SFT", enabled=progress):
+            if len(order) < batch_size:  # one pass over the examples in random order, then again
+                more = list(range(len(examples)))
+                rng.shuffle(more)
+                order += more
+            batch, order = [examples[i] for i in order[:batch_size]], order[batch_size:]
+            x, y = sft_batch(tokenizer, batch, mask_prompt, model.config.block_size)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, config)
+            _, loss = model(x.to(model.device), y.to(model.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
     model.eval()
     return losses
 

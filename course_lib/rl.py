@@ -243,6 +243,18 @@ def accuracy_items(model: GPT, tokenizer, examples: Sequence[Instruction],
     return scores
 
 
+def sampled_accuracy(model: GPT, tokenizer, examples: Sequence[Instruction],
+                     group_size: int = 8, reward_fn: Reward = exact_answer_reward,
+                     temperature: float = 1.0, max_new_tokens: int = 8, seed: int | None = 0
+                     ) -> list[float]:
+    """Per example, the mean reward_fn of group_size answers sampled as GRPO samples them:
+    the quantity GRPO raises, measurable on questions it never trained on."""
+    _, _, texts = sample_groups(model, tokenizer, examples, group_size, max_new_tokens,
+                                temperature, seed)
+    return [sum(reward_fn(t, e) for t in texts[i * group_size:(i + 1) * group_size])
+            / group_size for i, e in enumerate(examples)]
+
+
 def load_grpo_run() -> dict:
     """The longer GRPO runs' results that ship with the course (scripts/train_grpo.py wrote
     course_lib/assets/grpo_run.json): settings, reward histories, per-question accuracies."""

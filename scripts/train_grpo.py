@@ -5,8 +5,9 @@ goes to course_lib/assets/grpo_run.json, which the lesson reads.
 
 The same SFT as the lesson (30 steps), then GRPO on the training "play or docs?" questions
 with two rewards a program checks: the exact answer, and a lenient one (the right word
-anywhere in the reply) that a policy can satisfy without choosing. Held-out accuracy (exact
-answer, greedy) is stored per question so the lesson can put intervals on it.
+anywhere in the reply) that a policy can satisfy without choosing. Held-out accuracy is stored
+per question, greedy (the exact answer) and sampled (the mean exact reward of 8 answers
+sampled as GRPO samples them), so the lesson can put intervals on both.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> dict:
                            f"--steps {args.steps}",
                  "sft": SFT, "grpo": {**GRPO, "steps": args.steps},
                  "eval_questions": len(evaluation),
-                 "sft_items": rl.accuracy_items(sft, tokenizer, evaluation), "runs": {}}
+                 "sft_items": rl.accuracy_items(sft, tokenizer, evaluation),
+                 "sft_sampled": rl.sampled_accuracy(sft, tokenizer, evaluation, seed=1),
+                 "runs": {}}
     for name, reward in REWARDS.items():
         policy = copy.deepcopy(sft)
         start = time.process_time()
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
             "cpu_seconds": round(seconds, 1),
             "items": rl.accuracy_items(policy, tokenizer, evaluation),
             "reward_items": rl.accuracy_items(policy, tokenizer, evaluation, reward),
+            "sampled": rl.sampled_accuracy(policy, tokenizer, evaluation, seed=1),
             "greedy_answers": [rl.accuracy_items(policy, tokenizer, [e], lambda a, e: a)[0]
                                for e in evaluation[:12]],
             "samples": texts}

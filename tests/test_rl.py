@@ -147,6 +147,22 @@ def test_accuracy_items_equal_one_at_a_time_answers(model, tokenizer):
     assert scores == [generate_answer(model, tokenizer, e.question) for e in EXAMPLES]
 
 
+def test_sampled_accuracy_is_the_mean_reward_of_grpos_samples(model, tokenizer):
+    def distinct(answer, example):  # a reward that varies from answer to answer
+        return float(len(set(answer)))
+
+    # Greedy "sampling" gives every answer of a group the greedy one: accuracy_items exactly.
+    greedy = rl.sampled_accuracy(model, tokenizer, EXAMPLES, group_size=3, temperature=0.0,
+                                 reward_fn=distinct)
+    assert greedy == rl.accuracy_items(model, tokenizer, EXAMPLES, reward_fn=distinct)
+    sampled = rl.sampled_accuracy(model, tokenizer, EXAMPLES, group_size=4, seed=3,
+                                  reward_fn=distinct)
+    _, _, texts = rl.sample_groups(model, tokenizer, EXAMPLES, 4, seed=3)
+    assert len({distinct(t, None) for t in texts}) > 1
+    assert sampled == [sum(distinct(t, None) for t in texts[4 * i:4 * i + 4]) / 4
+                       for i in range(len(EXAMPLES))]
+
+
 @pytest.mark.parametrize("change, error, words", [
     (dict(policy=None), TypeError, "policy"),
     (dict(examples=[{"prompt": "2+2?", "response": "4"}]), TypeError, "Instruction"),
