@@ -92,3 +92,23 @@ def test_ddp_figures_come_from_the_trainer_with_the_same_losses():
     r = bench.bench_ddp(2, 3, CPU)
     assert r["processes"] == 2 and r["same_final_loss"] is True
     assert r["ddp_tok_s_per_process"] == r["ddp_tok_s"] / 2 and r["one_tok_s"] > 0
+
+
+def test_decode_floor_script_times_a_bare_loop_that_computes_the_models_logits():
+    import importlib.util
+    from pathlib import Path
+
+    from course_lib.model import GPT, GPTConfig
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "measure_decode_floor.py"
+    spec = importlib.util.spec_from_file_location("measure_decode_floor", path)
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    torch.manual_seed(0)
+    # SmolLM2's shape in small: RMSNorm, rotary, SwiGLU, 6 query heads sharing 2 key/value heads
+    model = GPT(GPTConfig(vocab_size=97, block_size=64, n_layer=2, n_head=6, n_kv_head=2,
+                          n_embd=48, bias=False, position="rope", norm="rmsnorm",
+                          mlp="swiglu", tie_embeddings=True)).eval()
+    assert floor.check_bare_step(model, list(range(5, 25))) < 1e-5
+    best = floor.measure(model, rounds=1, steps=3, prompt_len=5)
+    assert set(best) == {"limit", "bare", "GPT"} and all(v > 0 for v in best.values())

@@ -1,0 +1,121 @@
+"""How close can eager PyTorch come to the matrix-vector limit of a SmolLM2 float32 decode step?
+
+    OMP_NUM_THREADS=1 taskset -c 1 python scripts/measure_decode_floor.py [--rounds 12]
+
+Times three things on one thread, in interleaved rounds (best of each, so machine noise hits
+all alike), 30 decode steps a round after a 37-token prompt:
+  limit  the matrix products alone (course_lib.bench_smollm2.matvec_seconds' loop);
+  bare   the same operations on the same weights as one flat loop: no modules, no hooks, no
+         input checks, 2-D tensors (bare_step below; its logits are checked against GPT's);
+  GPT    our model's cached step, model(token, kv_cache=cache, last_only=True).
+bare / limit is the most any eager implementation on these kernels can reach: each small
+operation between the products costs microseconds, more after a product has streamed megabytes
+of weights through the caches. A measurement for the fast inference issue, not course code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from course_lib.model import GPT
+from course_lib.positional import rope_rotation
+
+
+def bare_weights(model: GPT, capacity: int) -> list[tuple]:
+    """Per layer, (norm 1, qkv, out, norm 2, gate-up, down) weights and empty key, value rooms."""
+    c = model.config
+    head = c.n_embd // c.n_head
+    return [(b.ln_1.weight, b.attn.c_attn.weight, b.attn.c_proj.weight, b.ln_2.weight,
+             b.mlp.c_fc.weight, b.mlp.c_proj.weight,
+             torch.zeros(1, c.kv_heads, capacity, head), torch.zeros(1, c.kv_heads, capacity, head))
+            for b in model.transformer.h]
+
+
+def bare_step(model: GPT, layers: list[tuple], token: int, pos: int) -> torch.Tensor:
+    """The logits (1, vocab) of token at position pos, keys and values of earlier positions
+    in layers' rooms: a Llama-style step (RMSNorm, rotary, grouped-query, SwiGLU) written flat."""
+    c = model.config
+    H, Hk, D, eps = c.n_head, c.kv_heads, c.n_embd // c.n_head, c.norm_eps
+    x = model.transformer.wte.weight[token].view(1, c.n_embd)
+    rot = rope_rotation(pos, 1, D, c.rope_base)
+    for ln1, w_qkv, w_out, ln2, w_fc, w_down, keys, values in layers:
+        qkv = F.linear(F.rms_norm(x, (c.n_embd,), ln1, eps), w_qkv)
+        pairs = torch.view_as_complex(qkv[:, :(H + Hk) * D].reshape(H + Hk, D // 2, 2))
+        qk = torch.view_as_real(pairs * rot).view(H + Hk, D)
+        keys[0, :, pos], values[0, :, pos] = qk[H:], qkv[0, (H + Hk) * D:].view(Hk, D)
+        y = F.scaled_dot_product_attention(qk[:H].view(1, H, 1, D), keys[:, :, :pos + 1],
+                                           values[:, :, :pos + 1], enable_gqa=H != Hk)
+        x = x + F.linear(y.view(1, c.n_embd), w_out)
+        gate, up = F.linear(F.rms_norm(x, (c.n_embd,), ln2, eps), w_fc).chunk(2, dim=-1)
+        x = x + F.linear(F.silu(gate) * up, w_down)
+    return model.lm_head(F.rms_norm(x, (c.n_embd,), model.transformer.ln_f.weight, eps))
+
+
+@torch.inference_mode()
+def check_bare_step(model: GPT, prompt: list[int]) -> float:
+    """The largest difference between bare_step's logits and the model's over prompt, token
+    by token (bare_step must do the model's work, or timing it means nothing)."""
+    layers = bare_weights(model, len(prompt))
+    full, _ = model.eval()(torch.tensor([prompt]))
+    bare = torch.cat([bare_step(model, layers, t, i) for i, t in enumerate(prompt)])
+    return (bare - full[0]).abs().max().item()
+
+
+@torch.inference_mode()
+def measure(model: GPT, rounds: int = 12, steps: int = 30, prompt_len: int = 37) -> dict:
+    """Best ms per decode step of the limit, the bare loop and GPT, interleaved rounds."""
+    mats = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    xs = {w.shape[1]: torch.randn(1, 1, w.shape[1]) for w in mats}
+    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len))
+    cache = model.new_cache(prompt_len + steps)
+    model(prompt, kv_cache=cache)
+    layers = bare_weights(model, prompt_len + steps)
+    one = torch.tensor([[7]])
+
+    def limit():
+        for _ in range(steps):
+            for w in mats:
+                F.linear(xs[w.shape[1]], w)
+
+    def bare():
+        for i in range(steps):
+            bare_step(model, layers, 7, prompt_len + i)
+
+    def ours():
+        cache._lengths = [prompt_len] * model.config.n_layer  # the same positions each round
+        for _ in range(steps):
+            model(one, kv_cache=cache, last_only=True)
+
+    best = {"limit": float("inf"), "bare": float("inf"), "GPT": float("inf")}
+    for _ in range(rounds):
+        for name, fn in (("limit", limit), ("bare", bare), ("GPT", ours)):
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], 1e3 * (time.perf_counter() - start) / steps)
+    return best
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=12)
+    args = parser.parse_args(argv)
+    from course_lib.pretrained import load_smollm2
+
+    torch.set_num_threads(1)
+    model, tokenizer = load_smollm2()
+    diff = check_bare_step(model, tokenizer.encode("The sea was calm and the sky"))
+    print(f"bare loop vs GPT logits: max difference {diff:.1e}")
+    if diff > 1e-3:
+        raise SystemExit("the bare loop does not compute the model's logits")
+    best = measure(model, args.rounds)
+    for name, ms in best.items():
+        print(f"{name:<6} {ms:6.2f} ms/token   limit / this = {best['limit'] / ms:.3f}")
+    return best
+
+
+if __name__ == "__main__":
+    main()
