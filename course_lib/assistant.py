@@ -20,7 +20,7 @@ from course_lib.data import (
 )
 from course_lib.model import GPT, eval_mode
 from course_lib.sampling import SamplingParams, make_params, stream_text
-from course_lib.train import TrainConfig, lr_at, make_optimizer, progress_bar
+from course_lib.train import TrainConfig, lr_at, make_optimizer, progress_bar, seeded
 from course_lib.validation import (
     check_float,
     check_int,
@@ -267,10 +267,7 @@ def sft_train(
     order: list[int] = []
     losses = []
     model.train()
-    # Dropout draws from torch's generator: seeded here, inside a fork, so seed fixes the
-    # whole run and the caller's generator is left as it was.
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):  # dropout's random numbers too: the seed fixes the whole run
         for step in progress_bar(range(steps), desc="SFT", enabled=progress):
             if len(order) < batch_size:  # one pass over the examples in random order, then again
                 more = list(range(len(examples)))

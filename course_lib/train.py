@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +129,15 @@ def progress_bar(steps: range, *, desc: str, enabled: bool = True, **options) ->
     """tqdm over a run's steps, redrawn at most BAR_REDRAWS times and twice a second."""
     return tqdm(steps, desc=desc, unit="step", disable=not enabled, mininterval=0.5,
                 miniters=max(1, len(steps) // BAR_REDRAWS), **options)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Inside, torch's generator seeded with seed (dropout draws from it), so a short training
+    loop with a seed repeats; after, the caller's generator as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
 
 
 def lr_at(step: int, config: TrainConfig) -> float:

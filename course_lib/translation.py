@@ -17,8 +17,8 @@ from course_lib.sampling import SamplingParams, generate_batch, sample_next
 from course_lib.sampling.beam import MAX_BEAMS, split_candidates
 from course_lib.seq2seq import Seq2Seq, cross_attention_weights
 from course_lib.tokenization import CharTokenizer
-from course_lib.train import TrainConfig, lr_at, make_optimizer
-from course_lib.validation import check_float, check_int
+from course_lib.train import TrainConfig, lr_at, make_optimizer, seeded
+from course_lib.validation import check_float, check_int, check_seed
 
 MAX_NUMBER = 9999  # the task: every number 0..9999
 N_HELD_OUT = 1000  # numbers set aside; training never sees them, in either language
@@ -201,23 +201,24 @@ def train_on_pairs(model: torch.nn.Module,
     config.batch_size pairs, loss_of(model, batch) giving the loss; prints progress every
     log_every steps. Returns (each step's loss, seconds). course_lib.train cuts one token
     stream into windows; a translation batch is a set of pairs, hence this short loop."""
-    pairs = list(pairs)
+    pairs, seed = list(pairs), check_seed("seed", seed)
     optimizer = make_optimizer(model, config, next(model.parameters()).device)
     rng, losses, start = random.Random(seed), [], time.perf_counter()
     model.train()
-    for step in range(config.max_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
-        loss = loss_of(model, rng.sample(pairs, config.batch_size))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
-        if log_every and (step % log_every == 0 or step == config.max_steps - 1):
-            print(f"{name + ': ' if name else ''}step {step:4d}  loss {losses[-1]:.3f}  "
-                  f"{time.perf_counter() - start:5.1f} s", flush=True)
+    with seeded(seed):  # the batches and any dropout: the seed fixes the whole run
+        for step in range(config.max_steps):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, config)
+            loss = loss_of(model, rng.sample(pairs, config.batch_size))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+            if log_every and (step % log_every == 0 or step == config.max_steps - 1):
+                print(f"{name + ': ' if name else ''}step {step:4d}  loss {losses[-1]:.3f}  "
+                      f"{time.perf_counter() - start:5.1f} s", flush=True)
     model.eval()
     return losses, time.perf_counter() - start
 
