@@ -1,10 +1,11 @@
-"""How close can eager PyTorch come to the matrix-vector limit of a SmolLM2 float32 decode step?
+"""How close can eager PyTorch come to the matrix-vector limit of a SmolLM2 decode step?
 
     OMP_NUM_THREADS=1 taskset -c 1 python scripts/measure_decode_floor.py [--rounds 12]
+        [--quantized]   (the 4-bit model: products on the int4 kernel, as its layers run them)
 
 Times three things on one thread, in interleaved rounds (best of each, so machine noise hits
 all alike), 30 decode steps a round after a 37-token prompt:
-  limit  the matrix products alone (course_lib.bench_smollm2.matvec_seconds' loop);
+  limit  the matrix products alone (each linear layer on one token's vector, in order);
   bare   the same operations on the same weights as one flat loop: no modules, no hooks, no
          input checks, 2-D tensors (bare_step below; its logits are checked against GPT's);
   GPT    our model's cached step, model(token, kv_cache=cache, last_only=True).
@@ -17,20 +18,34 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
+from course_lib.int4_linear import _INT4_MM, GROUP, Int4Linear
 from course_lib.model import GPT
 from course_lib.positional import rope_rotation
 
 
+def product(layer: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> x W^T for a linear layer, as a bare call: F.linear on its weight, or the int4
+    kernel on a 4-bit layer's buffers (what Int4Linear.forward runs, minus the module)."""
+    if isinstance(layer, Int4Linear):
+        if layer.n_planes != 1:
+            return layer  # two planes (Q8_0): the layer's own sum of two products
+        packed, table = layer.packed_0, layer.scales_and_zeros_0
+        return lambda x: _INT4_MM(x.to(torch.bfloat16), packed, GROUP, table).to(x.dtype)
+    return partial(F.linear, weight=layer.weight)
+
+
 def bare_weights(model: GPT, capacity: int) -> list[tuple]:
-    """Per layer, (norm 1, qkv, out, norm 2, gate-up, down) weights and empty key, value rooms."""
+    """Per layer, (norm 1, qkv, out, norm 2, gate-up, down) and empty key and value rooms."""
     c = model.config
     head = c.n_embd // c.n_head
-    return [(b.ln_1.weight, b.attn.c_attn.weight, b.attn.c_proj.weight, b.ln_2.weight,
-             b.mlp.c_fc.weight, b.mlp.c_proj.weight,
+    return [(b.ln_1.weight, product(b.attn.c_attn), product(b.attn.c_proj), b.ln_2.weight,
+             product(b.mlp.c_fc), product(b.mlp.c_proj),
              torch.zeros(1, c.kv_heads, capacity, head), torch.zeros(1, c.kv_heads, capacity, head))
             for b in model.transformer.h]
 
@@ -40,36 +55,38 @@ def bare_step(model: GPT, layers: list[tuple], token: int, pos: int) -> torch.Te
     in layers' rooms: a Llama-style step (RMSNorm, rotary, grouped-query, SwiGLU) written flat."""
     c = model.config
     H, Hk, D, eps = c.n_head, c.kv_heads, c.n_embd // c.n_head, c.norm_eps
-    x = model.transformer.wte.weight[token].view(1, c.n_embd)
+    x = model.transformer.wte(torch.tensor([token])).view(1, c.n_embd)
     rot = rope_rotation(pos, 1, D, c.rope_base)
-    for ln1, w_qkv, w_out, ln2, w_fc, w_down, keys, values in layers:
-        qkv = F.linear(F.rms_norm(x, (c.n_embd,), ln1, eps), w_qkv)
+    for ln1, qkv_of, out_of, ln2, gate_up_of, down_of, keys, values in layers:
+        qkv = qkv_of(F.rms_norm(x, (c.n_embd,), ln1, eps))
         pairs = torch.view_as_complex(qkv[:, :(H + Hk) * D].reshape(H + Hk, D // 2, 2))
         qk = torch.view_as_real(pairs * rot).view(H + Hk, D)
         keys[0, :, pos], values[0, :, pos] = qk[H:], qkv[0, (H + Hk) * D:].view(Hk, D)
         y = F.scaled_dot_product_attention(qk[:H].view(1, H, 1, D), keys[:, :, :pos + 1],
                                            values[:, :, :pos + 1], enable_gqa=H != Hk)
-        x = x + F.linear(y.view(1, c.n_embd), w_out)
-        gate, up = F.linear(F.rms_norm(x, (c.n_embd,), ln2, eps), w_fc).chunk(2, dim=-1)
-        x = x + F.linear(F.silu(gate) * up, w_down)
+        x = x + out_of(y.view(1, c.n_embd))
+        gate, up = gate_up_of(F.rms_norm(x, (c.n_embd,), ln2, eps)).chunk(2, dim=-1)
+        x = x + down_of(F.silu(gate) * up)
     return model.lm_head(F.rms_norm(x, (c.n_embd,), model.transformer.ln_f.weight, eps))
 
 
 @torch.inference_mode()
 def check_bare_step(model: GPT, prompt: list[int]) -> float:
-    """The largest difference between bare_step's logits and the model's over prompt, token
-    by token (bare_step must do the model's work, or timing it means nothing)."""
+    """The largest difference between bare_step's logits and the model's cached steps over
+    prompt, a token at a time (bare_step must do the model's work, or timing it means
+    nothing; one token a pass on both sides, as the 4-bit kernel rounds by row count)."""
     layers = bare_weights(model, len(prompt))
-    full, _ = model.eval()(torch.tensor([prompt]))
+    cache = model.eval().new_cache(len(prompt))
+    ours = torch.cat([model(torch.tensor([[t]]), kv_cache=cache)[0][0] for t in prompt])
     bare = torch.cat([bare_step(model, layers, t, i) for i, t in enumerate(prompt)])
-    return (bare - full[0]).abs().max().item()
+    return (bare - ours).abs().max().item()
 
 
 @torch.inference_mode()
 def measure(model: GPT, rounds: int = 12, steps: int = 30, prompt_len: int = 37) -> dict:
     """Best ms per decode step of the limit, the bare loop and GPT, interleaved rounds."""
-    mats = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    xs = {w.shape[1]: torch.randn(1, 1, w.shape[1]) for w in mats}
+    linear = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Int4Linear))]
+    products = [(product(m), torch.randn(1, m.in_features)) for m in linear]
     prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len))
     cache = model.new_cache(prompt_len + steps)
     model(prompt, kv_cache=cache)
@@ -78,8 +95,8 @@ def measure(model: GPT, rounds: int = 12, steps: int = 30, prompt_len: int = 37)
 
     def limit():
         for _ in range(steps):
-            for w in mats:
-                F.linear(xs[w.shape[1]], w)
+            for multiply, x in products:
+                multiply(x)
 
     def bare():
         for i in range(steps):
@@ -102,11 +119,12 @@ def measure(model: GPT, rounds: int = 12, steps: int = 30, prompt_len: int = 37)
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--quantized", action="store_true", help="the 4-bit model")
     args = parser.parse_args(argv)
     from course_lib.pretrained import load_smollm2
 
     torch.set_num_threads(1)
-    model, tokenizer = load_smollm2()
+    model, tokenizer = load_smollm2(quantized=args.quantized)
     diff = check_bare_step(model, tokenizer.encode("The sea was calm and the sky"))
     print(f"bare loop vs GPT logits: max difference {diff:.1e}")
     if diff > 1e-3:

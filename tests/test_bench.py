@@ -112,3 +112,12 @@ def test_decode_floor_script_times_a_bare_loop_that_computes_the_models_logits()
     assert floor.check_bare_step(model, list(range(5, 25))) < 1e-5
     best = floor.measure(model, rounds=1, steps=3, prompt_len=5)
     assert set(best) == {"limit", "bare", "GPT"} and all(v > 0 for v in best.values())
+    # a 4-bit layer's bare product is its forward pass, minus the module
+    from course_lib.int4_linear import Int4Linear, pack_int4, scales_and_zeros
+
+    g = torch.Generator().manual_seed(2)
+    codes = torch.randint(0, 16, (64, 96), generator=g)
+    scale, zero = torch.rand(64, 3, generator=g), torch.randn(64, 3, generator=g)
+    layer = Int4Linear([(pack_int4(codes), scales_and_zeros(scale, zero))], 96, 64)
+    x = torch.randn(1, 96, generator=g)
+    assert torch.equal(floor.product(layer)(x), layer(x))
