@@ -101,7 +101,7 @@ class Engine:
             config = model.config
             block_bytes = (2 * config.n_layer * config.kv_heads * self.block_size
                            * (config.n_embd // config.n_head)
-                           * torch.finfo(model.dtype).bits // 8)
+                           * model.dtype.itemsize)
             num_kv_blocks = min(self.max_batch_size * -(-context // self.block_size),
                                 max(1, DEFAULT_KV_CACHE_BYTES // block_bytes))
         num_kv_blocks = check_int("num_kv_blocks", num_kv_blocks, minimum=1)

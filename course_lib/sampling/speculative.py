@@ -10,6 +10,7 @@ import torch
 
 from course_lib.model import GPT, eval_mode
 from course_lib.sampling.decode import (
+    last_logits,
     next_token_distribution,
     one_prompt,
     sample_next,
@@ -132,9 +133,8 @@ def speculative_rounds(target: GPT, draft, idx, max_new_tokens: int | None = Non
         while produced < params.max_new_tokens:
             k = min(k_max, params.max_new_tokens - produced - 1)
             if len(ids) + k > block:  # past the context window: plain decoding, as generate
-                window = torch.tensor([ids[-target.config.block_size :]], device=target.device)
-                logits = target(window, last_only=True)[0][0, -1].float()
-                token = target_token(logits)
+                window = torch.tensor([ids], device=target.device)  # last_logits crops it
+                token = target_token(last_logits(target, window)[0])
                 ids.append(token)
                 produced += 1
                 yield SpeculativeRound([], 0, token)
