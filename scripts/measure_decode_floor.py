@@ -2,10 +2,13 @@
 
     OMP_NUM_THREADS=1 taskset -c 1 python scripts/measure_decode_floor.py [--rounds 12]
         [--quantized]   (the 4-bit model: products on the int4 kernel, as its layers run them)
+        [--layouts]     (instead: each float32 matrix shape's product, row by row against
+                         column by column, the rule of pretrained.decode_faster_column_major)
 
 Times three things on one thread, in interleaved rounds (best of each, so machine noise hits
 all alike), 30 decode steps a round after a 37-token prompt:
-  limit  the matrix products alone (each linear layer on one token's vector, in order);
+  limit  the matrix products alone (each linear layer on one token's vector, in order, in the
+         order in memory load_smollm2 stores it: wide float32 matrices column by column);
   bare   the same operations on the same weights as one flat loop: no modules, no hooks, no
          input checks, 2-D tensors (bare_step below; its logits are checked against GPT's);
   GPT    our model's cached step, model(token, kv_cache=cache, last_only=True).
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from course_lib.int4_linear import _INT4_MM, GROUP, Int4Linear
 from course_lib.model import GPT
 from course_lib.positional import rope_rotation
+from course_lib.pretrained import column_major
 
 
 def product(layer: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -116,15 +120,53 @@ def measure(model: GPT, rounds: int = 12, steps: int = 30, prompt_len: int = 37)
     return best
 
 
+@torch.inference_mode()
+def layouts(model: GPT, rounds: int = 12,
+            min_bytes: float = 200e6) -> dict[tuple[int, int], dict[str, float]]:
+    """Per (out, in) shape of the model's float32 linear layers: GB/s of one token's product
+    with all its matrices of that shape, stored row by row and column by column (best of
+    interleaved rounds; a layer of that shape repeated to min_bytes, well past the caches)."""
+    shapes: dict[tuple[int, int], list[torch.Tensor]] = {}
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            shapes.setdefault(tuple(m.weight.shape), []).append(m.weight.contiguous())
+    out = {}
+    for shape, mats in shapes.items():
+        while sum(w.numel() for w in mats) * 4 < min_bytes:
+            mats = mats + [w.clone() for w in mats]
+        columns = [column_major(w) for w in mats]
+        x = torch.randn(1, shape[1])
+        best = {"rows": float("inf"), "columns": float("inf")}
+        for _ in range(rounds):
+            for name, ws in (("rows", mats), ("columns", columns)):
+                start = time.perf_counter()
+                for w in ws:
+                    F.linear(x, w)
+                best[name] = min(best[name], time.perf_counter() - start)
+        gb = sum(w.numel() for w in mats) * 4 / 1e9
+        out[shape] = {name: gb / sec for name, sec in best.items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--quantized", action="store_true", help="the 4-bit model")
+    parser.add_argument("--layouts", action="store_true",
+                        help="float32 products, row by row against column by column")
     args = parser.parse_args(argv)
-    from course_lib.pretrained import load_smollm2
+    from course_lib.pretrained import decode_faster_column_major, load_smollm2
 
     torch.set_num_threads(1)
     model, tokenizer = load_smollm2(quantized=args.quantized)
+    if args.layouts:
+        found = layouts(model, args.rounds)
+        for (rows, cols), speed in found.items():
+            chosen = "columns" if decode_faster_column_major(torch.empty(rows, cols)) else "rows"
+            print(f"{rows:>6} x {cols:<5} rows {speed['rows']:5.1f} GB/s, columns "
+                  f"{speed['columns']:5.1f} GB/s: {speed['columns'] / speed['rows']:.2f}x "
+                  f"(load_smollm2 stores it by {chosen})")
+        return found
     diff = check_bare_step(model, tokenizer.encode("The sea was calm and the sky"))
     print(f"bare loop vs GPT logits: max difference {diff:.1e}")
     if diff > 1e-3:

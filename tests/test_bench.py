@@ -121,3 +121,8 @@ def test_decode_floor_script_times_a_bare_loop_that_computes_the_models_logits()
     layer = Int4Linear([(pack_int4(codes), scales_and_zeros(scale, zero))], 96, 64)
     x = torch.randn(1, 96, generator=g)
     assert torch.equal(floor.product(layer)(x), layer(x))
+    # --layouts: every linear shape of the model, both orders timed
+    speeds = floor.layouts(model, rounds=1, min_bytes=1e5)
+    shapes = {tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    assert set(speeds) == shapes
+    assert all(set(v) == {"rows", "columns"} and min(v.values()) > 0 for v in speeds.values())

@@ -279,3 +279,19 @@ def test_model_explorer_and_logit_lens_run_on_it(smollm2_q4, smollm2):
     assert trace.token_embeddings.shape == (len(ids), q.config.n_embd)
     view = ModelExplorer((q, tok), text="The capital of France is", k=3)
     assert view is not None
+
+
+def test_matvec_limits_time_the_bytes_each_format_reads(smollm2_q4, smollm2):
+    from course_lib.bench_smollm2 import matvec_limits
+
+    f32, _ = smollm2
+    q4, _ = smollm2_q4
+    limits = matvec_limits(f32, q4, repeats=1)
+    n = sum(m.weight.numel() for m in f32.modules() if isinstance(m, torch.nn.Linear))
+    assert {k: v["bytes"] for k, v in limits.items()} == {
+        "float32, bytes read alone": 4 * n, "float32, row by row": 4 * n, "float32": 4 * n,
+        "bfloat16": 2 * n, "int8, bf16 activations": n + 2 * sum(
+            m.weight.shape[0] for m in f32.modules() if isinstance(m, torch.nn.Linear)),
+        "int4 (the file's blocks)": sum(b.numel() * b.element_size()
+                                        for b in q4.buffers())}
+    assert all(v["ms"] > 0 for v in limits.values())
