@@ -39,13 +39,17 @@ def matvec_seconds(model: GPT, repeats: int = 5) -> float:
     """The matrix-vector limit of one decoding step: the time of torch's products of one
     token's vector with every weight matrix of the model (each layer's, then the head's), and
     nothing else. Decoding reads every weight once, so no implementation on the same
-    kernels can be much faster."""
-    mats = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    xs = {w.shape[1]: torch.randn(1, 1, w.shape[1]) for w in mats}
+    kernels can be much faster. Each product is computed as its layer computes it (a
+    FewRowsLinear by few_rows_product, whose routine streams the weights faster)."""
+    from course_lib.few_rows_linear import FewRowsLinear, few_rows_product
+
+    products = [(few_rows_product if isinstance(m, FewRowsLinear) else F.linear, m.weight)
+                for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    xs = {w.shape[1]: torch.randn(1, w.shape[1]) for _, w in products}
 
     def step():
-        for w in mats:
-            torch.nn.functional.linear(xs[w.shape[1]], w)
+        for multiply, w in products:
+            multiply(xs[w.shape[1]], w)
 
     with torch.no_grad():
         return _best_times({"mv": step}, torch.device("cpu"), repeats)["mv"]
@@ -138,29 +142,29 @@ def smollm2_rows(row: Callable, quick: bool) -> dict:
 
 def matvec_limits(f32: GPT, q4: GPT, repeats: int = 5) -> dict[str, dict]:
     """Per weight format, the bytes of weights one decoded token reads and the time of one
-    token's vector multiplied by every matrix (nothing else): float32 as f32 stores it (wide
-    matrices column by column, pretrained.decode_faster_column_major) and row by row, the
-    float32 bytes merely summed (how fast one core reads them: the memory's limit), bfloat16
-    (F.linear), int8 weight-only with bfloat16 activations (torch's _weight_int8pack_mm, a
-    scale per row), and the file's 4-bit blocks on the int4 kernel (q4's own layers)."""
+    token's vector multiplied by every matrix (nothing else): float32 as f32's layers compute it
+    (few_rows_linear's W @ X^T) and by F.linear, the float32 bytes merely summed (how fast one
+    core reads them: the memory's limit), bfloat16 (F.linear), int8 weight-only with bfloat16
+    activations (torch's _weight_int8pack_mm, a scale per row), and the file's 4-bit blocks on
+    the int4 kernel (q4's own layers)."""
+    from course_lib.few_rows_linear import few_rows_product
     from course_lib.int4_linear import Int4Linear
 
     mats = [m.weight.detach() for m in f32.modules() if isinstance(m, torch.nn.Linear)]
-    rows = [w.contiguous() for w in mats]  # row by row, as the file and transformers keep them
-    bf16 = [w.bfloat16() for w in rows]
+    bf16 = [w.bfloat16() for w in mats]
     int8 = []
-    for w in rows:
+    for w in mats:
         scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127
         int8.append(((w / scale[:, None]).round().to(torch.int8), scale.bfloat16()))
     int4 = [m for m in q4.modules() if isinstance(m, Int4Linear)]
     x32 = {w.shape[1]: torch.randn(1, w.shape[1]) for w in mats}
     x16 = {k: v.bfloat16() for k, v in x32.items()}
     steps = {
-        "float32, bytes read alone": (lambda: [w.sum() for w in rows],
-                                      sum(w.numel() * 4 for w in rows)),
-        "float32, row by row": (lambda: [F.linear(x32[w.shape[1]], w) for w in rows],
-                                sum(w.numel() * 4 for w in rows)),
-        "float32": (lambda: [F.linear(x32[w.shape[1]], w) for w in mats],
+        "float32, bytes read alone": (lambda: [w.sum() for w in mats],
+                                      sum(w.numel() * 4 for w in mats)),
+        "float32, F.linear": (lambda: [F.linear(x32[w.shape[1]], w) for w in mats],
+                              sum(w.numel() * 4 for w in mats)),
+        "float32": (lambda: [few_rows_product(x32[w.shape[1]], w) for w in mats],
                     sum(w.numel() * 4 for w in mats)),
         "bfloat16": (lambda: [F.linear(x16[w.shape[1]], w) for w in bf16],
                      sum(w.numel() * 2 for w in bf16)),
@@ -273,10 +277,10 @@ def smollm2_q4_rows(row: Callable, quick: bool) -> dict:
         t["float32"] / hf, None)
     for name, key in (("int4", "int4 (the file's blocks)"), ("float32", "float32")):
         limit, step = r["limits"][key]["ms"], r["decode_ms"][name]
-        rows = r["limits"]["float32, row by row"]["ms"]
+        plain = r["limits"]["float32, F.linear"]["ms"]
         row(f"SmolLM2 {name} decode vs mat-vec limit", f"{step:.1f} ms",
             f"limit {limit:.1f} ms/token", limit / step, 0.9 if name == "float32" else None,
-            f", {rows / step:.2f}x the products row by row ({rows:.1f} ms)"
+            f", {plain / step:.2f}x the products by F.linear ({plain:.1f} ms)"
             if name == "float32" else "")
     for name, f in r["fresh"].items():
         row(f"SmolLM2 {name} load (s), fresh process", f"{f['load_s']:.2f}",

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
+from course_lib.few_rows_linear import use_few_rows_linears
 from course_lib.gguf_file import GGUFFile, read_gguf
 from course_lib.int4_linear import keep_quantized
 from course_lib.model import GPT, GPTConfig
@@ -104,33 +104,11 @@ def load_smollm2(
     change its weights without affecting anyone else's copy. quantized=True keeps the file's
     4-bit blocks and multiplies with torch's int4 CPU kernel (course_lib.int4_linear): about a
     fifth of the memory and several times the decoding speed, with answers that agree with the
-    float32 model's (tests/test_quantized_smollm2.py). In float32 on the CPU, the matrices
-    that decoding streams faster column by column are stored that way
-    (decode_faster_column_major): the same values and results, to the last digits.
+    float32 model's (tests/test_quantized_smollm2.py). Its float32 linear layers are
+    FewRowsLinear (course_lib.few_rows_linear): nn.Linear, with a decoded token's products
+    in about half the time on the CPU, equal to F.linear's but for the order of the additions.
     """
     return load_gguf(smollm2_path(), device=device, dtype=dtype, quantized=quantized)
-
-
-def column_major(weight: torch.Tensor) -> torch.Tensor:
-    """The same matrix, stored column by column: its transpose made contiguous, turned back.
-
-    Shape, values and every result are unchanged; only the order of the numbers in memory is.
-    """
-    return weight.t().contiguous().t()
-
-
-def decode_faster_column_major(weight: torch.Tensor) -> bool:
-    """Whether one token's product with this (out, in) matrix streams faster column by column.
-
-    Measured with MKL's float32 products on one core of this course's machine (an AMD EPYC;
-    scripts/measure_decode_floor.py --layouts): with at least as many outputs as inputs, 1.1x
-    (576 x 576) to 2.1x (49,152 x 576) as fast; with fewer (SmolLM2's down projection,
-    576 x 1,536), 0.8x. In bfloat16 it does not pay (the output matrix: 0.7x), and a batch of
-    tokens (a prompt, training) runs at the same speed either way.
-    """
-    return (weight.device.type == "cpu" and weight.dtype == torch.float32
-            and torch.backends.mkl.is_available() and weight.dim() == 2
-            and weight.shape[0] >= weight.shape[1])
 
 
 def gguf_config(gguf: GGUFFile) -> GPTConfig:
@@ -227,12 +205,6 @@ def load_gguf(
     with torch.device("meta"):  # no memory and no random init for weights about to be replaced
         model = GPT(config)
     shapes = {k: v.shape for k, v in model.state_dict().items()}
-    # The float matrices that multiply a token's vector (a tied embedding is the output layer).
-    products = set()
-    if not quantized:
-        products = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-        if config.tie_embeddings:
-            products.add("transformer.wte.weight")
     state = {}
     if quantized:
         names = keep_quantized(model, gguf, names)
@@ -243,12 +215,11 @@ def load_gguf(
             raise ValueError(f"{gguf.path}: {parts} make a tensor of shape {tuple(tensor.shape)}, "
                              f"but the metadata says {ours} is {tuple(shapes[ours])}")
         state[ours] = tensor.to(device=device, dtype=dtype)
-        if ours in products and decode_faster_column_major(state[ours]):
-            state[ours] = column_major(state[ours])
         del pieces, tensor
     model.load_state_dict(state, strict=False, assign=True)
     if config.tie_embeddings and not quantized:
         model.lm_head.weight = model.transformer.wte.weight
+    use_few_rows_linears(model)  # a decoded token's products in about half the time
     tokenizer = BPETokenizer.from_gguf(gguf)  # the metadata is already read
     if tokenizer.vocab_size > config.vocab_size:
         raise ValueError(f"{gguf.path}: its tokenizer has {tokenizer.vocab_size} tokens but the "

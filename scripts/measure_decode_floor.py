@@ -2,13 +2,15 @@
 
     OMP_NUM_THREADS=1 taskset -c 1 python scripts/measure_decode_floor.py [--rounds 12]
         [--quantized]   (the 4-bit model: products on the int4 kernel, as its layers run them)
-        [--layouts]     (instead: each float32 matrix shape's product, row by row against
-                         column by column, the rule of pretrained.decode_faster_column_major)
+        [--products]    (instead: one token's product with each float32 matrix shape, by
+                         F.linear and by few_rows_linear's matrix-matrix form)
+        [--batches]     (instead: float32 decode steps of 1, 2, 4 and 8 sequences, with
+                         FewRowsLinear layers and with plain nn.Linear ones)
 
 Times three things on one thread, in interleaved rounds (best of each, so machine noise hits
 all alike), 30 decode steps a round after a 37-token prompt:
-  limit  the matrix products alone (each linear layer on one token's vector, in order, in the
-         order in memory load_smollm2 stores it: wide float32 matrices column by column);
+  limit  the matrix products alone (each linear layer on one token's vector, in order, as the
+         layer computes it: few_rows_product for float32, the int4 kernel for 4-bit);
   bare   the same operations on the same weights as one flat loop: no modules, no hooks, no
          input checks, 2-D tensors (bare_step below; its logits are checked against GPT's);
   GPT    our model's cached step, model(token, kv_cache=cache, last_only=True).
@@ -27,10 +29,10 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from course_lib.few_rows_linear import FewRowsLinear, few_rows_product
 from course_lib.int4_linear import _INT4_MM, GROUP, Int4Linear
 from course_lib.model import GPT
 from course_lib.positional import rope_rotation
-from course_lib.pretrained import column_major
 
 
 def product(layer: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -41,6 +43,8 @@ def product(layer: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
             return layer  # two planes (Q8_0): the layer's own sum of two products
         packed, table = layer.packed_0, layer.scales_and_zeros_0
         return lambda x: _INT4_MM(x.to(torch.bfloat16), packed, GROUP, table).to(x.dtype)
+    if isinstance(layer, FewRowsLinear):
+        return partial(few_rows_product, weight=layer.weight)
     return partial(F.linear, weight=layer.weight)
 
 
@@ -121,30 +125,57 @@ def measure(model: GPT, rounds: int = 12, steps: int = 30, prompt_len: int = 37)
 
 
 @torch.inference_mode()
-def layouts(model: GPT, rounds: int = 12,
-            min_bytes: float = 200e6) -> dict[tuple[int, int], dict[str, float]]:
+def products(model: GPT, rounds: int = 12,
+             min_bytes: float = 200e6) -> dict[tuple[int, int], dict[str, float]]:
     """Per (out, in) shape of the model's float32 linear layers: GB/s of one token's product
-    with all its matrices of that shape, stored row by row and column by column (best of
+    with all its matrices of that shape, by F.linear and by few_rows_product (best of
     interleaved rounds; a layer of that shape repeated to min_bytes, well past the caches)."""
     shapes: dict[tuple[int, int], list[torch.Tensor]] = {}
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
-            shapes.setdefault(tuple(m.weight.shape), []).append(m.weight.contiguous())
+            shapes.setdefault(tuple(m.weight.shape), []).append(m.weight)
     out = {}
     for shape, mats in shapes.items():
         while sum(w.numel() for w in mats) * 4 < min_bytes:
             mats = mats + [w.clone() for w in mats]
-        columns = [column_major(w) for w in mats]
         x = torch.randn(1, shape[1])
-        best = {"rows": float("inf"), "columns": float("inf")}
+        best = {"F.linear": float("inf"), "W @ X^T": float("inf")}
         for _ in range(rounds):
-            for name, ws in (("rows", mats), ("columns", columns)):
+            for name, multiply in (("F.linear", F.linear), ("W @ X^T", few_rows_product)):
                 start = time.perf_counter()
-                for w in ws:
-                    F.linear(x, w)
+                for w in mats:
+                    multiply(x, w)
                 best[name] = min(best[name], time.perf_counter() - start)
         gb = sum(w.numel() for w in mats) * 4 / 1e9
         out[shape] = {name: gb / sec for name, sec in best.items()}
+    return out
+
+
+@torch.inference_mode()
+def batches(model: GPT, sizes: tuple[int, ...] = (1, 2, 4, 8), rounds: int = 3,
+            steps: int = 8) -> dict[int, dict[str, float]]:
+    """Per batch size, best ms of one cached decode step with the model's FewRowsLinear layers
+    and with the same parameters in plain nn.Linear layers (F.linear), interleaved."""
+    import copy
+
+    plain = copy.deepcopy(model)
+    for m in plain.modules():
+        if type(m) is FewRowsLinear:
+            m.__class__ = torch.nn.Linear  # the same parameters, F.linear's forward
+    out = {}
+    for size in sizes:
+        prompt = torch.randint(0, model.config.vocab_size, (size, 32))
+        one = torch.randint(0, model.config.vocab_size, (size, 1))
+        best = {"FewRowsLinear": float("inf"), "nn.Linear": float("inf")}
+        for _ in range(rounds):
+            for name, m in (("FewRowsLinear", model), ("nn.Linear", plain)):
+                cache = m.new_cache(32 + steps)
+                m(prompt, kv_cache=cache)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    m(one, kv_cache=cache, last_only=True)
+                best[name] = min(best[name], 1e3 * (time.perf_counter() - start) / steps)
+        out[size] = best
     return out
 
 
@@ -152,20 +183,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--quantized", action="store_true", help="the 4-bit model")
-    parser.add_argument("--layouts", action="store_true",
-                        help="float32 products, row by row against column by column")
+    parser.add_argument("--products", action="store_true",
+                        help="one token's float32 products, F.linear against W @ X^T")
+    parser.add_argument("--batches", action="store_true",
+                        help="float32 decode steps of a few sequences, both kinds of layers")
     args = parser.parse_args(argv)
-    from course_lib.pretrained import decode_faster_column_major, load_smollm2
+    from course_lib.pretrained import load_smollm2
 
     torch.set_num_threads(1)
     model, tokenizer = load_smollm2(quantized=args.quantized)
-    if args.layouts:
-        found = layouts(model, args.rounds)
+    if args.products:
+        found = products(model, args.rounds)
         for (rows, cols), speed in found.items():
-            chosen = "columns" if decode_faster_column_major(torch.empty(rows, cols)) else "rows"
-            print(f"{rows:>6} x {cols:<5} rows {speed['rows']:5.1f} GB/s, columns "
-                  f"{speed['columns']:5.1f} GB/s: {speed['columns'] / speed['rows']:.2f}x "
-                  f"(load_smollm2 stores it by {chosen})")
+            print(f"{rows:>6} x {cols:<5} F.linear {speed['F.linear']:5.1f} GB/s, W @ X^T "
+                  f"{speed['W @ X^T']:5.1f} GB/s: {speed['W @ X^T'] / speed['F.linear']:.2f}x")
+        return found
+    if args.batches:
+        found = batches(model)
+        for size, ms in found.items():
+            print(f"{size} sequence(s): FewRowsLinear {ms['FewRowsLinear']:6.1f} ms, nn.Linear "
+                  f"{ms['nn.Linear']:6.1f} ms a step: "
+                  f"{ms['nn.Linear'] / ms['FewRowsLinear']:.2f}x")
         return found
     diff = check_bare_step(model, tokenizer.encode("The sea was calm and the sky"))
     print(f"bare loop vs GPT logits: max difference {diff:.1e}")

@@ -121,8 +121,16 @@ def test_decode_floor_script_times_a_bare_loop_that_computes_the_models_logits()
     layer = Int4Linear([(pack_int4(codes), scales_and_zeros(scale, zero))], 96, 64)
     x = torch.randn(1, 96, generator=g)
     assert torch.equal(floor.product(layer)(x), layer(x))
-    # --layouts: every linear shape of the model, both orders timed
-    speeds = floor.layouts(model, rounds=1, min_bytes=1e5)
+    # --products: every linear shape of the model, both ways timed
+    speeds = floor.products(model, rounds=1, min_bytes=1e5)
     shapes = {tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)}
     assert set(speeds) == shapes
-    assert all(set(v) == {"rows", "columns"} and min(v.values()) > 0 for v in speeds.values())
+    assert all(set(v) == {"F.linear", "W @ X^T"} and min(v.values()) > 0
+               for v in speeds.values())
+    # --batches: the model with FewRowsLinear layers against plain ones, left as it was
+    from course_lib.few_rows_linear import FewRowsLinear, use_few_rows_linears
+
+    use_few_rows_linears(model)
+    steps = floor.batches(model, sizes=(1, 2), rounds=1, steps=2)
+    assert set(steps) == {1, 2} and all(min(v.values()) > 0 for v in steps.values())
+    assert type(model.lm_head) is FewRowsLinear

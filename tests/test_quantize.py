@@ -149,12 +149,3 @@ def test_q4_1_decoder_equals_gguf():
     with pytest.raises(ValueError, match="no tensor"):
         gguf_tensor(_gguf_path(), "not.a.tensor")
 
-
-def test_a_matrix_stored_column_by_column_quantizes_as_stored_row_by_row():
-    # load_smollm2 stores its wide float32 matrices column by column (faster decoding)
-    from course_lib.pretrained import column_major
-
-    w = torch.randn(96, 64, generator=torch.Generator().manual_seed(0))
-    for bits, group in ((8, None), (4, 32)):
-        a, b = quantize(column_major(w), bits, group), quantize(w, bits, group)
-        assert torch.equal(a.dequantize(), b.dequantize())
