@@ -148,4 +148,3 @@ def test_q4_1_decoder_equals_gguf():
         decode_q4_1_block(b"\x00" * 19)
     with pytest.raises(ValueError, match="no tensor"):
         gguf_tensor(_gguf_path(), "not.a.tensor")
-
