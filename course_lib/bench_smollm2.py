@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.bench import _best_times
+from course_lib.few_rows_linear import bare_product, few_rows_product
 from course_lib.model import GPT
 from course_lib.sampling import generate
 
@@ -41,15 +42,12 @@ def matvec_seconds(model: GPT, repeats: int = 5) -> float:
     nothing else. Decoding reads every weight once, so no implementation on the same
     kernels can be much faster. Each product is computed as its layer computes it (a
     FewRowsLinear by few_rows_product, whose routine streams the weights faster)."""
-    from course_lib.few_rows_linear import FewRowsLinear, few_rows_product
-
-    products = [(few_rows_product if isinstance(m, FewRowsLinear) else F.linear, m.weight)
-                for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    xs = {w.shape[1]: torch.randn(1, w.shape[1]) for _, w in products}
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    products = [(bare_product(m), torch.randn(1, m.in_features)) for m in layers]
 
     def step():
-        for multiply, w in products:
-            multiply(xs[w.shape[1]], w)
+        for multiply, x in products:
+            multiply(x)
 
     with torch.no_grad():
         return _best_times({"mv": step}, torch.device("cpu"), repeats)["mv"]
@@ -147,7 +145,6 @@ def matvec_limits(f32: GPT, q4: GPT, repeats: int = 5) -> dict[str, dict]:
     core reads them: the memory's limit), bfloat16 (F.linear), int8 weight-only with bfloat16
     activations (torch's _weight_int8pack_mm, a scale per row), and the file's 4-bit blocks on
     the int4 kernel (q4's own layers)."""
-    from course_lib.few_rows_linear import few_rows_product
     from course_lib.int4_linear import Int4Linear
 
     mats = [m.weight.detach() for m in f32.modules() if isinstance(m, torch.nn.Linear)]

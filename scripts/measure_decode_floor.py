@@ -24,28 +24,26 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from course_lib.few_rows_linear import FewRowsLinear, few_rows_product
+from course_lib.few_rows_linear import FewRowsLinear, bare_product, few_rows_product
 from course_lib.int4_linear import _INT4_MM, GROUP, Int4Linear
 from course_lib.model import GPT
 from course_lib.positional import rope_rotation
 
 
 def product(layer: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """x -> x W^T for a linear layer, as a bare call: F.linear on its weight, or the int4
-    kernel on a 4-bit layer's buffers (what Int4Linear.forward runs, minus the module)."""
+    """x -> x W^T for a linear layer, as a bare call: its own route (bare_product: the
+    two-row product of a FewRowsLinear, F.linear otherwise), or the int4 kernel on a 4-bit
+    layer's buffers (what Int4Linear.forward runs, minus the module)."""
     if isinstance(layer, Int4Linear):
         if layer.n_planes != 1:
             return layer  # two planes (Q8_0): the layer's own sum of two products
         packed, table = layer.packed_0, layer.scales_and_zeros_0
         return lambda x: _INT4_MM(x.to(torch.bfloat16), packed, GROUP, table).to(x.dtype)
-    if isinstance(layer, FewRowsLinear):
-        return partial(few_rows_product, weight=layer.weight)
-    return partial(F.linear, weight=layer.weight)
+    return bare_product(layer)
 
 
 def bare_weights(model: GPT, capacity: int) -> list[tuple]:

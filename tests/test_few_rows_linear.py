@@ -71,3 +71,16 @@ def test_a_gpt_with_few_rows_linears_decodes_as_before():
     prompt = [5, 17, 3, 40]
     assert generate(fast, prompt, 12, temperature=0).tolist() == \
         generate(plain, prompt, 12, temperature=0).tolist()
+
+
+def test_bare_product_is_the_layers_own_route():
+    from course_lib.few_rows_linear import bare_product
+
+    torch.manual_seed(0)
+    plain = nn.Linear(32, 48, bias=False)
+    fast = FewRowsLinear.taking_over(plain)
+    x = torch.randn(1, 32)
+    with torch.no_grad():
+        assert torch.equal(bare_product(plain)(x), F.linear(x, plain.weight))
+        assert torch.equal(bare_product(fast)(x), few_rows_product(x, fast.weight))
+        assert torch.equal(bare_product(fast)(x), fast(x))
