@@ -1,10 +1,12 @@
-"""Pick the device to run on and the autocast context that goes with it."""
+"""Pick the device to run on and the autocast context that goes with it; what the machine offers
+(cores, memory) to this process."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import warnings
 
 import torch
 
@@ -97,6 +99,69 @@ def configure_threads() -> int:
         if torch.get_num_threads() > wanted:
             torch.set_num_threads(wanted)
     return torch.get_num_threads()
+
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):  # absent, "max" (no limit), or unreadable
+        return None
+
+
+def _stat_field(path: str, name: str) -> int:
+    """The number after name in a file of "name value [unit]" lines, or 0."""
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 2 and fields[0] == name:
+                    return int(fields[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def available_memory(cgroup_root: str = "/sys/fs/cgroup",
+                     meminfo: str = "/proc/meminfo") -> int | None:
+    """Bytes this process can still take before its container or the machine runs out, or
+    None where neither says (not Linux).
+
+    A container (Binder: 2 GB for the whole session) counts every kernel in it: its limit less
+    what it holds, the file cache it may drop counted as free (cgroup v2, else v1); capped by
+    the machine's MemAvailable.
+    """
+    found = []
+    for limit_file, usage_file, stat_file, cache_field in (
+            (f"{cgroup_root}/memory.max", f"{cgroup_root}/memory.current",
+             f"{cgroup_root}/memory.stat", "inactive_file"),
+            (f"{cgroup_root}/memory/memory.limit_in_bytes",
+             f"{cgroup_root}/memory/memory.usage_in_bytes",
+             f"{cgroup_root}/memory/memory.stat", "total_inactive_file")):
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit is not None and usage is not None:
+            found.append(max(0, limit - usage + _stat_field(stat_file, cache_field)))
+            break
+    free_kb = _stat_field(meminfo, "MemAvailable:")
+    if free_kb:
+        found.append(free_kb * 1024)
+    return min(found) if found else None
+
+
+def warn_if_short_of_memory(needed_bytes: float, what: str, **where) -> bool:
+    """Warn, before a load of needed_bytes, when available_memory(**where) is short of it; True
+    if it warned. The alternative is a kernel stopped mid-lesson with no word of why."""
+    free = available_memory(**where)
+    if free is None or free >= needed_bytes:
+        return False
+    warnings.warn(
+        f"{what} takes about {needed_bytes / 1e9:.1f} GB and only {free / 1e9:.1f} GB is free "
+        "here: other notebooks' kernels may hold the rest (Binder gives 2 GB for all of them). "
+        "Shut them down (JupyterLab: Kernel > Shut Down All Kernels..., or the Running panel), "
+        "then restart this kernel and run the lesson again; otherwise the system may stop this "
+        "kernel mid-lesson.", UserWarning, stacklevel=3)
+    return True
 
 
 # Done on import: every lesson imports course_lib.device (through widgets), before any model runs.
