@@ -151,7 +151,7 @@ def available_memory(cgroup_root: str = "/sys/fs/cgroup",
 
 def warn_if_short_of_memory(needed_bytes: float, what: str, **where) -> bool:
     """Warn, before a load of needed_bytes, when available_memory(**where) is short of it; True
-    if it warned. The alternative is a kernel stopped mid-lesson with no word of why."""
+    if it warned. Without it, a kernel is stopped mid-lesson with no word of why."""
     free = available_memory(**where)
     if free is None or free >= needed_bytes:
         return False
@@ -159,8 +159,9 @@ def warn_if_short_of_memory(needed_bytes: float, what: str, **where) -> bool:
         f"{what} takes about {needed_bytes / 1e9:.1f} GB and only {free / 1e9:.1f} GB is free "
         "here: other notebooks' kernels may hold the rest (Binder gives 2 GB for all of them). "
         "Shut them down (JupyterLab: Kernel > Shut Down All Kernels..., or the Running panel), "
-        "then restart this kernel and run the lesson again; otherwise the system may stop this "
-        "kernel mid-lesson.", UserWarning, stacklevel=3)
+        "then restart this kernel and run the lesson again; otherwise, when memory runs out, "
+        "the system stops one of the kernels (this one or another) without a word.",
+        UserWarning, stacklevel=3)
     return True
 
 
