@@ -14,14 +14,15 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def execute(path: Path, out: Path | None = None) -> float:
-    """Run the notebook at path, write it with its outputs to out (default: in place)."""
+def execute(path: Path, out: Path | None = None, cwd: Path | None = None) -> float:
+    """Run the notebook at path (in cwd, default its folder), write it with its outputs to out
+    (default: in place)."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
         timeout=600,
         kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
+        resources={"metadata": {"path": str(cwd or path.parent)}},
         store_widget_state=False,
     )
     t0 = time.perf_counter()
