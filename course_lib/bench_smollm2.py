@@ -156,13 +156,11 @@ def matvec_limits(f32: GPT, q4: GPT, repeats: int = 5) -> dict[str, dict]:
     int4 = [m for m in q4.modules() if isinstance(m, Int4Linear)]
     x32 = {w.shape[1]: torch.randn(1, w.shape[1]) for w in mats}
     x16 = {k: v.bfloat16() for k, v in x32.items()}
+    f32_bytes = sum(w.numel() * 4 for w in mats)
     steps = {
-        "float32, bytes read alone": (lambda: [w.sum() for w in mats],
-                                      sum(w.numel() * 4 for w in mats)),
-        "float32, F.linear": (lambda: [F.linear(x32[w.shape[1]], w) for w in mats],
-                              sum(w.numel() * 4 for w in mats)),
-        "float32": (lambda: [few_rows_product(x32[w.shape[1]], w) for w in mats],
-                    sum(w.numel() * 4 for w in mats)),
+        "float32, bytes read alone": (lambda: [w.sum() for w in mats], f32_bytes),
+        "float32, F.linear": (lambda: [F.linear(x32[w.shape[1]], w) for w in mats], f32_bytes),
+        "float32": (lambda: [few_rows_product(x32[w.shape[1]], w) for w in mats], f32_bytes),
         "bfloat16": (lambda: [F.linear(x16[w.shape[1]], w) for w in bf16],
                      sum(w.numel() * 2 for w in bf16)),
         "int8, bf16 activations": (
@@ -272,9 +270,9 @@ def smollm2_q4_rows(row: Callable, quick: bool) -> dict:
             f"llama.cpp {t['llama.cpp']:.1f}", t["int4"] / t["llama.cpp"], 1.0)
     row("SmolLM2 float32 greedy tok/s, 1 thread", f"{t['float32']:.1f}", f"HF generate {hf:.1f}",
         t["float32"] / hf, None)
+    plain = r["limits"]["float32, F.linear"]["ms"]
     for name, key in (("int4", "int4 (the file's blocks)"), ("float32", "float32")):
         limit, step = r["limits"][key]["ms"], r["decode_ms"][name]
-        plain = r["limits"]["float32, F.linear"]["ms"]
         row(f"SmolLM2 {name} decode vs mat-vec limit", f"{step:.1f} ms",
             f"limit {limit:.1f} ms/token", limit / step, 0.9 if name == "float32" else None,
             f", {plain / step:.2f}x the products by F.linear ({plain:.1f} ms)"

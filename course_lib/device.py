@@ -101,7 +101,6 @@ def configure_threads() -> int:
     return torch.get_num_threads()
 
 
-
 def _read_int(path: str) -> int | None:
     try:
         with open(path) as f:
